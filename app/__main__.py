@@ -1,0 +1,30 @@
+"""Run the service: ``python -m app`` (or ``brum-serve``), configured by ``BRUM_*`` variables."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from app.settings import Settings
+from app.transport.api import create_app
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # One process per container: scale out with replicas, not workers.
+        workers=1,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Core layer: variant cards, the variant registry, prediction and metrics."""

@@ -1,0 +1,59 @@
+"""From logits to predictions: probabilities, the top label and the top-k labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.core.registry import Variant
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    top_k: list[LabelScore]
+    truncated: bool
+    tokens: int
+
+
+@dataclass(frozen=True)
+class PredictionBatch:
+    predictions: list[Prediction]
+    inference_seconds: float
+    tokens: int
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict(variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
+    """Classify ``texts`` with ``variant``. Blocking: call it off the event loop."""
+    output = variant.classifier.classify(texts)
+    probabilities = softmax(output.logits.astype(np.float32))
+    labels = variant.card.labels
+    k = min(top_k, len(labels))
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    predictions = []
+    for row, indices in enumerate(top):
+        ranked = [LabelScore(labels[i], float(probabilities[row, i])) for i in indices]
+        predictions.append(
+            Prediction(
+                label=ranked[0].label,
+                score=ranked[0].score,
+                top_k=ranked,
+                truncated=output.truncated[row],
+                tokens=int(output.token_counts[row]),
+            )
+        )
+    return PredictionBatch(predictions, output.inference_seconds, int(output.token_counts.sum()))

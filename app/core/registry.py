@@ -1,0 +1,101 @@
+"""The variant registry: every variant of a model repository, loaded and warmed up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core.card import (
+    CARD_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    CardError,
+    VariantCard,
+    read_card,
+    verify_files,
+)
+from app.core.errors import UnknownVariant
+from app.runtime.classifier import OnnxClassifier, load_classifier
+from app.runtime.session import SessionConfig
+
+logger = logging.getLogger("brum.registry")
+
+WARMUP_TEXTS = ["warm up", "how do i transfer money from my checking to my savings account"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    card: VariantCard
+    classifier: OnnxClassifier
+    folder: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return (self.folder / MODEL_FILE).stat().st_size
+
+
+@dataclass(frozen=True)
+class Registry:
+    variants: dict[str, Variant]
+    default: str
+
+    def get(self, name: str | None) -> Variant:
+        if name is None:
+            return self.variants[self.default]
+        try:
+            return self.variants[name]
+        except KeyError:
+            raise UnknownVariant(
+                f"unknown variant {name!r}; available: {', '.join(sorted(self.variants))}"
+            ) from None
+
+
+def discover(repository: Path) -> list[Path]:
+    if not repository.is_dir():
+        raise CardError(f"model repository {repository} is not a directory")
+    folders = sorted(p.parent for p in repository.glob(f"*/{CARD_FILE}"))
+    if not folders:
+        raise CardError(f"model repository {repository} holds no variant (no */{CARD_FILE})")
+    return folders
+
+
+def read_cards(repository: Path, verify: bool) -> list[tuple[Path, VariantCard]]:
+    """Read and check every card first, so a broken repository fails before anything loads."""
+    cards = []
+    for folder in discover(repository):
+        card = read_card(folder)
+        if verify:
+            verify_files(folder, card)
+        cards.append((folder, card))
+    return cards
+
+
+def load_variant(folder: Path, card: VariantCard, config: SessionConfig) -> Variant:
+    classifier = load_classifier(
+        folder / MODEL_FILE, folder / TOKENIZER_FILE, card.max_length, config
+    )
+    output_width = classifier.classify(WARMUP_TEXTS[:1]).logits.shape[1]
+    if output_width != len(card.labels):
+        raise CardError(
+            f"{folder}: model outputs {output_width} scores, card has {len(card.labels)} labels"
+        )
+    return Variant(card.name, card, classifier, folder)
+
+
+def warm_up(variant: Variant, iterations: int) -> float:
+    started = time.perf_counter()
+    for _ in range(iterations):
+        variant.classifier.classify(WARMUP_TEXTS)
+        variant.classifier.classify(WARMUP_TEXTS[:1])
+    return time.perf_counter() - started
+
+
+def choose_default(names: list[str], requested: str | None) -> str:
+    if requested is None:
+        return sorted(names)[0]
+    if requested not in names:
+        raise CardError(f"default variant {requested!r} is not in the repository: {sorted(names)}")
+    return requested

@@ -1,0 +1,1 @@
+"""Runtime layer: tokenizer and onnxruntime session. The only layer that imports onnxruntime."""

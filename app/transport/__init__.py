@@ -1,0 +1,1 @@
+"""Transport layer: FastAPI routes. The only layer that imports FastAPI."""

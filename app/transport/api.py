@@ -1,0 +1,77 @@
+"""The FastAPI application: wires the engine (core) to the routes (transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.core.engine import Engine
+from app.settings import Settings
+from app.transport import errors, health, v1
+from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
+
+logger = logging.getLogger("brum.api")
+
+VARIANT_PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)/predict$")
+
+
+async def _load(engine: Engine) -> None:
+    try:
+        await engine.load_in_background()
+    except Exception:
+        # A variant that cannot load leaves the service unable to serve its traffic: stop, loudly,
+        # so the orchestrator restarts it and the logs say why.
+        logger.exception("loading the model repository failed; shutting down")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine: Engine = app.state.engine
+    loading = asyncio.create_task(_load(engine))
+    try:
+        yield
+    finally:
+        loading.cancel()
+        engine.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = Engine(settings)
+
+    def metered_variant(path: str) -> str | None:
+        if path == "/v1/predict":
+            return engine.default_variant
+        match = VARIANT_PREDICT_PATH.match(path)
+        if match is None:
+            return None
+        # Only known names become label values: a path is caller input and must not grow the series.
+        return match.group(1) if match.group(1) in engine.variant_names else "none"
+
+    app = FastAPI(
+        title="brum",
+        version=__version__,
+        description="Serve compressed transformer classifiers; compare variants on live traffic.",
+        lifespan=lifespan,
+        # Accept JSON bodies sent without a JSON content type (curl -d, quick scripts).
+        strict_content_type=False,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(v1.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=engine.metrics, metered_variant=metered_variant
+    )
+    return app

@@ -1,0 +1,53 @@
+"""Every error is JSON: ``{"error": "<what and where>", "detail": [...]}`` with the right status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.core.errors import BrumError
+
+
+def error_response(
+    status: int,
+    message: str,
+    detail: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+async def handle_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # Echoing "input" back could return megabytes of text; keep where and what only.
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(d["type"] == "json_invalid" for d in detail):
+        return error_response(400, "request body is not valid JSON", detail)
+    first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+    message = f"invalid request at {_location(tuple(first['loc']))}: {first['msg']}"
+    return error_response(422, message, detail)
+
+
+async def handle_brum_error(_: Request, exc: BrumError) -> JSONResponse:
+    return error_response(exc.status_code, exc.message, headers=exc.headers)
+
+
+async def handle_http(_: Request, exc: HTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(BrumError, handle_brum_error)
+    app.add_exception_handler(HTTPException, handle_http)

@@ -1,0 +1,85 @@
+"""Request and response bodies of the /v1 API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+
+Text = Annotated[StrictStr, Field(description="text to classify; not empty or only whitespace")]
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text is empty or only whitespace")
+    return text
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"text": "what is my checking balance"},
+                {"texts": ["book a table for two", "i love you"], "top_k": 3},
+            ]
+        }
+    )
+
+    text: Text | None = None
+    texts: list[Text] | None = Field(None, min_length=1)
+    top_k: int | None = Field(None, ge=1, le=1000, description="labels to return per text")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else _not_blank(value)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_not_blank(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [_not_blank(text) for text in value]
+
+    @model_validator(mode="after")
+    def _one_of_text_or_texts(self) -> PredictRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        return self
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float = Field(description="probability of the label")
+    top_k: list[LabelScore]
+    truncated: bool = Field(description="the text was cut to the model's maximum length")
+    tokens: int = Field(description="tokens the model read")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    variant: str
+    predictions: list[Prediction]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: list[ErrorDetail] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    variants: dict[str, bool] = Field(default_factory=dict)

@@ -1,0 +1,77 @@
+"""The /v1 API: predictions and variant cards."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.core.card import VariantCard
+from app.core.engine import Engine
+from app.core.errors import UnknownVariant
+from app.core.registry import Variant
+from app.transport.middleware import VARIANT_HEADER
+from app.transport.schemas import ErrorResponse, Prediction, PredictRequest, PredictResponse
+
+ERRORS = {
+    400: {"model": ErrorResponse, "description": "the body is not valid JSON"},
+    404: {"model": ErrorResponse, "description": "unknown variant"},
+    413: {"model": ErrorResponse, "description": "body too large or too many texts"},
+    422: {"model": ErrorResponse, "description": "invalid input"},
+    503: {"model": ErrorResponse, "description": "not ready yet"},
+}
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+
+def engine_of(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+async def _predict(
+    request: Request, response: Response, body: PredictRequest, variant_name: str | None
+) -> PredictResponse:
+    engine = engine_of(request)
+    variant: Variant = engine.variant(variant_name)
+    response.headers[VARIANT_HEADER.decode()] = variant.name
+    batch = await engine.predict(variant, body.inputs, body.top_k)
+    return PredictResponse(
+        request_id=request.state.request_id,
+        variant=variant.name,
+        predictions=[Prediction.model_validate(p, from_attributes=True) for p in batch.predictions],
+    )
+
+
+@router.post("/predict", responses=ERRORS, summary="Classify with the default variant")
+async def predict_default(
+    request: Request, response: Response, body: PredictRequest
+) -> PredictResponse:
+    return await _predict(request, response, body, None)
+
+
+@router.post(
+    "/models/{variant}/predict", responses=ERRORS, summary="Classify with a chosen variant"
+)
+async def predict_variant(
+    request: Request, response: Response, variant: str, body: PredictRequest
+) -> PredictResponse:
+    return await _predict(request, response, body, variant)
+
+
+@router.get("/models", summary="Cards of every variant")
+async def list_models(request: Request) -> dict:
+    engine = engine_of(request)
+    return {
+        "default": engine.default_variant,
+        "ready": engine.ready,
+        "models": [card.model_dump(mode="json") for _, card in engine.cards],
+    }
+
+
+@router.get("/models/{variant}", responses={404: ERRORS[404]}, summary="Card of one variant")
+async def get_model(request: Request, variant: str) -> VariantCard:
+    engine = engine_of(request)
+    for _, card in engine.cards:
+        if card.name == variant:
+            return card
+    raise UnknownVariant(
+        f"unknown variant {variant!r}; available: {', '.join(sorted(engine.variant_names))}"
+    )

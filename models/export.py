@@ -1,0 +1,88 @@
+"""ONNX export with optimum, onnxruntime graph fusion, and dynamic int8 quantization."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers.optimizer import optimize_model
+from optimum.exporters.onnx import main_export
+
+DEFAULT_OPSET = 18
+# Model families whose attention onnxruntime's transformer optimizer knows how to fuse.
+FUSABLE_MODEL_TYPES = {"bert": "bert", "distilbert": "bert", "roberta": "bert", "mpnet": "bert"}
+
+
+def export_onnx(model_dir: Path, output: Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Export a sequence-classification checkpoint to ``output`` (a .onnx file) with optimum.
+
+    optimum checks the exported outputs against the PyTorch model and fails if they differ.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        main_export(
+            str(model_dir),
+            scratch,
+            task="text-classification",
+            opset=opset,
+            library_name="transformers",
+            do_validation=True,
+        )
+        shutil.move(Path(scratch) / "model.onnx", output)
+    return output
+
+
+def optimize_graph(model: Path, output: Path, config_path: Path) -> Path:
+    """Fuse attention, layer norm and GELU with onnxruntime's transformer optimizer."""
+    config = json.loads(config_path.read_text())
+    model_type = FUSABLE_MODEL_TYPES.get(config["model_type"])
+    if model_type is None:
+        shutil.copyfile(model, output)
+        return output
+    optimized = optimize_model(
+        str(model),
+        model_type=model_type,
+        num_heads=config["num_attention_heads"],
+        hidden_size=config["hidden_size"],
+        opt_level=1,
+    )
+    optimized.save_model_to_file(str(output))
+    return output
+
+
+def quantize_int8(model: Path, output: Path, per_channel: bool = False) -> Path:
+    """Dynamic int8: weights stored as int8, activations quantized on the fly per batch."""
+    quantize_dynamic(
+        model,
+        output,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        # Needed on graphs fused by the transformer optimizer, whose outputs lack type info.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return output
+
+
+def count_initializer_elements(model: Path) -> int:
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return sum(_numel(tensor) for tensor in graph.initializer)
+
+
+def int8_weight_fraction(model: Path) -> float:
+    """Share of the model's initializer elements stored as 8-bit integers."""
+    graph = onnx.load(str(model)).graph
+    int8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    sizes = {t.name: (t.data_type, _numel(t)) for t in graph.initializer}
+    total = sum(n for _, n in sizes.values())
+    return sum(n for dtype, n in sizes.values() if dtype in int8) / total if total else 0.0
+
+
+def _numel(tensor: onnx.TensorProto) -> int:
+    size = 1
+    for dim in tensor.dims:
+        size *= dim
+    return size

@@ -1,0 +1,201 @@
+"""Fine-tune a pretrained encoder for sequence classification with a plain PyTorch loop.
+
+Batches are formed from examples of similar length and padded to the longest in the batch: CLINC150
+utterances are short, so this is several times faster than padding to a fixed length. The run saves
+its state after every epoch and resumes from it when restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    get_linear_schedule_with_warmup,
+)
+
+from models.data import Split, TextClassificationData
+
+STATE_FILE = "train_state.pt"
+DONE_FILE = "finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 8
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 64
+    seed: int = 0
+    max_steps: int | None = None  # stop early: used by smoke tests
+
+
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, rng: random.Random, bucket_batches: int = 50
+) -> list[list[int]]:
+    """Shuffle, sort by length inside large buckets, cut into batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    bucket = batch_size * bucket_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), bucket):
+        chunk = sorted(order[start : start + bucket], key=lengths.__getitem__)
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def collate(tokenizer: PreTrainedTokenizerBase, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+    return tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 128,
+    progress: bool = False,
+) -> torch.Tensor:
+    model.eval()
+    ids = encode(tokenizer, texts, max_length)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    logits = torch.empty(len(ids), model.config.num_labels)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="predict", disable=not progress, leave=False):
+        logits[batch] = model(**collate(tokenizer, [ids[i] for i in batch])).logits.float()
+    return logits
+
+
+def accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, split: Split, max_length: int
+) -> float:
+    logits = predict_logits(model, tokenizer, split.texts, max_length)
+    return float((logits.argmax(-1) == torch.tensor(split.label_ids)).float().mean())
+
+
+def load_for_classification(base: Path, labels: tuple[str, ...]) -> PreTrainedModel:
+    return AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        ignore_mismatched_sizes=True,
+    )
+
+
+def finetune(
+    base: Path,
+    data: TextClassificationData,
+    output: Path,
+    config: FinetuneConfig,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune ``base`` on ``data``'s train split; returns the saved model directory."""
+    if (output / DONE_FILE).is_file():
+        return output
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = load_for_classification(base, data.labels)
+    train = data.splits["train"]
+    ids = encode(tokenizer, train.texts, config.max_length)
+    labels = torch.tensor(train.label_ids)
+    steps_per_epoch = math.ceil(len(ids) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": config.weight_decay,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+            "weight_decay": 0.0,
+        },
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+    start_epoch, step, history = 0, 0, []
+    state_path = output / STATE_FILE
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+        print(f"resuming {output} after epoch {start_epoch} (step {step})", flush=True)
+
+    for epoch in range(start_epoch, config.epochs):
+        if step >= total_steps:
+            break
+        model.train()
+        rng = random.Random(config.seed * 1000 + epoch)
+        batches = length_bucketed_batches([len(x) for x in ids], config.batch_size, rng)
+        running = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        for n, batch in enumerate(bar, start=1):
+            inputs = collate(tokenizer, [ids[i] for i in batch])
+            loss = model(**inputs, labels=labels[batch]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            running += loss.item()
+            bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if step >= total_steps:
+                break
+        val_accuracy = accuracy(model, tokenizer, data.splits["validation"], config.max_length)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": running / n,
+                "validation_accuracy": val_accuracy,
+            }
+        )
+        print(json.dumps(history[-1]), flush=True)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "history": history,
+            },
+            state_path,
+        )
+
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    state_path.unlink(missing_ok=True)
+    (output / DONE_FILE).write_text(
+        json.dumps({"config": asdict(config), "history": history}, indent=2)
+    )
+    return output
