@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
+from app.core.card import CardError
 from app.settings import Settings
 from app.transport.api import create_app
 
@@ -16,8 +18,13 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    try:
+        app = create_app(settings)
+    except CardError as exc:
+        logging.getLogger("brum").error("cannot serve the model repository: %s", exc)
+        sys.exit(2)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -1,0 +1,53 @@
+# brum: `make serve` runs the service on the shipped model repository; `make test` runs the suite.
+# Both create .venv and install what they need; the serving install stays torch-free.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.DEFAULT_GOAL := help
+.PHONY: help serve test lint format benchmark build-default verify-repository clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e ".[serve]"
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e ".[serve,build,dev]"
+	@touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve  ## serve the shipped model repository on BRUM_HOST:BRUM_PORT (127.0.0.1:8000)
+	$(BIN)/python -m app
+
+test: $(VENV)/.dev  ## lint, then the whole test suite
+	$(BIN)/ruff check app models tests loadtests
+	$(BIN)/ruff format --check app models tests loadtests
+	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
+
+lint: $(VENV)/.dev  ## ruff
+	$(BIN)/ruff check app models tests loadtests
+	$(BIN)/ruff format --check app models tests loadtests
+
+format: $(VENV)/.dev  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix app models tests loadtests
+	$(BIN)/ruff format app models tests loadtests
+
+benchmark: $(VENV)/.dev  ## serving benchmark of the shipped repository -> loadtests/results/
+	$(BIN)/python -m loadtests.serving_benchmark
+
+build-default: $(VENV)/.dev  ## rebuild the shipped variant from the pretrained checkpoint (~20 min)
+	$(BIN)/python -m models build --name minilm-l6-int8 --base sentence-transformers/all-MiniLM-L6-v2 --workdir runs/minilm-l6
+
+verify-repository: $(VENV)/.serve  ## check every card of the shipped repository against its files
+	$(BIN)/python -c "from models.__main__ import main; main(['verify'])"
+
+clean:  ## remove the virtual environment and caches (not the checkpoint cache)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

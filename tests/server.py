@@ -1,0 +1,74 @@
+"""Run the real service as a uvicorn subprocess on 127.0.0.1, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(url: str, path: str, deadline: float, process: subprocess.Popen) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{url}{path} not 200 in time")
+
+
+@contextmanager
+def run_server(
+    tmp_path: Path, env: dict[str, str] | None = None, wait: str | None = "/readyz"
+) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    full_env = {**os.environ, "BRUM_HOST": "127.0.0.1", "BRUM_PORT": str(port), **(env or {})}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=out, stderr=out
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        if wait is not None:
+            wait_for(server.url, wait, time.monotonic() + 60, process)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,111 @@
+"""The pipeline on a tiny randomly initialised BERT: fine-tune, export, fuse, quantize, card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from app.core.card import read_card, verify_files
+from app.runtime.classifier import load_classifier
+from app.runtime.session import SessionConfig
+from models.build import BuildConfig, build_variant
+from models.data import Split, TextClassificationData
+from models.evaluate import predict_labels
+from models.export import int8_weight_fraction
+from tests.tiny import save_tiny_bert
+
+pytestmark = pytest.mark.pipeline
+INTENTS = ("balance", "book_flight", "weather", "translate", "timer", "oos")
+
+
+def subset(data: TextClassificationData, intents: tuple[str, ...]) -> TextClassificationData:
+    """A few intents of CLINC150, so a tiny model learns something in a few dozen steps."""
+    keep = {data.label_to_id[name]: i for i, name in enumerate(sorted(intents))}
+    splits = {}
+    for name, split in data.splits.items():
+        rows = [
+            (t, keep[y]) for t, y in zip(split.texts, split.label_ids, strict=True) if y in keep
+        ]
+        splits[name] = Split([t for t, _ in rows], [y for _, y in rows])
+    return TextClassificationData("clinc150-subset", tuple(sorted(intents)), splits)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, clinc) -> tuple[Path, Path, TextClassificationData]:
+    import torch
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("pipeline")
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(root / "base", clinc.splits["train"].texts, hidden=64)
+    config = BuildConfig(
+        name="tiny-int8",
+        base=str(base),
+        finetune={"epochs": 3, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32},
+        latency_samples=50,
+    )
+    folder = build_variant(config, data, root / "work", root / "repository")
+    return folder, root / "work", data
+
+
+def test_variant_folder_holds_model_tokenizer_and_a_valid_card(built):
+    folder, _, data = built
+    card = read_card(folder)
+    verify_files(folder, card)
+    assert card.labels == list(data.labels)
+    assert [s.step for s in card.lineage] == [
+        "finetune",
+        "export_onnx",
+        "optimize_graph",
+        "quantize_dynamic",
+    ]
+    assert card.lineage[0].params["epochs"] == 3
+    assert card.base.source == "local" and len(card.base.sha256) == 64
+    assert card.metrics.examples == len(data.splits["test"])
+    assert 0 <= card.metrics.accuracy <= 1
+    assert card.metrics.size_bytes == (folder / "model.onnx").stat().st_size
+    assert card.metrics.latency_batch1.p50_ms <= card.metrics.latency_batch1.p99_ms
+    assert (folder / "tokenizer.json").read_text().count('"padding": null') == 1
+
+
+def test_fine_tuning_learned_the_task(built):
+    folder, _, data = built
+    card = read_card(folder)
+    assert card.metrics.accuracy > 2 / len(data.labels)
+
+
+def test_int8_model_holds_int8_weights_and_is_smaller(built):
+    folder, work, _ = built
+    assert int8_weight_fraction(folder / "model.onnx") > 0.5
+    assert int8_weight_fraction(work / "onnx" / "model.onnx") == 0
+    int8_types = {t.data_type for t in onnx.load(str(folder / "model.onnx")).graph.initializer}
+    assert onnx.TensorProto.INT8 in int8_types
+    assert (folder / "model.onnx").stat().st_size < (work / "onnx" / "model.onnx").stat().st_size
+
+
+def test_int8_argmax_agrees_with_fp32_onnx(built):
+    folder, work, data = built
+    config = SessionConfig(intra_op_threads=1)
+    fp32 = load_classifier(work / "onnx" / "model.onnx", folder / "tokenizer.json", 32, config)
+    int8 = load_classifier(folder / "model.onnx", folder / "tokenizer.json", 32, config)
+    texts = data.splits["validation"].texts
+    agreement = np.mean(predict_labels(fp32, texts) == predict_labels(int8, texts))
+    assert agreement >= 0.9
+    assert read_card(folder).lineage[-1].params["fp32_argmax_agreement"] == round(agreement, 4)
+
+
+def test_rebuild_reuses_finished_stages(built, clinc):
+    folder, work, data = built
+    exported = (work / "onnx" / "model.onnx").stat().st_mtime_ns
+    config = BuildConfig(
+        name="tiny-again",
+        base=str(work.parent / "base"),
+        finetune={"epochs": 3, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32},
+        latency_samples=10,
+    )
+    again = build_variant(config, data, work, folder.parent)
+    assert (work / "onnx" / "model.onnx").stat().st_mtime_ns == exported
+    assert (again / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()

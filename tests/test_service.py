@@ -1,0 +1,291 @@
+"""Integration tests: the real service in a uvicorn subprocess on 127.0.0.1, shipped variant."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.core.card import read_card
+from app.core.prediction import predict
+from app.core.registry import load_variant
+from app.runtime.session import SessionConfig
+from app.settings import SHIPPED_REPOSITORY
+from tests.server import run_server, wait_for
+
+VARIANTS = sorted(p.parent.name for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
+DEFAULT = VARIANTS[0]
+
+
+def scrape(server) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(server.url + "/metrics").text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_liveness_and_readiness(server):
+    with server.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok", "variants": {}}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "variants": dict.fromkeys(VARIANTS, True)}
+
+
+def test_predictions_on_clinc150_test_utterances_match_the_labels_and_the_runtime(server, clinc):
+    test = clinc.splits["test"]
+    seen, texts, truth = set(), [], []
+    for text, label in zip(test.texts, test.label_ids, strict=True):
+        if label not in seen:
+            seen.add(label)
+            texts.append(text)
+            truth.append(clinc.labels[label])
+        if len(texts) == 16:
+            break
+    with server.client() as client:
+        response = client.post("/v1/predict", json={"texts": texts, "top_k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    labels = [p["label"] for p in body["predictions"]]
+    assert sum(a == b for a, b in zip(labels, truth, strict=True)) >= 14
+    # Over HTTP, the answers are those of the runtime in-process.
+    folder = SHIPPED_REPOSITORY / DEFAULT
+    variant = load_variant(folder, read_card(folder), SessionConfig(intra_op_threads=1))
+    local = predict(variant, texts, 3).predictions
+    assert labels == [p.label for p in local]
+    for remote, mine in zip(body["predictions"], local, strict=True):
+        assert remote["score"] == pytest.approx(mine.score, abs=1e-4)
+        assert [t["label"] for t in remote["top_k"]] == [t.label for t in mine.top_k]
+
+
+def test_response_shape_single_text(server):
+    with server.client() as client:
+        response = client.post("/v1/predict", json={"text": "what's the weather like tomorrow"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["variant"] == DEFAULT == response.headers["x-brum-variant"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    [prediction] = body["predictions"]
+    assert prediction["label"] == "weather"
+    scores = [t["score"] for t in prediction["top_k"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert prediction["score"] == scores[0] and 0 < sum(scores) <= 1.0001
+    assert prediction["truncated"] is False and prediction["tokens"] > 3
+
+
+def test_explicit_variant_and_cards(server):
+    with server.client() as client:
+        response = client.post(
+            f"/v1/models/{DEFAULT}/predict", json={"text": "book a flight to paris"}
+        )
+        assert response.status_code == 200
+        assert response.json()["variant"] == DEFAULT
+        listing = client.get("/v1/models").json()
+        assert listing["default"] == DEFAULT and listing["ready"] is True
+        assert [m["name"] for m in listing["models"]] == VARIANTS
+        card = client.get(f"/v1/models/{DEFAULT}").json()
+        assert card == read_card(SHIPPED_REPOSITORY / DEFAULT).model_dump(mode="json")
+        assert card["metrics"]["accuracy"] >= 0.867
+        missing = client.get("/v1/models/nope")
+        assert missing.status_code == 404 and "available" in missing.json()["error"]
+
+
+def test_request_id_is_honoured_or_generated(server):
+    with server.client() as client:
+        given = client.post("/v1/predict", json={"text": "hi"}, headers={"X-Request-ID": "abc-123"})
+        assert given.headers["x-request-id"] == "abc-123" == given.json()["request_id"]
+        unsafe = client.post("/v1/predict", json={"text": "hi"}, headers={"X-Request-ID": "a b\tc"})
+        assert (
+            unsafe.headers["x-request-id"] != "a b\tc" and len(unsafe.headers["x-request-id"]) == 32
+        )
+        errors = client.post("/v1/predict", json={}, headers={"X-Request-ID": "err-1"})
+        assert errors.headers["x-request-id"] == "err-1"
+
+
+def test_metrics_move_as_requests_are_served(server):
+    before = scrape(server)
+    with server.client() as client:
+        assert (
+            client.post("/v1/predict", json={"texts": ["set a timer", "play music"]}).status_code
+            == 200
+        )
+        assert client.post("/v1/predict", json={"text": ""}).status_code == 422
+        raw = client.get("/metrics", follow_redirects=False)
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/plain")
+    after = scrape(server)
+    ok = {"variant": DEFAULT, "status": "200"}
+    assert (
+        value(after, "brum_requests_total", **ok) == value(before, "brum_requests_total", **ok) + 1
+    )
+    bad = {"variant": DEFAULT, "status": "422"}
+    assert (
+        value(after, "brum_requests_total", **bad)
+        == value(before, "brum_requests_total", **bad) + 1
+    )
+    for name, delta in [("brum_texts_total", 2), ("brum_inference_duration_seconds_count", 1)]:
+        assert value(after, name, variant=DEFAULT) == value(before, name, variant=DEFAULT) + delta
+    assert (
+        value(after, "brum_tokens_total", variant=DEFAULT)
+        >= value(before, "brum_tokens_total", variant=DEFAULT) + 6
+    )
+    assert value(after, "brum_request_duration_seconds_count", variant=DEFAULT) >= 2 + value(
+        before, "brum_request_duration_seconds_count", variant=DEFAULT
+    )
+    assert value(after, "brum_ready") == 1
+    assert (
+        value(after, "brum_model_size_bytes", variant=DEFAULT)
+        == (SHIPPED_REPOSITORY / DEFAULT / "model.onnx").stat().st_size
+    )
+    card = read_card(SHIPPED_REPOSITORY / DEFAULT)
+    assert (
+        value(
+            after,
+            "brum_model_info",
+            variant=DEFAULT,
+            base=card.base.reference,
+            quantization="int8",
+            task="text-classification",
+        )
+        == 1
+    )
+    assert value(after, "brum_model_parameters", variant=DEFAULT) == card.metrics.parameters
+
+
+def test_text_longer_than_the_model_maximum_is_truncated_and_flagged(server):
+    card = read_card(SHIPPED_REPOSITORY / DEFAULT)
+    with server.client() as client:
+        response = client.post("/v1/predict", json={"texts": ["please " * 2000, "hello"]})
+    assert response.status_code == 200
+    long, short = response.json()["predictions"]
+    assert long["truncated"] is True and long["tokens"] == card.max_length
+    assert short["truncated"] is False
+
+
+BAD_REQUESTS = [
+    pytest.param({"json": {"text": ""}}, 422, "body.text", id="empty"),
+    pytest.param({"json": {"text": " \n\t "}}, 422, "whitespace", id="whitespace"),
+    pytest.param({"json": {"text": 42}}, 422, "valid string", id="non-string"),
+    pytest.param({"json": {"texts": ["ok", None]}}, 422, "body.texts.1", id="non-string-in-list"),
+    pytest.param({"json": {}}, 422, "exactly one of 'text'", id="missing-field"),
+    pytest.param({"json": {"text": "a", "texts": ["b"]}}, 422, "exactly one", id="both-fields"),
+    pytest.param({"json": {"texts": []}}, 422, "body.texts", id="empty-list"),
+    pytest.param({"json": {"text": "a", "top_k": 0}}, 422, "body.top_k", id="top-k-zero"),
+    pytest.param({"json": ["text"]}, 422, "body", id="array-body"),
+    pytest.param({"content": b'{"text": "unterminated'}, 400, "not valid JSON", id="invalid-json"),
+    pytest.param({"content": b"\xff\xfe\x00"}, 400, "not valid JSON", id="not-utf8"),
+    pytest.param(
+        {"json": {"texts": ["a"] * 17}},
+        413,
+        "17 texts in one request; the limit is 16",
+        id="too-many-texts",
+    ),
+    pytest.param(
+        {"content": b'{"text": "' + b"a" * (1 << 20) + b'"}'},
+        413,
+        "larger than the limit",
+        id="oversized-body",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_kwargs", "status", "message"), BAD_REQUESTS)
+def test_bad_input_gets_a_clear_json_error(server, request_kwargs, status, message):
+    with server.client() as client:
+        response = client.post("/v1/predict", **request_kwargs)
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert message in json.dumps(body)
+        assert set(body) <= {"error", "detail"} and isinstance(body["error"], str)
+        # and the server keeps serving
+        assert client.post("/v1/predict", json={"text": "what time is it"}).status_code == 200
+
+
+def test_oversized_chunked_body_without_content_length_is_refused(server):
+    def chunks():
+        for _ in range(64):
+            yield b"x" * (32 * 1024)
+
+    with server.client() as client:
+        response = client.post("/v1/predict", content=chunks())
+        assert response.status_code == 413
+        assert client.get("/healthz").status_code == 200
+
+
+def test_unknown_variant_is_404(server):
+    with server.client() as client:
+        response = client.post("/v1/models/no-such-variant/predict", json={"text": "hi"})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": f"unknown variant 'no-such-variant'; available: {', '.join(VARIANTS)}"
+    }
+
+
+def test_bad_requests_do_not_disturb_concurrent_good_ones(server, clinc):
+    texts = clinc.splits["test"].texts[:64]
+    with server.client() as client:
+        expected = [
+            client.post("/v1/predict", json={"text": t}).json()["predictions"][0]["label"]
+            for t in texts
+        ]
+
+        def good(i: int) -> str:
+            return client.post("/v1/predict", json={"text": texts[i]}).json()["predictions"][0][
+                "label"
+            ]
+
+        def bad(i: int) -> int:
+            payload = [
+                b"{",
+                b'{"text": 1}',
+                b'{"texts": []}',
+                b'{"text": "' + b"z" * (2 << 20) + b'"}',
+            ]
+            return client.post("/v1/predict", content=payload[i % 4]).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            goods = [pool.submit(good, i) for i in range(64)]
+            bads = [pool.submit(bad, i) for i in range(64)]
+            assert [f.result() for f in goods] == expected
+            assert all(f.result() in {400, 413, 422} for f in bads)
+
+
+def test_readiness_flips_only_after_warm_up(tmp_path):
+    with run_server(tmp_path, {"BRUM_WARMUP_ITERATIONS": "500"}, wait="/healthz") as server:
+        with server.client() as client:
+            not_ready = client.get("/readyz")
+            assert not_ready.status_code == 503 and not_ready.json()["status"] == "loading"
+            refused = client.post("/v1/predict", json={"text": "hello"})
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert value(scrape(server), "brum_ready") == 0
+        wait_ready(server)
+        logs = server.logs()
+        assert logs.index("warmed up") < logs.index("ready in")
+        assert value(scrape(server), "brum_ready") == 1
+        with server.client() as client:
+            assert client.post("/v1/predict", json={"text": "hello"}).status_code == 200
+
+
+def wait_ready(server) -> None:
+    wait_for(server.url, "/readyz", time.monotonic() + 60, server.process)
+
+
+def test_a_broken_repository_stops_start_up_with_its_reason(tmp_path):
+    (tmp_path / "repo").mkdir()
+    with (
+        pytest.raises(RuntimeError, match="server exited with 2"),
+        run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(tmp_path / "repo")}, wait="/healthz"),
+    ):
+        pass
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "holds no variant (no */variant.json)" in log
+    assert "Traceback" not in log
