@@ -43,8 +43,15 @@ async def handle_brum_error(_: Request, exc: BrumError) -> JSONResponse:
     return error_response(exc.status_code, exc.message, headers=exc.headers)
 
 
+# What FastAPI raises when a body cannot even be decoded (not UTF-8, say).
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 async def handle_http(_: Request, exc: HTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    message = str(exc.detail)
+    if exc.status_code == 400 and message == FASTAPI_BODY_PARSE_ERROR:
+        message = "request body is not valid JSON: it could not be decoded as UTF-8 JSON"
+    return error_response(exc.status_code, message, headers=exc.headers)
 
 
 def install(app: FastAPI) -> None:
