@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.server import ROOT
 
@@ -23,6 +24,6 @@ def test_serving_path_imports_neither_torch_nor_transformers():
 
 
 def test_running_server_maps_no_torch_library(server):
-    maps = (open(f"/proc/{server.process.pid}/maps")).read()
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
     assert "libtorch" not in maps and "/torch/" not in maps
     assert "onnxruntime" in maps
