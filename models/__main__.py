@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--max-length", type=int, default=64)
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--per-channel", action="store_true", help="per-channel int8 weights")
+    build.add_argument(
+        "--oos-objective",
+        choices=["balanced", "accuracy", "none"],
+        default="balanced",
+        help="tune an out-of-scope threshold on the validation split for this objective",
+    )
 
     verify = commands.add_parser(
         "verify", help="check every card of a repository against its files"
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed,
             },
             per_channel=args.per_channel,
+            oos_objective=None if args.oos_objective == "none" else args.oos_objective,
         )
         data = load_clinc150(args.data, args.config)
         folder = build_variant(

@@ -22,6 +22,7 @@ from app.core.card import (
     BaseCheckpoint,
     LineageStep,
     OfflineMetrics,
+    OosThreshold,
     VariantCard,
     file_entry,
     write_card,
@@ -30,7 +31,14 @@ from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.session import SessionConfig
 from models.checkpoints import ResolvedCheckpoint, resolve
 from models.data import TextClassificationData
-from models.evaluate import evaluate, latency_batch1, predict_labels, throughput
+from models.evaluate import (
+    evaluate,
+    latency_batch1,
+    predict_labels,
+    predict_probabilities,
+    throughput,
+)
+from models.oos import tune_threshold
 
 LICENSE_FILES = ("LICENSE", "NOTICE")
 
@@ -44,6 +52,8 @@ class BuildConfig:
     per_channel: bool = False
     latency_samples: int = 1000
     benchmark_threads: int = 1
+    # Tune an out-of-scope threshold on the validation split (None: answer the argmax).
+    oos_objective: str | None = "balanced"
 
 
 def stage(label: str) -> None:
@@ -86,14 +96,29 @@ def build_variant(
     one_thread = SessionConfig(intra_op_threads=config.benchmark_threads)
     reference = load_classifier(fp32, tokenizer_path, max_length, one_thread)
     quantized = load_classifier(int8, tokenizer_path, max_length, one_thread)
-    validation = data.splits["validation"].texts
+    validation = data.splits["validation"]
+    probabilities = predict_probabilities(quantized, validation.texts)
     agreement = float(
-        (predict_labels(reference, validation) == predict_labels(quantized, validation)).mean()
+        (predict_labels(reference, validation.texts) == probabilities.argmax(axis=1)).mean()
     )
     print(f"int8/fp32 argmax agreement on validation: {agreement:.4f}", flush=True)
 
+    rejection, tuning = None, None
+    if config.oos_objective is not None and data.oos_id is not None:
+        stage(f"tune the out-of-scope threshold on the validation split ({config.oos_objective})")
+        tuning = tune_threshold(
+            probabilities, np.asarray(validation.label_ids), data.oos_id, config.oos_objective
+        )
+        rejection = OosThreshold(
+            label=data.labels[data.oos_id],
+            threshold=round(tuning.threshold, 6),
+            objective=tuning.objective,
+            split="validation",
+        )
+        print(json.dumps(asdict(tuning)), flush=True)
+
     stage("evaluate on the test split")
-    metrics = measure(quantized, int8, data, count_initializer_elements(fp32), config)
+    metrics = measure(quantized, int8, data, count_initializer_elements(fp32), config, rejection)
     print(json.dumps(metrics.model_dump(), indent=2), flush=True)
 
     lineage = [
@@ -143,9 +168,11 @@ def measure(
     data: TextClassificationData,
     parameters: int,
     config: BuildConfig,
+    rejection: OosThreshold | None = None,
 ) -> OfflineMetrics:
     test = data.splits["test"]
-    report = evaluate(classifier, test, data.oos_id)
+    raw = evaluate(classifier, test, data.oos_id)
+    report = evaluate(classifier, test, data.oos_id, rejection.threshold) if rejection else raw
     # A fixed, shuffled sample of test utterances so latency covers the length distribution.
     rng = np.random.default_rng(0)
     sample = [test.texts[i] for i in rng.permutation(len(test))[: config.latency_samples]]
@@ -154,6 +181,7 @@ def measure(
         split="test",
         examples=report.examples,
         accuracy=round(report.accuracy, 4),
+        accuracy_without_threshold=round(raw.accuracy, 4) if rejection else None,
         in_scope_accuracy=_round(report.in_scope_accuracy),
         oos_recall=_round(report.oos_recall),
         size_bytes=model.stat().st_size,
@@ -173,6 +201,7 @@ def write_variant(
     max_length: int,
     files: dict[str, Path],
     repository: Path,
+    rejection: OosThreshold | None = None,
 ) -> Path:
     folder = repository / name
     staging = repository / f".{name}.tmp"
@@ -191,6 +220,7 @@ def write_variant(
         max_length=max_length,
         base=BaseCheckpoint(**base.as_card()),
         lineage=lineage,
+        oos_threshold=rejection,
         files={path.name: file_entry(path) for path in sorted(staging.iterdir())},
         metrics=metrics,
         created_at=datetime.now(UTC).replace(microsecond=0),

@@ -9,8 +9,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from app.core.card import LatencyStats
+from app.core.prediction import softmax
 from app.runtime.classifier import OnnxClassifier
 from models.data import Split
+from models.oos import apply_threshold
 
 
 @dataclass(frozen=True)
@@ -21,17 +23,26 @@ class AccuracyReport:
     oos_recall: float | None
 
 
-def predict_labels(
+def predict_probabilities(
     classifier: OnnxClassifier, texts: list[str], batch_size: int = 64, progress: bool = True
 ) -> np.ndarray:
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    predictions = np.empty(len(texts), dtype=np.int64)
+    probabilities: np.ndarray | None = None
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="evaluate", disable=not progress, leave=False):
+    for start in tqdm(starts, desc="predict", disable=not progress, leave=False):
         index = order[start : start + batch_size]
-        logits = classifier.classify([texts[i] for i in index]).logits
-        predictions[index] = logits.argmax(axis=1)
-    return predictions
+        batch = softmax(classifier.classify([texts[i] for i in index]).logits.astype(np.float32))
+        if probabilities is None:
+            probabilities = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+        probabilities[index] = batch
+    assert probabilities is not None, "no texts"
+    return probabilities
+
+
+def predict_labels(
+    classifier: OnnxClassifier, texts: list[str], batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
+    return predict_probabilities(classifier, texts, batch_size, progress).argmax(axis=1)
 
 
 def score(predictions: np.ndarray, truth: np.ndarray, oos_id: int | None) -> AccuracyReport:
@@ -46,9 +57,18 @@ def score(predictions: np.ndarray, truth: np.ndarray, oos_id: int | None) -> Acc
 
 
 def evaluate(
-    classifier: OnnxClassifier, split: Split, oos_id: int | None, progress: bool = True
+    classifier: OnnxClassifier,
+    split: Split,
+    oos_id: int | None,
+    threshold: float | None = None,
+    progress: bool = True,
 ) -> AccuracyReport:
-    predictions = predict_labels(classifier, split.texts, progress=progress)
+    """Score on ``split``; with ``threshold``, low-confidence answers become ``oos_id``."""
+    probabilities = predict_probabilities(classifier, split.texts, progress=progress)
+    if threshold is not None and oos_id is not None:
+        predictions = apply_threshold(probabilities, oos_id, threshold)
+    else:
+        predictions = probabilities.argmax(axis=1)
     return score(predictions, np.asarray(split.label_ids), oos_id)
 
 

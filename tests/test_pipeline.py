@@ -61,8 +61,11 @@ def test_variant_folder_holds_model_tokenizer_and_a_valid_card(built):
         "export_onnx",
         "optimize_graph",
         "quantize_dynamic",
+        "tune_oos_threshold",
     ]
     assert card.lineage[0].params["epochs"] == 3
+    assert card.oos_threshold.label == "oos" and card.oos_threshold.split == "validation"
+    assert card.lineage[-1].params["threshold"] == pytest.approx(card.oos_threshold.threshold)
     assert card.base.source == "local" and len(card.base.sha256) == 64
     assert card.metrics.examples == len(data.splits["test"])
     assert 0 <= card.metrics.accuracy <= 1
@@ -94,7 +97,8 @@ def test_int8_argmax_agrees_with_fp32_onnx(built):
     texts = data.splits["validation"].texts
     agreement = np.mean(predict_labels(fp32, texts) == predict_labels(int8, texts))
     assert agreement >= 0.9
-    assert read_card(folder).lineage[-1].params["fp32_argmax_agreement"] == round(agreement, 4)
+    quantize = next(s for s in read_card(folder).lineage if s.step == "quantize_dynamic")
+    assert quantize.params["fp32_argmax_agreement"] == round(agreement, 4)
 
 
 def test_rebuild_reuses_finished_stages(built, clinc):

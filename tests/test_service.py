@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.card import read_card
+from app.core.card import OosThreshold, read_card, write_card
 from app.core.prediction import predict
 from app.core.registry import load_variant
 from app.runtime.session import SessionConfig
@@ -289,3 +290,17 @@ def test_a_broken_repository_stops_start_up_with_its_reason(tmp_path):
     log = next(tmp_path.glob("server-*.log")).read_text()
     assert "holds no variant (no */variant.json)" in log
     assert "Traceback" not in log
+
+
+def test_the_cards_oos_threshold_is_applied(tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(SHIPPED_REPOSITORY / DEFAULT, repository / DEFAULT)
+    card = read_card(repository / DEFAULT)
+    oos = OosThreshold(label="oos", threshold=0.999999, objective="balanced", split="validation")
+    write_card(repository / DEFAULT, card.model_copy(update={"oos_threshold": oos}))
+    with run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
+        with server.client() as client:
+            body = client.post("/v1/predict", json={"text": "what is the weather like"}).json()
+    [prediction] = body["predictions"]
+    assert prediction["label"] == "oos" and prediction["low_confidence"] is True
+    assert prediction["top_k"][0]["label"] == "weather"

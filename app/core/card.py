@@ -51,11 +51,21 @@ class LatencyStats(_Strict):
     p99_ms: float
 
 
+class OosThreshold(_Strict):
+    """Answer ``label`` when the top probability is under ``threshold`` (tuned on ``split``)."""
+
+    label: str
+    threshold: float = Field(ge=0, le=1)
+    objective: str
+    split: str
+
+
 class OfflineMetrics(_Strict):
     dataset: str
     split: str
     examples: int
     accuracy: float
+    accuracy_without_threshold: float | None = None
     in_scope_accuracy: float | None = None
     oos_recall: float | None = None
     size_bytes: int
@@ -75,6 +85,7 @@ class VariantCard(_Strict):
     base: BaseCheckpoint
     lineage: list[LineageStep]
     files: dict[str, FileEntry]
+    oos_threshold: OosThreshold | None = None
     metrics: OfflineMetrics | None = None
     created_at: datetime
     brum_version: str
@@ -85,6 +96,8 @@ class VariantCard(_Strict):
             raise ValueError("labels must be unique")
         if MODEL_FILE not in self.files or TOKENIZER_FILE not in self.files:
             raise ValueError(f"files must list {MODEL_FILE} and {TOKENIZER_FILE}")
+        if self.oos_threshold is not None and self.oos_threshold.label not in self.labels:
+            raise ValueError(f"oos_threshold.label {self.oos_threshold.label!r} is not a label")
         return self
 
     @property

@@ -22,6 +22,7 @@ class Prediction:
     top_k: list[LabelScore]
     truncated: bool
     tokens: int
+    low_confidence: bool
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,23 @@ def predict(variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
     labels = variant.card.labels
     k = min(top_k, len(labels))
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    rejection = variant.card.oos_threshold
+    oos_id = labels.index(rejection.label) if rejection else -1
     predictions = []
     for row, indices in enumerate(top):
         ranked = [LabelScore(labels[i], float(probabilities[row, i])) for i in indices]
+        low_confidence = rejection is not None and ranked[0].score < rejection.threshold
+        label, score = ranked[0].label, ranked[0].score
+        if low_confidence:
+            label, score = labels[oos_id], float(probabilities[row, oos_id])
         predictions.append(
             Prediction(
-                label=ranked[0].label,
-                score=ranked[0].score,
+                label=label,
+                score=score,
                 top_k=ranked,
                 truncated=output.truncated[row],
                 tokens=int(output.token_counts[row]),
+                low_confidence=low_confidence,
             )
         )
     return PredictionBatch(predictions, output.inference_seconds, int(output.token_counts.sum()))

@@ -61,6 +61,10 @@ class Prediction(BaseModel):
     top_k: list[LabelScore]
     truncated: bool = Field(description="the text was cut to the model's maximum length")
     tokens: int = Field(description="tokens the model read")
+    low_confidence: bool = Field(
+        description="the top probability was under the variant's out-of-scope threshold, "
+        "so the label is the out-of-scope label and top_k keeps the model's own ranking"
+    )
 
 
 class PredictResponse(BaseModel):

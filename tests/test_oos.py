@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from models.oos import apply_threshold, tune_threshold
+
+OOS = 2
+
+
+def probabilities(confidences, predicted):
+    rows = []
+    for confidence, label in zip(confidences, predicted, strict=True):
+        row = np.full(3, (1 - confidence) / 2)
+        row[label] = confidence
+        rows.append(row)
+    return np.array(rows)
+
+
+def test_low_confidence_answers_become_the_oos_label():
+    probs = probabilities([0.9, 0.4, 0.6], [0, 1, 1])
+    assert apply_threshold(probs, OOS, 0.5).tolist() == [0, OOS, 1]
+    assert apply_threshold(probs, OOS, 0.0).tolist() == [0, 1, 1]
+
+
+def test_balanced_threshold_separates_confident_in_scope_from_unsure_oos():
+    # In scope: confident and right. Out of scope: the model guesses an intent, unsure.
+    probs = probabilities([0.95, 0.9, 0.85, 0.5, 0.45, 0.97], [0, 1, 0, 1, 0, 1])
+    truth = np.array([0, 1, 0, OOS, OOS, OOS])
+    choice = tune_threshold(probs, truth, OOS, "balanced")
+    assert 0.5 < choice.threshold <= 0.85
+    assert choice.in_scope_accuracy == 1.0
+    assert choice.oos_recall == pytest.approx(2 / 3)
+    assert choice.value == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_objective_changes_the_choice_when_oos_is_rare():
+    rng = np.random.default_rng(0)
+    in_scope = probabilities(rng.uniform(0.3, 1.0, 300), rng.integers(0, 2, 300))
+    oos = probabilities(rng.uniform(0.3, 0.7, 10), rng.integers(0, 2, 10))
+    probs = np.vstack([in_scope, oos])
+    truth = np.concatenate([in_scope.argmax(axis=1), np.full(10, OOS)])
+    balanced = tune_threshold(probs, truth, OOS, "balanced")
+    accuracy = tune_threshold(probs, truth, OOS, "accuracy")
+    assert balanced.oos_recall >= accuracy.oos_recall
+    assert accuracy.accuracy >= balanced.accuracy
+
+
+def test_tuning_needs_both_kinds_of_examples():
+    probs = probabilities([0.9, 0.8], [0, 1])
+    with pytest.raises(ValueError, match="both in-scope and out-of-scope"):
+        tune_threshold(probs, np.array([0, 1]), OOS)
+    with pytest.raises(ValueError, match="unknown objective"):
+        tune_threshold(probs, np.array([0, OOS]), OOS, "f1")
