@@ -296,11 +296,11 @@ def test_the_cards_oos_threshold_is_applied(tmp_path):
     repository = tmp_path / "repository"
     shutil.copytree(SHIPPED_REPOSITORY / DEFAULT, repository / DEFAULT)
     card = read_card(repository / DEFAULT)
-    oos = OosThreshold(label="oos", threshold=0.999999, objective="balanced", split="validation")
+    oos = OosThreshold(label="oos", threshold=1.0, objective="balanced", split="validation")
     write_card(repository / DEFAULT, card.model_copy(update={"oos_threshold": oos}))
-    with run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
-        with server.client() as client:
-            body = client.post("/v1/predict", json={"text": "what is the weather like"}).json()
+    env = {"BRUM_MODEL_REPOSITORY": str(repository)}
+    with run_server(tmp_path, env) as server, server.client() as client:
+        body = client.post("/v1/predict", json={"text": "what is the weather like"}).json()
     [prediction] = body["predictions"]
     assert prediction["label"] == "oos" and prediction["low_confidence"] is True
     assert prediction["top_k"][0]["label"] == "weather"
