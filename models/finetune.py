@@ -39,6 +39,27 @@ class FinetuneConfig:
     max_length: int = 64
     seed: int = 0
     max_steps: int | None = None  # stop early: used by smoke tests
+    # Knowledge distillation, used when teacher logits are given: the chapter's
+    # alpha * CE + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+    temperature: float = 1.0
+    alpha: float = 1.0
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    hard = torch.nn.functional.cross_entropy(student_logits, labels)
+    soft = torch.nn.functional.kl_div(
+        torch.log_softmax(student_logits / temperature, dim=-1),
+        torch.log_softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * hard + (1 - alpha) * temperature**2 * soft
 
 
 def length_bucketed_batches(
@@ -108,8 +129,12 @@ def finetune(
     output: Path,
     config: FinetuneConfig,
     progress: bool = True,
+    teacher_logits: torch.Tensor | None = None,
 ) -> Path:
-    """Fine-tune ``base`` on ``data``'s train split; returns the saved model directory."""
+    """Fine-tune ``base`` on ``data``'s train split; returns the saved model directory.
+
+    With ``teacher_logits`` (one row per training example), train on the distillation loss.
+    """
     if (output / DONE_FILE).is_file():
         return output
     output.mkdir(parents=True, exist_ok=True)
@@ -159,7 +184,13 @@ def finetune(
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for n, batch in enumerate(bar, start=1):
             inputs = collate(tokenizer, [ids[i] for i in batch])
-            loss = model(**inputs, labels=labels[batch]).loss
+            logits = model(**inputs).logits
+            if teacher_logits is None:
+                loss = torch.nn.functional.cross_entropy(logits, labels[batch])
+            else:
+                loss = distillation_loss(
+                    logits, teacher_logits[batch], labels[batch], config.temperature, config.alpha
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

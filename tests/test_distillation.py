@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.finetune import distillation_loss  # noqa: E402
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize(("temperature", "alpha"), [(1.0, 1.0), (2.0, 0.5), (7.0, 0.12), (4.0, 0.0)])
+def test_distillation_loss_matches_its_formula(temperature, alpha):
+    student = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    teacher = np.array([[3.0, 1.0, -2.0], [-1.0, 0.0, 2.5]])
+    labels = np.array([0, 2])
+    cross_entropy = -log_softmax(student)[np.arange(2), labels].mean()
+    p_teacher = np.exp(log_softmax(teacher / temperature))
+    kl = (p_teacher * (np.log(p_teacher) - log_softmax(student / temperature))).sum(-1).mean()
+    expected = alpha * cross_entropy + (1 - alpha) * temperature**2 * kl
+    actual = distillation_loss(
+        torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), temperature, alpha
+    )
+    assert actual.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_student_equal_to_teacher_has_only_the_hard_loss():
+    logits = torch.tensor([[1.0, 2.0, 0.5]])
+    labels = torch.tensor([1])
+    loss = distillation_loss(logits, logits, labels, 3.0, 0.25)
+    hard = torch.nn.functional.cross_entropy(logits, labels)
+    assert loss.item() == pytest.approx(0.25 * hard.item(), rel=1e-6)
