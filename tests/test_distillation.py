@@ -11,7 +11,9 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-@pytest.mark.parametrize(("temperature", "alpha"), [(1.0, 1.0), (2.0, 0.5), (7.0, 0.12), (4.0, 0.0)])
+@pytest.mark.parametrize(
+    ("temperature", "alpha"), [(1.0, 1.0), (2.0, 0.5), (7.0, 0.12), (4.0, 0.0)]
+)
 def test_distillation_loss_matches_its_formula(temperature, alpha):
     student = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
     teacher = np.array([[3.0, 1.0, -2.0], [-1.0, 0.0, 2.5]])
