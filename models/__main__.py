@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         help="tune an out-of-scope threshold on the validation split for this objective",
     )
 
+    teacher = commands.add_parser("teacher", help="fine-tune a recipe's teacher, save its logits")
+    teacher.add_argument("recipe", type=Path)
+    teacher.add_argument("--runs", type=Path, default=Path("runs"))
+
     verify = commands.add_parser(
         "verify", help="check every card of a repository against its files"
     )
@@ -73,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             config, data, args.workdir or Path("runs") / args.name, args.repository
         )
         print(f"wrote {folder}")
+    elif args.command == "teacher":
+        from models.recipe import load_recipe
+        from models.teacher import train_teacher
+
+        recipe = load_recipe(args.recipe)
+        data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
+        print(f"teacher ready: {train_teacher(recipe, data, args.runs)}")
     elif args.command == "verify":
         from app.core.card import read_card, verify_files
 

@@ -1,0 +1,45 @@
+"""The teacher: fine-tuned once, then its logits on the training split saved for distillation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from models.checkpoints import resolve
+from models.data import TextClassificationData
+from models.finetune import FinetuneConfig, finetune, predict_logits
+from models.recipe import Recipe
+
+LOGITS_FILE = "train_logits.npy"
+
+
+def teacher_dir(recipe: Recipe, runs: Path) -> Path:
+    return runs / recipe.name / "teacher"
+
+
+def train_teacher(recipe: Recipe, data: TextClassificationData, runs: Path) -> Path:
+    """Fine-tune the teacher and save its training-split logits; each step is skipped once done."""
+    workdir = teacher_dir(recipe, runs)
+    base = resolve(recipe.teacher.base)
+    config = FinetuneConfig(**recipe.teacher.finetune)
+    model_dir = finetune(base.path, data, workdir / "finetune", config)
+    logits_path = workdir / LOGITS_FILE
+    if not logits_path.is_file():
+        print("==> teacher logits on the training split", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        logits = predict_logits(
+            model, tokenizer, data.splits["train"].texts, config.max_length, progress=True
+        )
+        np.save(logits_path, logits.numpy().astype(np.float32))
+    return model_dir
+
+
+def load_teacher_logits(recipe: Recipe, runs: Path, examples: int) -> torch.Tensor:
+    logits = np.load(teacher_dir(recipe, runs) / LOGITS_FILE)
+    if logits.shape[0] != examples:
+        raise ValueError(f"teacher logits hold {logits.shape[0]} rows, the split {examples}")
+    return torch.from_numpy(logits)
