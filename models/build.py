@@ -140,6 +140,11 @@ def build_variant(
             },
         ),
     ]
+    if tuning is not None:
+        rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(tuning).items()}
+        lineage.append(
+            LineageStep(step="tune_oos_threshold", params={"split": "validation", **rounded})
+        )
     return write_variant(
         config.name,
         base,
@@ -149,6 +154,7 @@ def build_variant(
         max_length,
         {MODEL_FILE: int8, TOKENIZER_FILE: tokenizer_path},
         repository,
+        rejection,
     )
 
 
