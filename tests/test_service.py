@@ -185,6 +185,15 @@ BAD_REQUESTS = [
     pytest.param({"content": b'{"text": "unterminated'}, 400, "not valid JSON", id="invalid-json"),
     pytest.param({"content": b"\xff\xfe\x00"}, 400, "not valid JSON", id="not-utf8"),
     pytest.param(
+        {
+            "content": b'{"text": "hi"}',
+            "headers": {"content-type": "application/x-www-form-urlencoded"},
+        },
+        415,
+        "Content-Type: application/json",
+        id="form-content-type",
+    ),
+    pytest.param(
         {"json": {"texts": ["a"] * 17}},
         413,
         "17 texts in one request; the limit is 16",

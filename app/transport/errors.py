@@ -26,12 +26,22 @@ def _location(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "body"
 
 
-async def handle_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in {"", "application/json"} or media_type.endswith("+json")
+
+
+async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     # Echoing "input" back could return megabytes of text; keep where and what only.
     detail = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type):
+        return error_response(
+            415, f"send the body as JSON with Content-Type: application/json, not {content_type!r}"
+        )
     if any(d["type"] == "json_invalid" for d in detail):
         return error_response(400, "request body is not valid JSON", detail)
     first = detail[0] if detail else {"loc": [], "msg": "invalid request"}

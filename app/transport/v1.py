@@ -15,6 +15,7 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "the body is not valid JSON"},
     404: {"model": ErrorResponse, "description": "unknown variant"},
     413: {"model": ErrorResponse, "description": "body too large or too many texts"},
+    415: {"model": ErrorResponse, "description": "the body is not sent as JSON"},
     422: {"model": ErrorResponse, "description": "invalid input"},
     503: {"model": ErrorResponse, "description": "not ready yet"},
 }
