@@ -111,7 +111,7 @@ def over_http(variant: str, threads: int, texts: list[str], starts: int) -> dict
             if attempt < starts - 1:
                 continue
             rss_ready = rss_bytes(process.pid)
-            samples = []
+            samples, health = [], []
             with httpx.Client(base_url=url, timeout=10) as client:
                 for text in texts[:50]:
                     client.post(f"/v1/models/{variant}/predict", json={"text": text})
@@ -120,8 +120,13 @@ def over_http(variant: str, threads: int, texts: list[str], starts: int) -> dict
                     response = client.post(f"/v1/models/{variant}/predict", json={"text": text})
                     samples.append(time.perf_counter() - started)
                     response.raise_for_status()
+                    # The bare HTTP round trip (client included), with no inference behind it.
+                    started = time.perf_counter()
+                    client.get("/healthz").raise_for_status()
+                    health.append(time.perf_counter() - started)
             return {
                 "http_sequential": percentiles_ms(samples),
+                "http_healthz": percentiles_ms(health),
                 "ready_seconds_median": round(float(np.median(ready_times)), 3),
                 "ready_seconds_all": [round(t, 3) for t in ready_times],
                 "rss_ready_bytes": rss_ready,
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         card.max_length,
         SessionConfig(intra_op_threads=args.threads),
     )
-    report = evaluate(classifier, test, data.oos_id)
+    threshold = card.oos_threshold.threshold if card.oos_threshold else None
+    report = evaluate(classifier, test, data.oos_id, threshold, progress=False)
     local = in_process(folder, args.threads, texts)
     remote = over_http(folder.name, args.threads, texts, args.starts)
     overhead = remote["http_sequential"]["p50_ms"] - local["session_run"]["p50_ms"]
@@ -202,6 +208,10 @@ def render(r: dict) -> str:
         ("in-process tokenize + run, batch 1 p50/p95/p99 ms", lat("tokenize_and_run")),
         (f"HTTP sequential, {r['requests']} requests p50/p95/p99 ms", lat("http_sequential")),
         ("HTTP overhead over raw session.run, p50", f"{r['http_overhead_p50_ms']:.3f} ms"),
+        (
+            "bare GET /healthz round trip, client included, p50/p95/p99 ms",
+            lat("http_healthz"),
+        ),
         ("process start to ready (median of starts)", f"{r['ready_seconds_median']:.3f} s"),
         (
             "RSS at ready / after the run",
