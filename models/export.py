@@ -43,11 +43,13 @@ def optimize_graph(model: Path, output: Path, config_path: Path) -> Path:
     if model_type is None:
         shutil.copyfile(model, output)
         return output
+    # Pruned heads leave layers with different head counts: let the optimizer read them per node.
+    pruned = any(config.get("pruned_heads") or {})
     optimized = optimize_model(
         str(model),
         model_type=model_type,
-        num_heads=config["num_attention_heads"],
-        hidden_size=config["hidden_size"],
+        num_heads=0 if pruned else config["num_attention_heads"],
+        hidden_size=0 if pruned else config["hidden_size"],
         opt_level=1,
     )
     optimized.save_model_to_file(str(output))

@@ -1,0 +1,33 @@
+"""Shallow students: a pretrained encoder keeping a subset of its layers, DistilBERT-style."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
+def keep_layers(base: Path, output: Path, layers: list[int]) -> Path:
+    """Save ``base`` with only ``layers`` (0-based) of its encoder, in that order."""
+    model = AutoModel.from_pretrained(base)
+    encoder = model.base_model.encoder
+    available = len(encoder.layer)
+    if not layers or any(not 0 <= i < available for i in layers):
+        raise ValueError(f"layers must be a non-empty subset of 0..{available - 1}, got {layers}")
+    encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    for name in TOKENIZER_FILES:
+        if (base / name).is_file():
+            shutil.copyfile(base / name, output / name)
+    return output
