@@ -46,6 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     teacher.add_argument("recipe", type=Path)
     teacher.add_argument("--runs", type=Path, default=Path("runs"))
 
+    students = commands.add_parser("students", help="distil, prune and package a recipe's students")
+    students.add_argument("recipe", type=Path)
+    students.add_argument("--only", action="append", help="build only this student (repeatable)")
+    students.add_argument("--runs", type=Path, default=Path("runs"))
+    students.add_argument("--repository", type=Path, default=Path("runs/repository"))
+
+    teacher_variant = commands.add_parser(
+        "teacher-variant", help="package the fine-tuned teacher as an fp32 variant (baseline)"
+    )
+    teacher_variant.add_argument("recipe", type=Path)
+    teacher_variant.add_argument("--runs", type=Path, default=Path("runs"))
+    teacher_variant.add_argument("--repository", type=Path, default=Path("runs/repository"))
+
     verify = commands.add_parser(
         "verify", help="check every card of a repository against its files"
     )
@@ -84,6 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe)
         data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
         print(f"teacher ready: {train_teacher(recipe, data, args.runs)}")
+    elif args.command in {"students", "teacher-variant"}:
+        from models.build import PackageConfig
+        from models.pipeline import build_student, teacher_variant
+        from models.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe)
+        data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
+        if args.command == "teacher-variant":
+            folder = teacher_variant(recipe, data, args.runs, args.repository, PackageConfig())
+            print(f"wrote {folder}")
+            return 0
+        for spec in recipe.students:
+            if args.only and spec.name not in args.only:
+                continue
+            package = PackageConfig(quantize=spec.quantize, per_channel=spec.per_channel)
+            folder = build_student(recipe, spec, data, args.runs, args.repository, package)
+            print(f"wrote {folder}")
     elif args.command == "verify":
         from app.core.card import read_card, verify_files
 

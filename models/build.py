@@ -44,16 +44,23 @@ LICENSE_FILES = ("LICENSE", "NOTICE")
 
 
 @dataclass(frozen=True)
-class BuildConfig:
-    name: str
-    base: str
-    finetune: dict = field(default_factory=dict)
+class PackageConfig:
+    """How a trained model becomes a served variant."""
+
     opset: int = 18
+    quantize: bool = True
     per_channel: bool = False
     latency_samples: int = 1000
     benchmark_threads: int = 1
     # Tune an out-of-scope threshold on the validation split (None: answer the argmax).
     oos_objective: str | None = "balanced"
+
+
+@dataclass(frozen=True)
+class BuildConfig(PackageConfig):
+    name: str = ""
+    base: str = ""
+    finetune: dict = field(default_factory=dict)
 
 
 def stage(label: str) -> None:
@@ -63,16 +70,43 @@ def stage(label: str) -> None:
 def build_variant(
     config: BuildConfig, data: TextClassificationData, workdir: Path, repository: Path
 ) -> Path:
-    from models.export import count_initializer_elements, export_onnx, optimize_graph, quantize_int8
+    """Fine-tune ``config.base`` on ``data`` and package it as the variant ``config.name``."""
     from models.finetune import FinetuneConfig, finetune
 
     workdir.mkdir(parents=True, exist_ok=True)
     stage(f"resolve {config.base}")
     base = resolve(config.base)
     finetune_config = FinetuneConfig(**config.finetune)
-
     stage("fine-tune")
     trained = finetune(base.path, data, workdir / "finetune", finetune_config)
+    lineage = [finetune_step("finetune", finetune_config, data, trained)]
+    return package_variant(config.name, trained, base, lineage, data, workdir, repository, config)
+
+
+def finetune_step(
+    step: str, config: object, data: TextClassificationData, trained: Path, **extra
+) -> LineageStep:
+    params = {**asdict(config), "dataset": data.name, **extra, "history": _history(trained)}
+    if params.get("alpha") == 1.0:
+        params.pop("temperature", None)
+        params.pop("alpha", None)
+    if params.get("max_steps") is None:
+        params.pop("max_steps", None)
+    return LineageStep(step=step, params=params)
+
+
+def package_variant(
+    name: str,
+    trained: Path,
+    base: ResolvedCheckpoint,
+    lineage: list[LineageStep],
+    data: TextClassificationData,
+    workdir: Path,
+    repository: Path,
+    config: PackageConfig,
+) -> Path:
+    """Export, fuse, quantize, check, tune the oos threshold, evaluate, and write the variant."""
+    from models.export import count_initializer_elements, export_onnx, optimize_graph, quantize_int8
 
     fp32 = workdir / "onnx" / "model.onnx"
     if not fp32.is_file():
@@ -82,26 +116,28 @@ def build_variant(
     if not fused.is_file():
         stage("fuse graph (onnxruntime transformer optimizer)")
         optimize_graph(fp32, fused, trained / "config.json")
-    int8 = workdir / "int8" / MODEL_FILE
-    if not int8.is_file():
-        stage("quantize dynamic int8")
-        int8.parent.mkdir(parents=True, exist_ok=True)
-        quantize_int8(fused, int8, per_channel=config.per_channel)
+    served = fused
+    if config.quantize:
+        served = workdir / "int8" / MODEL_FILE
+        if not served.is_file():
+            stage("quantize dynamic int8")
+            served.parent.mkdir(parents=True, exist_ok=True)
+            quantize_int8(fused, served, per_channel=config.per_channel)
 
-    max_length = finetune_config.max_length
-    tokenizer_path = workdir / "int8" / TOKENIZER_FILE
+    max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
+    tokenizer_path = workdir / "serving" / TOKENIZER_FILE
     write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length)
 
-    stage("check int8 against fp32 on the validation split")
+    stage("check the served graph against the fp32 export on the validation split")
     one_thread = SessionConfig(intra_op_threads=config.benchmark_threads)
     reference = load_classifier(fp32, tokenizer_path, max_length, one_thread)
-    quantized = load_classifier(int8, tokenizer_path, max_length, one_thread)
+    classifier = load_classifier(served, tokenizer_path, max_length, one_thread)
     validation = data.splits["validation"]
-    probabilities = predict_probabilities(quantized, validation.texts)
+    probabilities = predict_probabilities(classifier, validation.texts)
     agreement = float(
         (predict_labels(reference, validation.texts) == probabilities.argmax(axis=1)).mean()
     )
-    print(f"int8/fp32 argmax agreement on validation: {agreement:.4f}", flush=True)
+    print(f"argmax agreement with the fp32 export on validation: {agreement:.4f}", flush=True)
 
     rejection, tuning = None, None
     if config.oos_objective is not None and data.oos_id is not None:
@@ -118,41 +154,41 @@ def build_variant(
         print(json.dumps(asdict(tuning)), flush=True)
 
     stage("evaluate on the test split")
-    metrics = measure(quantized, int8, data, count_initializer_elements(fp32), config, rejection)
+    metrics = measure(classifier, served, data, count_initializer_elements(fp32), config, rejection)
     print(json.dumps(metrics.model_dump(), indent=2), flush=True)
 
     lineage = [
-        LineageStep(
-            step="finetune",
-            params={**asdict(finetune_config), "dataset": data.name, "history": _history(trained)},
-        ),
+        *lineage,
         LineageStep(step="export_onnx", params={"exporter": "optimum", "opset": config.opset}),
         LineageStep(
             step="optimize_graph",
             params={"tool": "onnxruntime.transformers.optimizer", "opt_level": 1},
         ),
-        LineageStep(
-            step="quantize_dynamic",
-            params={
-                "weight_type": "int8",
-                "per_channel": config.per_channel,
-                "fp32_argmax_agreement": round(agreement, 4),
-            },
-        ),
     ]
+    if config.quantize:
+        lineage.append(
+            LineageStep(
+                step="quantize_dynamic",
+                params={
+                    "weight_type": "int8",
+                    "per_channel": config.per_channel,
+                    "fp32_argmax_agreement": round(agreement, 4),
+                },
+            )
+        )
     if tuning is not None:
         rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(tuning).items()}
         lineage.append(
             LineageStep(step="tune_oos_threshold", params={"split": "validation", **rounded})
         )
     return write_variant(
-        config.name,
+        name,
         base,
         lineage,
         metrics,
         data,
         max_length,
-        {MODEL_FILE: int8, TOKENIZER_FILE: tokenizer_path},
+        {MODEL_FILE: served, TOKENIZER_FILE: tokenizer_path},
         repository,
         rejection,
     )
@@ -173,7 +209,7 @@ def measure(
     model: Path,
     data: TextClassificationData,
     parameters: int,
-    config: BuildConfig,
+    config: PackageConfig,
     rejection: OosThreshold | None = None,
 ) -> OfflineMetrics:
     test = data.splits["test"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -24,10 +24,67 @@ class TeacherSpec(_Strict):
     finetune: dict[str, Any] = Field(default_factory=dict)
 
 
+class PruneSpec(_Strict):
+    """Structured pruning, then distillation to recover."""
+
+    heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads to remove")
+    neurons: float = Field(0.0, ge=0, lt=1, description="fraction of feed-forward neurons")
+    batches: int = Field(64, gt=0, description="training batches scored for importance")
+    recover: dict[str, Any] = Field(default_factory=dict, description="distillation parameters")
+
+
+class VocabularySpec(_Strict):
+    """Keep the training split's pieces plus the ``general`` commonest; validation picks it."""
+
+    general: list[int] = Field(default_factory=lambda: [0, 3000, 8000])
+    tolerance: float = Field(0.005, ge=0, description="validation accuracy we may lose")
+
+
+class StudentSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    base: str | None = None
+    start_from: str | None = Field(None, description="another student, after its distillation")
+    layers: list[int] | None = Field(None, description="keep these encoder layers (0-based)")
+    distill: dict[str, Any] = Field(default_factory=dict)
+    prune: PruneSpec | None = None
+    vocabulary: VocabularySpec | None = None
+    quantize: bool = True
+    per_channel: bool = False
+    ship: bool = False
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> StudentSpec:
+        if (self.base is None) == (self.start_from is None):
+            raise ValueError(f"student {self.name}: give exactly one of base or start_from")
+        return self
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     dataset: DatasetSpec = DatasetSpec()
     teacher: TeacherSpec
+    students: list[StudentSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_origins(self) -> Recipe:
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names):
+            raise ValueError("student names must be unique")
+        for index, student in enumerate(self.students):
+            if student.start_from is not None and student.start_from not in names[:index]:
+                raise ValueError(
+                    f"student {student.name} starts from {student.start_from!r}, "
+                    "which is not an earlier student"
+                )
+        return self
+
+    def student(self, name: str) -> StudentSpec:
+        for student in self.students:
+            if student.name == name:
+                return student
+        raise RecipeError(
+            f"no student {name!r} in recipe {self.name}; have {[s.name for s in self.students]}"
+        )
 
 
 class RecipeError(ValueError):

@@ -1,0 +1,195 @@
+"""Run a recipe's students: distil, optionally prune and recover, prune the vocabulary, package.
+
+Each stage writes under ``runs/<recipe>/<student>/`` and is skipped once its output exists, so a
+killed run resumes where it stopped. Every step and its parameters go into the variant's lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from app.core.card import LineageStep
+from models.build import PackageConfig, finetune_step, package_variant, stage
+from models.checkpoints import ResolvedCheckpoint, resolve
+from models.data import TextClassificationData
+from models.finetune import (
+    FinetuneConfig,
+    collate,
+    encode,
+    finetune,
+    length_bucketed_batches,
+    predict_logits,
+)
+from models.prune import prune_model
+from models.recipe import PruneSpec, Recipe, StudentSpec
+from models.student import keep_layers
+from models.teacher import load_teacher_logits, teacher_dir
+from models.vocab import prune_vocabulary
+
+DONE = "stage.json"
+
+
+def student_dir(recipe: Recipe, runs: Path, name: str) -> Path:
+    return runs / recipe.name / name
+
+
+def origin(recipe: Recipe, spec: StudentSpec) -> StudentSpec:
+    """The student whose pretrained base ``spec`` ultimately comes from."""
+    while spec.start_from is not None:
+        spec = recipe.student(spec.start_from)
+    return spec
+
+
+def build_student(
+    recipe: Recipe,
+    spec: StudentSpec,
+    data: TextClassificationData,
+    runs: Path,
+    repository: Path,
+    package: PackageConfig,
+) -> Path:
+    workdir = student_dir(recipe, runs, spec.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    base = resolve(origin(recipe, spec).base or "")
+    teacher_logits = load_teacher_logits(recipe, runs, len(data.splits["train"]))
+    teacher_ref = {"teacher": recipe.teacher.base, "teacher_run": str(teacher_dir(recipe, runs))}
+    lineage: list[LineageStep] = []
+
+    if spec.start_from is not None:
+        parent = recipe.student(spec.start_from)
+        init = student_dir(recipe, runs, parent.name) / "distill"
+        lineage = json.loads((init / "lineage.json").read_text())
+        lineage = [LineageStep(**step) for step in lineage]
+    else:
+        init = base.path
+        if spec.layers is not None:
+            stage(f"{spec.name}: keep layers {spec.layers} of {base.reference}")
+            init = workdir / "init"
+            if not (init / "config.json").is_file():
+                keep_layers(base.path, init, spec.layers)
+            lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))
+
+    if spec.start_from is None:
+        stage(f"{spec.name}: distil from the teacher")
+        config = FinetuneConfig(**spec.distill)
+        trained = finetune(init, data, workdir / "distill", config, teacher_logits=teacher_logits)
+        lineage.append(finetune_step("distill", config, data, trained, **teacher_ref))
+        (trained / "lineage.json").write_text(
+            json.dumps([step.model_dump() for step in lineage], indent=2)
+        )
+    else:
+        trained = init
+
+    if spec.prune is not None:
+        stage(f"{spec.name}: structured pruning")
+        pruned = workdir / "pruned"
+        summary = prune_stage(trained, pruned, data, spec.prune)
+        lineage.append(LineageStep(step="prune_structured", params=summary))
+        stage(f"{spec.name}: distil to recover")
+        recover = FinetuneConfig(**spec.prune.recover)
+        trained = finetune(
+            pruned, data, workdir / "recover", recover, teacher_logits=teacher_logits
+        )
+        lineage.append(finetune_step("distill_recover", recover, data, trained, **teacher_ref))
+
+    if spec.vocabulary is not None:
+        stage(f"{spec.name}: prune the vocabulary, choosing on the validation split")
+        trained, summary = vocabulary_stage(trained, workdir / "vocab", data, spec)
+        lineage.append(LineageStep(step="prune_vocabulary", params=summary))
+
+    return package_variant(spec.name, trained, base, lineage, data, workdir, repository, package)
+
+
+def prune_stage(trained: Path, output: Path, data: TextClassificationData, spec: PruneSpec) -> dict:
+    if (output / DONE).is_file():
+        return json.loads((output / DONE).read_text())
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(trained)
+    model = AutoModelForSequenceClassification.from_pretrained(trained)
+    train = data.splits["train"]
+    max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
+    ids = encode(tokenizer, train.texts, max_length)
+    labels = torch.tensor(train.label_ids)
+    rng = random.Random(0)
+    batches = length_bucketed_batches([len(x) for x in ids], 32, rng)[: spec.batches]
+    inputs = [
+        {**collate(tokenizer, [ids[i] for i in batch]), "labels": labels[batch]}
+        for batch in batches
+    ]
+    summary = prune_model(model, inputs, spec.heads, spec.neurons)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    shutil.copyfile(trained / "finetune.json", output / "source_finetune.json")
+    (output / DONE).write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def vocabulary_stage(
+    trained: Path, output: Path, data: TextClassificationData, spec: StudentSpec
+) -> tuple[Path, dict]:
+    """Try each ``general`` size; keep the smallest within ``tolerance`` of the full vocabulary."""
+    if (output / DONE).is_file():
+        return output / "chosen", json.loads((output / DONE).read_text())
+    assert spec.vocabulary is not None
+    validation = data.splits["validation"]
+    truth = torch.tensor(validation.label_ids)
+    max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
+
+    def validation_accuracy(model_dir: Path) -> float:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        logits = predict_logits(model, tokenizer, validation.texts, max_length)
+        return float((logits.argmax(-1) == truth).float().mean())
+
+    full = validation_accuracy(trained)
+    candidates = []
+    for general in sorted(spec.vocabulary.general):
+        candidate = output / f"general-{general}"
+        info = prune_vocabulary(trained, candidate, data.splits["train"].texts, general=general)
+        info["validation_accuracy"] = round(validation_accuracy(candidate), 4)
+        print(json.dumps(info), flush=True)
+        candidates.append((candidate, info))
+    fitting = [
+        (path, info)
+        for path, info in candidates
+        if info["validation_accuracy"] >= full - spec.vocabulary.tolerance
+    ]
+    chosen, info = min(fitting or candidates[-1:], key=lambda c: c[1]["vocab_size_after"])
+    shutil.copytree(chosen, output / "chosen", dirs_exist_ok=True)
+    shutil.copyfile(trained / "finetune.json", output / "chosen" / "finetune.json")
+    summary = {
+        **info,
+        "chosen_on": "validation",
+        "validation_accuracy_full_vocabulary": round(full, 4),
+        "tolerance": spec.vocabulary.tolerance,
+        "candidates": [c[1] for c in candidates],
+    }
+    (output / DONE).write_text(json.dumps(summary, indent=2))
+    return output / "chosen", summary
+
+
+def teacher_variant(
+    recipe: Recipe,
+    data: TextClassificationData,
+    runs: Path,
+    repository: Path,
+    package: PackageConfig,
+) -> Path:
+    """The fine-tuned teacher as a served fp32 variant: the baseline every student is held to."""
+    base: ResolvedCheckpoint = resolve(recipe.teacher.base)
+    trained = teacher_dir(recipe, runs) / "finetune"
+    config = FinetuneConfig(**recipe.teacher.finetune)
+    lineage = [finetune_step("finetune", config, data, trained)]
+    fp32 = PackageConfig(**{**package.__dict__, "quantize": False})
+    name = f"{recipe.name}-teacher-fp32"
+    return package_variant(
+        name, trained, base, lineage, data, teacher_dir(recipe, runs), repository, fp32
+    )
