@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     students.add_argument("--runs", type=Path, default=Path("runs"))
     students.add_argument("--repository", type=Path, default=Path("runs/repository"))
 
+    search = commands.add_parser("search", help="Optuna search over distillation T and alpha")
+    search.add_argument("recipe", type=Path)
+    search.add_argument("--student", required=True)
+    search.add_argument("--trials", type=int, default=6)
+    search.add_argument("--epochs", type=int, default=1, help="distillation epochs per trial")
+    search.add_argument("--runs", type=Path, default=Path("runs"))
+
     teacher_variant = commands.add_parser(
         "teacher-variant", help="package the fine-tuned teacher as an fp32 variant (baseline)"
     )
@@ -59,11 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     teacher_variant.add_argument("--runs", type=Path, default=Path("runs"))
     teacher_variant.add_argument("--repository", type=Path, default=Path("runs/repository"))
 
+    commands.add_parser(
+        "benchmark",
+        help="PerformanceBenchmark of every variant (see models/benchmark.py)",
+        add_help=False,
+    )
+
     verify = commands.add_parser(
         "verify", help="check every card of a repository against its files"
     )
     verify.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["benchmark"]:
+        from models.benchmark import main as benchmark
+
+        return benchmark(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "resolve":
         from models.checkpoints import resolve
@@ -97,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe)
         data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
         print(f"teacher ready: {train_teacher(recipe, data, args.runs)}")
+    elif args.command == "search":
+        from models.recipe import load_recipe
+        from models.search import search_distillation
+
+        recipe = load_recipe(args.recipe)
+        data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
+        spec = recipe.student(args.student)
+        result = search_distillation(recipe, spec, data, args.runs, args.trials, args.epochs)
+        print(json.dumps(result["best"], indent=2))
     elif args.command in {"students", "teacher-variant"}:
         from models.build import PackageConfig
         from models.pipeline import build_student, teacher_variant

@@ -73,6 +73,12 @@ class OfflineMetrics(_Strict):
     threads: int
     latency_batch1: LatencyStats
     throughput_batch32_per_second: float
+    # Filled in by the benchmark command, which measures every variant side by side.
+    all_threads: int | None = None
+    latency_batch1_all_threads: LatencyStats | None = None
+    throughput_batch32_all_threads_per_second: float | None = None
+    peak_rss_bytes: int | None = None
+    benchmarked_at: datetime | None = None
 
 
 class VariantCard(_Strict):

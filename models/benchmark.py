@@ -1,0 +1,234 @@
+"""PerformanceBenchmark: every variant, teacher included, measured side by side in one run.
+
+For each variant folder: accuracy on the test split as served (with the card's out-of-scope
+threshold), in-scope accuracy and out-of-scope recall, model size, parameters, batch-1 latency
+p50/p95/p99 over many different test utterances, batch-32 throughput, at 1 thread and at all
+cores, and the peak RSS of a process that loads and runs only that variant. Each variant runs in
+its own subprocess so that memory is its own and no session shares a thread pool.
+
+    python -m models benchmark runs/repository models/repository --output runs/benchmark
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, write_card
+from app.runtime.classifier import load_classifier
+from app.runtime.session import SessionConfig, available_cores
+from models.data import load_clinc150
+from models.evaluate import evaluate, latency_batch1, throughput
+
+BOOK = [
+    {
+        "variant": "book: BERT-base teacher",
+        "accuracy": 0.867,
+        "size_bytes": 418_000_000,
+        "latency_p50_ms": 54.0,
+    },
+    {
+        "variant": "book: DistilBERT distilled + ORT int8",
+        "accuracy": 0.877,
+        "size_bytes": 64_000_000,
+        "latency_p50_ms": 9.2,
+    },
+]
+
+
+def measure_variant(folder: Path, samples: int) -> dict:
+    """Runs inside the worker subprocess: one variant, all figures."""
+    card = read_card(folder)
+    data = load_clinc150()
+    test = data.splits["test"]
+    rng = np.random.default_rng(0)
+    sample = [test.texts[i] for i in rng.permutation(len(test))[:samples]]
+    result: dict = {
+        "variant": card.name,
+        "size_bytes": (folder / MODEL_FILE).stat().st_size,
+        "parameters": card.metrics.parameters if card.metrics else None,
+        "lineage": [step.step for step in card.lineage],
+    }
+    cores = available_cores()
+    for threads in sorted({1, cores}):
+        classifier = load_classifier(
+            folder / MODEL_FILE,
+            folder / TOKENIZER_FILE,
+            card.max_length,
+            SessionConfig(intra_op_threads=threads),
+        )
+        if threads == 1:
+            threshold = card.oos_threshold.threshold if card.oos_threshold else None
+            report = evaluate(classifier, test, data.oos_id, threshold, progress=False)
+            result.update(
+                accuracy=report.accuracy,
+                in_scope_accuracy=report.in_scope_accuracy,
+                oos_recall=report.oos_recall,
+            )
+        latency = latency_batch1(classifier, sample)
+        result[f"latency_{threads}t"] = latency.model_dump()
+        result[f"throughput_b32_{threads}t"] = throughput(classifier, test.texts[:2048])
+    result["all_threads"] = cores
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def run_all(folders: list[Path], samples: int) -> list[dict]:
+    rows = []
+    for folder in folders:
+        print(f"==> {folder.name}", file=sys.stderr, flush=True)
+        output = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "models.benchmark",
+                "--worker",
+                str(folder),
+                "--samples",
+                str(samples),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+    return rows
+
+
+def update_card(folder: Path, row: dict, when: datetime) -> None:
+    card = read_card(folder)
+    if card.metrics is None:
+        return
+    cores = row["all_threads"]
+    metrics = card.metrics.model_copy(
+        update={
+            "accuracy": round(row["accuracy"], 4),
+            "threads": 1,
+            "latency_batch1": row["latency_1t"],
+            "throughput_batch32_per_second": round(row["throughput_b32_1t"], 1),
+            "all_threads": cores,
+            "latency_batch1_all_threads": row[f"latency_{cores}t"],
+            "throughput_batch32_all_threads_per_second": round(row[f"throughput_b32_{cores}t"], 1),
+            "peak_rss_bytes": row["peak_rss_bytes"],
+            "benchmarked_at": when,
+        }
+    )
+    write_card(
+        folder, type(card).model_validate({**card.model_dump(), "metrics": metrics.model_dump()})
+    )
+
+
+def render_markdown(rows: list[dict], reference: str, command: str, when: datetime) -> str:
+    teacher = next(r for r in rows if r["variant"] == reference)
+    cores = teacher["all_threads"]
+    lines = [
+        f"PerformanceBenchmark, {when.isoformat(timespec='seconds')}, `{command}`",
+        "",
+        "Test split of CLINC150 plus (5,500 utterances, 151 labels, oos a class). "
+        f"Latency: batch 1, tokenize + run, over the same {teacher.get('samples', 'many')} "
+        "different utterances. "
+        f"Ratios against `{reference}` in the same run.",
+        "",
+        "| variant | accuracy | in-scope | oos recall | size MB | params M "
+        "| p50 / p95 / p99 ms (1 thread) "
+        f"| p50 ms ({cores} threads) | batch-32 /s (1 / {cores} threads) | peak RSS MiB "
+        "| smaller | faster (p50, 1 thread) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
+        lat = r["latency_1t"]
+        lines.append(
+            f"| {r['variant']} | {r['accuracy']:.4f} | {r['in_scope_accuracy']:.4f} "
+            f"| {r['oos_recall']:.4f} | {r['size_bytes'] / 1e6:.1f} "
+            f"| {(r['parameters'] or 0) / 1e6:.1f} "
+            f"| {lat['p50_ms']:.2f} / {lat['p95_ms']:.2f} / {lat['p99_ms']:.2f} "
+            f"| {r[f'latency_{cores}t']['p50_ms']:.2f} "
+            f"| {r['throughput_b32_1t']:.0f} / {r[f'throughput_b32_{cores}t']:.0f} "
+            f"| {r['peak_rss_bytes'] / 2**20:.0f} "
+            f"| {teacher['size_bytes'] / r['size_bytes']:.1f}x "
+            f"| {teacher['latency_1t']['p50_ms'] / lat['p50_ms']:.1f}x |"
+        )
+    for b in BOOK:
+        lines.append(
+            f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | "
+            f"{b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for r in rows:
+        x, y = r["latency_1t"]["p50_ms"], r["accuracy"] * 100
+        ax.scatter(x, y, s=r["size_bytes"] / 1e6 * 6, alpha=0.5)
+        ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50, 1 thread (ms, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("CLINC150: accuracy against latency (bubble area = model size)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repositories", type=Path, nargs="*")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--reference", help="variant the ratios are against (default: the largest)")
+    parser.add_argument("--output", type=Path, default=Path("runs/benchmark"))
+    parser.add_argument("--no-card-update", action="store_true")
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(measure_variant(args.worker, args.samples)))
+        return 0
+    folders = sorted(
+        {p.parent.resolve() for repo in args.repositories for p in repo.glob("*/variant.json")}
+    )
+    when = datetime.now(UTC).replace(microsecond=0)
+    rows = run_all(folders, args.samples)
+    for row in rows:
+        row["samples"] = args.samples
+    reference = args.reference or max(rows, key=lambda r: r["size_bytes"])["variant"]
+    command = "python -m models benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = render_markdown(rows, reference, command, when)
+    print(table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "benchmark.md").write_text(table + "\n")
+    (args.output / "benchmark.json").write_text(
+        json.dumps(
+            {
+                "date": when.isoformat(),
+                "command": command,
+                "reference": reference,
+                "rows": rows,
+                "book": BOOK,
+            },
+            indent=2,
+        )
+    )
+    plot(rows, args.output / "benchmark.png")
+    if not args.no_card_update:
+        for folder, row in zip(folders, rows, strict=True):
+            update_card(folder, row, when)
+    print(f"wrote {args.output}/benchmark.md, .json, .png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
