@@ -1,0 +1,70 @@
+"""Students: a layer subset of a pretrained encoder, and distillation moving toward the teacher."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from models.finetune import FinetuneConfig, finetune, predict_logits
+from models.recipe import RecipeError, load_recipe
+from models.student import keep_layers
+from tests.server import ROOT
+from tests.test_pipeline import INTENTS, subset
+from tests.tiny import save_tiny_bert
+
+
+def test_keep_layers_copies_exactly_the_chosen_layers(tmp_path, clinc):
+    torch.manual_seed(0)
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts[:500], layers=4)
+    student = keep_layers(base, tmp_path / "student", [0, 2])
+    full, small = AutoModel.from_pretrained(base), AutoModel.from_pretrained(student)
+    assert small.config.num_hidden_layers == 2 and len(small.encoder.layer) == 2
+    for new, old in [(0, 0), (1, 2)]:
+        for (_, a), (_, b) in zip(
+            small.encoder.layer[new].named_parameters(),
+            full.encoder.layer[old].named_parameters(),
+            strict=True,
+        ):
+            assert torch.equal(a, b)
+    assert (student / "tokenizer.json").is_file()
+    with pytest.raises(ValueError, match=r"subset of 0\.\.3"):
+        keep_layers(base, tmp_path / "bad", [4])
+
+
+def test_distillation_moves_the_student_toward_the_teacher(tmp_path, clinc):
+    torch.manual_seed(0)
+    data = subset(clinc, INTENTS)
+    train = data.splits["train"]
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)
+    # A teacher that answers a permutation of the labels: only distillation can teach it.
+    teacher_labels = (np.array(train.label_ids) + 1) % len(data.labels)
+    teacher_logits = (
+        torch.nn.functional.one_hot(torch.tensor(teacher_labels), len(data.labels)) * 8.0
+    )
+    config = FinetuneConfig(
+        epochs=6, learning_rate=3e-3, batch_size=16, max_length=32, temperature=2.0, alpha=0.0
+    )
+    student = finetune(
+        base,
+        data,
+        tmp_path / "distilled",
+        config,
+        progress=False,
+        teacher_logits=teacher_logits.float(),
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(student)
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    predicted = predict_logits(model, tokenizer, train.texts, 32).argmax(-1).numpy()
+    agreement_teacher = (predicted == teacher_labels).mean()
+    agreement_labels = (predicted == np.array(train.label_ids)).mean()
+    assert agreement_teacher > agreement_labels
+    assert agreement_teacher > 0.5
+
+
+def test_the_reference_recipe_is_valid_and_origins_are_checked(tmp_path):
+    recipe = load_recipe(ROOT / "models" / "recipes" / "clinc150.yaml")
+    assert recipe.teacher.base == "sentence-transformers/all-mpnet-base-v2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nteacher: {base: t}\nstudents:\n  - {name: a, start_from: b}\n")
+    with pytest.raises(RecipeError, match="not an earlier student"):
+        load_recipe(bad)
