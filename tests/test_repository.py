@@ -1,0 +1,63 @@
+"""The shipped model repository: cards match their files, and the accuracy they claim is real."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, verify_files
+from app.runtime.classifier import load_classifier
+from app.runtime.session import SessionConfig
+from app.settings import SHIPPED_REPOSITORY
+from models.evaluate import evaluate, predict_probabilities
+from models.oos import tune_threshold
+
+VARIANTS = sorted(p.parent for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
+BUDGET_BYTES = 60 * 2**20
+
+
+def test_repository_holds_variants_within_budget():
+    assert VARIANTS
+    total = sum(f.stat().st_size for f in SHIPPED_REPOSITORY.rglob("*") if f.is_file())
+    assert total <= BUDGET_BYTES
+
+
+@pytest.mark.parametrize("folder", VARIANTS, ids=lambda f: f.name)
+def test_card_matches_its_files(folder, clinc):
+    card = read_card(folder)
+    verify_files(folder, card)
+    assert card.labels == list(clinc.labels)
+    assert card.metrics.size_bytes == (folder / MODEL_FILE).stat().st_size
+    assert card.base.sha256 and card.lineage
+
+
+@pytest.mark.parametrize("folder", VARIANTS, ids=lambda f: f.name)
+def test_accuracy_on_the_test_split_is_what_the_card_says(folder, clinc):
+    card = read_card(folder)
+    classifier = load_classifier(
+        folder / MODEL_FILE, folder / TOKENIZER_FILE, card.max_length, SessionConfig()
+    )
+    threshold = card.oos_threshold.threshold if card.oos_threshold else None
+    report = evaluate(classifier, clinc.splits["test"], clinc.oos_id, threshold, progress=False)
+    # int8 kernels differ slightly across CPU instruction sets: allow a few flipped answers.
+    assert report.accuracy == pytest.approx(card.metrics.accuracy, abs=0.002)
+    assert report.oos_recall == pytest.approx(card.metrics.oos_recall, abs=0.005)
+
+
+@pytest.mark.parametrize("folder", VARIANTS, ids=lambda f: f.name)
+def test_threshold_was_tuned_on_validation_not_test(folder, clinc):
+    card = read_card(folder)
+    if card.oos_threshold is None:
+        pytest.skip("no oos threshold")
+    assert card.oos_threshold.split == "validation"
+    step = next(s for s in card.lineage if s.step == "tune_oos_threshold")
+    classifier = load_classifier(
+        folder / MODEL_FILE, folder / TOKENIZER_FILE, card.max_length, SessionConfig()
+    )
+    validation = clinc.splits["validation"]
+    probabilities = predict_probabilities(classifier, validation.texts, progress=False)
+
+    choice = tune_threshold(
+        probabilities, np.asarray(validation.label_ids), clinc.oos_id, card.oos_threshold.objective
+    )
+    assert choice.threshold == pytest.approx(step.params["threshold"], abs=0.02)
