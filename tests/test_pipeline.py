@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from app.core.card import read_card, verify_files
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
+from models.benchmark import main as benchmark_main
 from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
 from models.evaluate import predict_labels
@@ -113,3 +115,33 @@ def test_rebuild_reuses_finished_stages(built, clinc):
     again = build_variant(config, data, work, folder.parent)
     assert (work / "onnx" / "model.onnx").stat().st_mtime_ns == exported
     assert (again / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
+
+
+def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
+    folder, _, _ = built
+    output = tmp_path / "benchmark"
+    assert benchmark_main([str(folder.parent), "--samples", "20", "--output", str(output)]) == 0
+    report = json.loads((output / "benchmark.json").read_text())
+    [row] = [r for r in report["rows"] if r["variant"] == folder.name] or [None]
+    cores = row["all_threads"]
+    for key in [
+        "accuracy",
+        "in_scope_accuracy",
+        "oos_recall",
+        "size_bytes",
+        "parameters",
+        "latency_1t",
+        f"latency_{cores}t",
+        "throughput_b32_1t",
+        f"throughput_b32_{cores}t",
+        "peak_rss_bytes",
+    ]:
+        assert row[key] is not None, key
+    assert set(row["latency_1t"]) == {"p50_ms", "p95_ms", "p99_ms"}
+    table = (output / "benchmark.md").read_text()
+    assert folder.name in table and "book: BERT-base teacher" in table
+    assert (output / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    card = read_card(folder)
+    assert card.metrics.peak_rss_bytes == row["peak_rss_bytes"]
+    assert card.metrics.latency_batch1_all_threads.p50_ms == row[f"latency_{cores}t"]["p50_ms"]
+    verify_files(folder, card)
