@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in recipe.students:
             if args.only and spec.name not in args.only:
                 continue
-            package = PackageConfig(quantize=spec.quantize, per_channel=spec.per_channel)
+            package = PackageConfig(quantization=spec.quantization, per_channel=spec.per_channel)
             folder = build_student(recipe, spec, data, args.runs, args.repository, package)
             print(f"wrote {folder}")
     elif args.command == "verify":

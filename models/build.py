@@ -48,8 +48,9 @@ class PackageConfig:
     """How a trained model becomes a served variant."""
 
     opset: int = 18
-    quantize: bool = True
+    quantization: str = "dynamic"  # dynamic | static | none
     per_channel: bool = False
+    calibration_texts: int = 1024
     latency_samples: int = 1000
     benchmark_threads: int = 1
     # Tune an out-of-scope threshold on the validation split (None: answer the argmax).
@@ -106,7 +107,13 @@ def package_variant(
     config: PackageConfig,
 ) -> Path:
     """Export, fuse, quantize, check, tune the oos threshold, evaluate, and write the variant."""
-    from models.export import count_initializer_elements, export_onnx, optimize_graph, quantize_int8
+    from models.export import (
+        count_initializer_elements,
+        export_onnx,
+        optimize_graph,
+        quantize_int8,
+        quantize_static_int8,
+    )
 
     fp32 = workdir / "onnx" / "model.onnx"
     if not fp32.is_file():
@@ -116,17 +123,24 @@ def package_variant(
     if not fused.is_file():
         stage("fuse graph (onnxruntime transformer optimizer)")
         optimize_graph(fp32, fused, trained / "config.json")
-    served = fused
-    if config.quantize:
-        served = workdir / "int8" / MODEL_FILE
-        if not served.is_file():
-            stage("quantize dynamic int8")
-            served.parent.mkdir(parents=True, exist_ok=True)
-            quantize_int8(fused, served, per_channel=config.per_channel)
-
     max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
     tokenizer_path = workdir / "serving" / TOKENIZER_FILE
     write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length)
+
+    if config.quantization not in {"dynamic", "static", "none"}:
+        raise ValueError(f"unknown quantization {config.quantization!r}")
+    served = fused
+    if config.quantization != "none":
+        served = workdir / f"int8-{config.quantization}" / MODEL_FILE
+    if not served.is_file():
+        stage(f"quantize {config.quantization} int8")
+        served.parent.mkdir(parents=True, exist_ok=True)
+        if config.quantization == "dynamic":
+            quantize_int8(fused, served, per_channel=config.per_channel)
+        else:
+            # Static QDQ quantizes the unfused graph: the fused Attention op has no QDQ form.
+            texts = data.splits["train"].texts[: config.calibration_texts]
+            quantize_static_int8(fp32, served, tokenizer_path, texts, max_length)
 
     stage("check the served graph against the fp32 export on the validation split")
     one_thread = SessionConfig(intra_op_threads=config.benchmark_threads)
@@ -165,17 +179,15 @@ def package_variant(
             params={"tool": "onnxruntime.transformers.optimizer", "opt_level": 1},
         ),
     ]
-    if config.quantize:
-        lineage.append(
-            LineageStep(
-                step="quantize_dynamic",
-                params={
-                    "weight_type": "int8",
-                    "per_channel": config.per_channel,
-                    "fp32_argmax_agreement": round(agreement, 4),
-                },
+    if config.quantization != "none":
+        params = {"weight_type": "int8", "fp32_argmax_agreement": round(agreement, 4)}
+        if config.quantization == "dynamic":
+            params["per_channel"] = config.per_channel
+        else:
+            params.update(
+                format="QDQ", calibration="minmax", calibration_texts=config.calibration_texts
             )
-        )
+        lineage.append(LineageStep(step=f"quantize_{config.quantization}", params=params))
     if tuning is not None:
         rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(tuning).items()}
         lineage.append(

@@ -88,3 +88,50 @@ def _numel(tensor: onnx.TensorProto) -> int:
     for dim in tensor.dims:
         size *= dim
     return size
+
+
+class _TextCalibration:
+    """Feeds tokenized training texts to onnxruntime's static-quantization calibrator."""
+
+    def __init__(self, tokenizer_path: Path, texts: list[str], max_length: int, input_names):
+        from app.runtime.tokenizer import encode_batch, load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_path, max_length)
+        self._batches = iter(
+            [encode_batch(tokenizer, texts[i : i + 16]) for i in range(0, len(texts), 16)]
+        )
+        self._input_names = input_names
+
+    def get_next(self) -> dict | None:
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        feeds = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        return {name: feeds[name] for name in self._input_names}
+
+
+def quantize_static_int8(
+    model: Path, output: Path, tokenizer_path: Path, texts: list[str], max_length: int
+) -> Path:
+    """Static int8 (QDQ): activation ranges calibrated once on ``texts`` instead of per batch."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    input_names = [i.name for i in graph.input]
+    quantize_static(
+        model,
+        output,
+        _TextCalibration(tokenizer_path, texts, max_length, input_names),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+        calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return output

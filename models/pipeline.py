@@ -6,6 +6,7 @@ killed run resumes where it stopped. Every step and its parameters go into the v
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -188,7 +189,7 @@ def teacher_variant(
     trained = teacher_dir(recipe, runs) / "finetune"
     config = FinetuneConfig(**recipe.teacher.finetune)
     lineage = [finetune_step("finetune", config, data, trained)]
-    fp32 = PackageConfig(**{**package.__dict__, "quantize": False})
+    fp32 = dataclasses.replace(package, quantization="none")
     name = f"{recipe.name}-teacher-fp32"
     return package_variant(
         name, trained, base, lineage, data, teacher_dir(recipe, runs), repository, fp32

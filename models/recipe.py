@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -48,7 +48,7 @@ class StudentSpec(_Strict):
     distill: dict[str, Any] = Field(default_factory=dict)
     prune: PruneSpec | None = None
     vocabulary: VocabularySpec | None = None
-    quantize: bool = True
+    quantization: Literal["dynamic", "static", "none"] = "dynamic"
     per_channel: bool = False
     ship: bool = False
 

@@ -145,3 +145,21 @@ def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
     assert card.metrics.peak_rss_bytes == row["peak_rss_bytes"]
     assert card.metrics.latency_batch1_all_threads.p50_ms == row[f"latency_{cores}t"]["p50_ms"]
     verify_files(folder, card)
+
+
+def test_static_quantization_is_an_option(built):
+    folder, work, data = built
+    config = BuildConfig(
+        name="tiny-static-int8",
+        base=str(work.parent / "base"),
+        finetune={"epochs": 3, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32},
+        latency_samples=10,
+        quantization="static",
+        calibration_texts=64,
+    )
+    static = build_variant(config, data, work, folder.parent / "static")
+    card = read_card(static)
+    step = next(s for s in card.lineage if s.step == "quantize_static")
+    assert step.params["format"] == "QDQ" and step.params["calibration_texts"] == 64
+    assert step.params["fp32_argmax_agreement"] >= 0.8
+    assert int8_weight_fraction(static / "model.onnx") > 0.5
