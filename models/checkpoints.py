@@ -8,7 +8,6 @@ verified against the upstream sha256 before anything reads them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.core.card import sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "checkpoints"
@@ -73,14 +74,6 @@ class ResolvedCheckpoint:
             "weights_file": self.weights_file,
             "sha256": self.sha256,
         }
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_weights(directory: Path) -> Path:
