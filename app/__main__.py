@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from app.core.card import CardError
+from app.core.experiment import ExperimentError
 from app.settings import Settings
 from app.transport.api import create_app
 
@@ -20,7 +21,7 @@ def main() -> None:
     )
     try:
         app = create_app(settings)
-    except CardError as exc:
+    except (CardError, ExperimentError) as exc:
         logging.getLogger("brum").error("cannot serve the model repository: %s", exc)
         sys.exit(2)
     uvicorn.run(

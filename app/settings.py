@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     default_variant: str | None = Field(
         None, description="variant for /v1/predict; default: first by name"
     )
+    experiment: Path | None = Field(
+        None,
+        description="experiment YAML; default: experiment.yaml in the model repository, if any",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from app.core.errors import NotReady, TooManyTexts
+from app.core.experiment import EXPERIMENT_FILE, Experiment, load_experiment
 from app.core.metrics import Metrics
 from app.core.prediction import PredictionBatch, predict
 from app.core.registry import Registry, Variant, choose_default, load_variant, read_cards, warm_up
@@ -16,6 +17,13 @@ from app.runtime.session import SessionConfig
 from app.settings import Settings
 
 logger = logging.getLogger("brum.engine")
+
+
+def find_experiment(settings: Settings) -> Experiment | None:
+    path = settings.experiment or settings.model_repository / EXPERIMENT_FILE
+    if settings.experiment is None and not path.is_file():
+        return None
+    return load_experiment(path)
 
 
 class Engine:
@@ -35,7 +43,11 @@ class Engine:
         # Read and verify the cards now: a broken repository should stop start-up with its reason.
         self.cards = read_cards(settings.model_repository, settings.verify_checksums)
         self.variant_names = frozenset(card.name for _, card in self.cards)
-        self.default_variant = choose_default(sorted(self.variant_names), settings.default_variant)
+        self.experiment = find_experiment(settings)
+        if self.experiment is not None:
+            self.experiment.check_variants(self.variant_names)
+        requested = settings.default_variant or (self.experiment and self.experiment.default)
+        self.default_variant = choose_default(sorted(self.variant_names), requested or None)
 
     @property
     def ready(self) -> bool:
@@ -64,6 +76,12 @@ class Engine:
         if self.registry is None:
             raise NotReady()
         return self.registry.get(name)
+
+    def route(self, sticky_key: str | None) -> Variant:
+        """The variant for a request that names none: its experiment arm, else the default."""
+        if self.experiment is None:
+            return self.variant(None)
+        return self.variant(self.experiment.assign(sticky_key))
 
     async def predict(
         self, variant: Variant, texts: list[str], top_k: int | None

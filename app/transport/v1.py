@@ -20,6 +20,8 @@ ERRORS = {
     503: {"model": ErrorResponse, "description": "not ready yet"},
 }
 
+EXPERIMENT_HEADER = "x-brum-experiment"
+
 router = APIRouter(prefix="/v1", tags=["v1"])
 
 
@@ -31,7 +33,14 @@ async def _predict(
     request: Request, response: Response, body: PredictRequest, variant_name: str | None
 ) -> PredictResponse:
     engine = engine_of(request)
-    variant: Variant = engine.variant(variant_name)
+    if variant_name is None:
+        experiment = engine.experiment
+        sticky = request.headers.get(experiment.sticky_header) if experiment else None
+        variant: Variant = engine.route(sticky)
+        if experiment is not None:
+            response.headers[EXPERIMENT_HEADER] = experiment.name
+    else:
+        variant = engine.variant(variant_name)
     response.headers[VARIANT_HEADER.decode()] = variant.name
     batch = await engine.predict(variant, body.inputs, body.top_k)
     return PredictResponse(
@@ -41,7 +50,11 @@ async def _predict(
     )
 
 
-@router.post("/predict", responses=ERRORS, summary="Classify with the default variant")
+@router.post(
+    "/predict",
+    responses=ERRORS,
+    summary="Classify with the experiment's arm for this caller, or the default variant",
+)
 async def predict_default(
     request: Request, response: Response, body: PredictRequest
 ) -> PredictResponse:
@@ -62,6 +75,7 @@ async def list_models(request: Request) -> dict:
     engine = engine_of(request)
     return {
         "default": engine.default_variant,
+        "experiment": engine.experiment.model_dump() if engine.experiment else None,
         "ready": engine.ready,
         "models": [card.model_dump(mode="json") for _, card in engine.cards],
     }
