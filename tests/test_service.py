@@ -20,6 +20,8 @@ from tests.server import run_server, wait_for
 
 VARIANTS = sorted(p.parent.name for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
 DEFAULT = VARIANTS[0]
+# Where the answering variant matters, name it: /v1/predict may route through an experiment.
+PREDICT = f"/v1/models/{DEFAULT}/predict"
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
@@ -54,7 +56,7 @@ def test_predictions_on_clinc150_test_utterances_match_the_labels_and_the_runtim
         if len(texts) == 16:
             break
     with server.client() as client:
-        response = client.post("/v1/predict", json={"texts": texts, "top_k": 3})
+        response = client.post(PREDICT, json={"texts": texts, "top_k": 3})
     assert response.status_code == 200
     body = response.json()
     labels = [p["label"] for p in body["predictions"]]
@@ -71,10 +73,13 @@ def test_predictions_on_clinc150_test_utterances_match_the_labels_and_the_runtim
 
 def test_response_shape_single_text(server):
     with server.client() as client:
-        response = client.post("/v1/predict", json={"text": "what's the weather like tomorrow"})
+        response = client.post(PREDICT, json={"text": "what's the weather like tomorrow"})
     assert response.status_code == 200
     body = response.json()
     assert body["variant"] == DEFAULT == response.headers["x-brum-variant"]
+    with server.client() as client:
+        routed = client.post("/v1/predict", json={"text": "what's the weather like tomorrow"})
+    assert routed.json()["variant"] in VARIANTS
     assert body["request_id"] == response.headers["x-request-id"]
     [prediction] = body["predictions"]
     assert prediction["label"] == "weather"
@@ -117,10 +122,9 @@ def test_metrics_move_as_requests_are_served(server):
     before = scrape(server)
     with server.client() as client:
         assert (
-            client.post("/v1/predict", json={"texts": ["set a timer", "play music"]}).status_code
-            == 200
+            client.post(PREDICT, json={"texts": ["set a timer", "play music"]}).status_code == 200
         )
-        assert client.post("/v1/predict", json={"text": ""}).status_code == 422
+        assert client.post(PREDICT, json={"text": ""}).status_code == 422
         raw = client.get("/metrics", follow_redirects=False)
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/plain")
     after = scrape(server)
@@ -165,7 +169,7 @@ def test_metrics_move_as_requests_are_served(server):
 def test_text_longer_than_the_model_maximum_is_truncated_and_flagged(server):
     card = read_card(SHIPPED_REPOSITORY / DEFAULT)
     with server.client() as client:
-        response = client.post("/v1/predict", json={"texts": ["please " * 2000, "hello"]})
+        response = client.post(PREDICT, json={"texts": ["please " * 2000, "hello"]})
     assert response.status_code == 200
     long, short = response.json()["predictions"]
     assert long["truncated"] is True and long["tokens"] == card.max_length
@@ -244,14 +248,11 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(server, clinc):
     texts = clinc.splits["test"].texts[:64]
     with server.client() as client:
         expected = [
-            client.post("/v1/predict", json={"text": t}).json()["predictions"][0]["label"]
-            for t in texts
+            client.post(PREDICT, json={"text": t}).json()["predictions"][0]["label"] for t in texts
         ]
 
         def good(i: int) -> str:
-            return client.post("/v1/predict", json={"text": texts[i]}).json()["predictions"][0][
-                "label"
-            ]
+            return client.post(PREDICT, json={"text": texts[i]}).json()["predictions"][0]["label"]
 
         def bad(i: int) -> int:
             payload = [
