@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     teacher_variant.add_argument("--runs", type=Path, default=Path("runs"))
     teacher_variant.add_argument("--repository", type=Path, default=Path("runs/repository"))
 
+    ship_cmd = commands.add_parser("ship", help="make the recipe's shipped students the repository")
+    ship_cmd.add_argument("recipe", type=Path)
+    ship_cmd.add_argument("--built", type=Path, default=Path("runs/repository"))
+    ship_cmd.add_argument("--repository", type=Path, default=REPOSITORY)
+
     commands.add_parser(
         "benchmark",
         help="PerformanceBenchmark of every variant (see models/benchmark.py)",
@@ -141,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             package = PackageConfig(quantization=spec.quantization, per_channel=spec.per_channel)
             folder = build_student(recipe, spec, data, args.runs, args.repository, package)
             print(f"wrote {folder}")
+    elif args.command == "ship":
+        from models.recipe import load_recipe
+        from models.ship import ship
+
+        shipped = ship(load_recipe(args.recipe), args.built, args.repository)
+        print(f"shipped {', '.join(shipped)} to {args.repository}")
     elif args.command == "verify":
         from app.core.card import read_card, verify_files
 

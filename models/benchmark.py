@@ -124,6 +124,20 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
     )
 
 
+def pareto_front(rows: list[dict]) -> set[str]:
+    """Variants no other variant beats on both accuracy and batch-1 latency (1 thread)."""
+
+    def beats(a: dict, b: dict) -> bool:
+        faster = a["latency_1t"]["p50_ms"] <= b["latency_1t"]["p50_ms"]
+        better = a["accuracy"] >= b["accuracy"]
+        strictly = a["latency_1t"]["p50_ms"] < b["latency_1t"]["p50_ms"] or (
+            a["accuracy"] > b["accuracy"]
+        )
+        return faster and better and strictly
+
+    return {b["variant"] for b in rows if not any(beats(a, b) for a in rows if a is not b)}
+
+
 def render_markdown(rows: list[dict], reference: str, command: str, when: datetime) -> str:
     teacher = next(r for r in rows if r["variant"] == reference)
     cores = teacher["all_threads"]
@@ -138,9 +152,10 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
         "| variant | accuracy | in-scope | oos recall | size MB | params M "
         "| p50 / p95 / p99 ms (1 thread) "
         f"| p50 ms ({cores} threads) | batch-32 /s (1 / {cores} threads) | peak RSS MiB "
-        "| smaller | faster (p50, 1 thread) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| smaller | faster (p50, 1 thread) | Pareto |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    front = pareto_front(rows)
     for r in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
         lat = r["latency_1t"]
         lines.append(
@@ -152,12 +167,13 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
             f"| {r['throughput_b32_1t']:.0f} / {r[f'throughput_b32_{cores}t']:.0f} "
             f"| {r['peak_rss_bytes'] / 2**20:.0f} "
             f"| {teacher['size_bytes'] / r['size_bytes']:.1f}x "
-            f"| {teacher['latency_1t']['p50_ms'] / lat['p50_ms']:.1f}x |"
+            f"| {teacher['latency_1t']['p50_ms'] / lat['p50_ms']:.1f}x "
+            f"| {'yes' if r['variant'] in front else ''} |"
         )
     for b in BOOK:
         lines.append(
             f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | "
-            f"{b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | |"
+            f"{b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | | |"
         )
     return "\n".join(lines)
 

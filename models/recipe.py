@@ -64,6 +64,8 @@ class Recipe(_Strict):
     dataset: DatasetSpec = DatasetSpec()
     teacher: TeacherSpec
     students: list[StudentSpec] = Field(default_factory=list)
+    # The shipped repository's experiment.yaml (see app/core/experiment.py for its fields).
+    experiment: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _known_origins(self) -> Recipe:
