@@ -101,7 +101,12 @@ def build_student(
 
     if spec.vocabulary is not None:
         stage(f"{spec.name}: prune the vocabulary, choosing on the validation split")
-        trained, summary = vocabulary_stage(trained, workdir / "vocab", data, spec)
+        vocab_dir = workdir / "vocab"
+        parent = recipe.student(spec.start_from) if spec.start_from else None
+        if parent is not None and spec.prune is None and parent.vocabulary == spec.vocabulary:
+            # Same weights, same choice: reuse the parent's result rather than recompute it.
+            vocab_dir = student_dir(recipe, runs, parent.name) / "vocab"
+        trained, summary = vocabulary_stage(trained, vocab_dir, data, spec)
         lineage.append(LineageStep(step="prune_vocabulary", params=summary))
 
     return package_variant(spec.name, trained, base, lineage, data, workdir, repository, package)

@@ -10,13 +10,17 @@ import onnx
 import pytest
 
 from app.core.card import read_card, verify_files
+from app.core.experiment import load_experiment
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from models.benchmark import main as benchmark_main
+from models.benchmark import pareto_front
 from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
 from models.evaluate import predict_labels
 from models.export import int8_weight_fraction
+from models.recipe import Recipe
+from models.ship import ship
 from tests.tiny import save_tiny_bert
 
 pytestmark = pytest.mark.pipeline
@@ -163,3 +167,30 @@ def test_static_quantization_is_an_option(built):
     assert step.params["format"] == "QDQ" and step.params["calibration_texts"] == 64
     assert step.params["fp32_argmax_agreement"] >= 0.8
     assert int8_weight_fraction(static / "model.onnx") > 0.5
+
+
+def test_ship_makes_the_shipped_students_the_repository(built, tmp_path):
+    folder, _, _ = built
+    repository = tmp_path / "repository"
+    (repository / "stale-variant").mkdir(parents=True)
+    recipe = Recipe.model_validate(
+        {
+            "name": "tiny",
+            "teacher": {"base": "unused"},
+            "students": [{"name": folder.name, "base": "unused", "ship": True}],
+            "experiment": {"name": "tiny-ab", "arms": [{"variant": folder.name, "weight": 1}]},
+        }
+    )
+    assert ship(recipe, folder.parent, repository) == [folder.name]
+    assert sorted(p.name for p in repository.iterdir()) == [folder.name, "experiment.yaml"]
+    verify_files(repository / folder.name, read_card(repository / folder.name))
+    experiment = load_experiment(repository / "experiment.yaml")
+    assert experiment.name == "tiny-ab" and experiment.assign("k") == folder.name
+
+
+def test_pareto_front_keeps_only_undominated_variants():
+    def row(name, ms, accuracy):
+        return {"variant": name, "latency_1t": {"p50_ms": ms}, "accuracy": accuracy}
+
+    rows = [row("big", 30, 0.92), row("fast", 1, 0.90), row("mid", 2, 0.91), row("bad", 3, 0.89)]
+    assert pareto_front(rows) == {"big", "fast", "mid"}
