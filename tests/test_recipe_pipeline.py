@@ -1,0 +1,99 @@
+"""A recipe's students end to end on a tiny BERT: layers, distil, prune, vocabulary, int8."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.core.card import read_card, verify_files
+from models.build import PackageConfig
+from models.pipeline import build_student
+from models.recipe import Recipe
+from models.teacher import LOGITS_FILE, teacher_dir
+from tests.test_pipeline import INTENTS, subset
+from tests.tiny import save_tiny_bert
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory, clinc):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("recipe")
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(root / "base", clinc.splits["train"].texts, hidden=64, layers=4)
+    distill = {
+        "epochs": 3,
+        "learning_rate": 3e-3,
+        "batch_size": 16,
+        "max_length": 32,
+        "temperature": 4.0,
+        "alpha": 0.5,
+    }
+    recipe = Recipe.model_validate(
+        {
+            "name": "tiny",
+            "teacher": {"base": str(base)},
+            "students": [
+                {
+                    "name": "shallow-int8",
+                    "base": str(base),
+                    "layers": [0, 2],
+                    "distill": distill,
+                    "vocabulary": {"general": [0, 50], "tolerance": 0.05},
+                },
+                {
+                    "name": "pruned-int8",
+                    "start_from": "shallow-int8",
+                    "prune": {
+                        "heads": 0.25,
+                        "neurons": 0.5,
+                        "batches": 8,
+                        "recover": {**distill, "epochs": 1},
+                    },
+                },
+            ],
+        }
+    )
+    runs = root / "runs"
+    # A stand-in teacher: confident on the true labels.
+    teacher = teacher_dir(recipe, runs)
+    teacher.mkdir(parents=True)
+    labels = np.array(data.splits["train"].label_ids)
+    np.save(teacher / LOGITS_FILE, np.eye(len(data.labels), dtype=np.float32)[labels] * 6)
+    package = PackageConfig(latency_samples=20)
+    built = {
+        spec.name: build_student(recipe, spec, data, runs, root / "repository", package)
+        for spec in recipe.students
+    }
+    return built, data
+
+
+def test_shallow_student_lineage_and_vocabulary(students):
+    built, data = students
+    card = read_card(built["shallow-int8"])
+    verify_files(built["shallow-int8"], card)
+    steps = [s.step for s in card.lineage]
+    assert steps[:3] == ["keep_layers", "distill", "prune_vocabulary"]
+    assert card.lineage[0].params == {"layers": [0, 2]}
+    distill = card.lineage[1].params
+    assert distill["temperature"] == 4.0 and distill["alpha"] == 0.5
+    vocab = card.lineage[2].params
+    assert vocab["chosen_on"] == "validation"
+    assert vocab["vocab_size_after"] < vocab["vocab_size_before"]
+    assert [c["general"] for c in vocab["candidates"]] == [0, 50]
+    assert card.labels == list(data.labels)
+
+
+def test_pruned_student_is_smaller_and_records_its_pruning(students):
+    built, _ = students
+    shallow, pruned = read_card(built["shallow-int8"]), read_card(built["pruned-int8"])
+    steps = [s.step for s in pruned.lineage]
+    assert steps[:4] == ["keep_layers", "distill", "prune_structured", "distill_recover"]
+    summary = pruned.lineage[2].params
+    assert summary["intermediate_size_after"] == summary["intermediate_size_before"] // 2
+    assert summary["parameters_after"] < summary["parameters_before"]
+    # The served graph holds the pruned matrices, not zeros: its parameter count fell.
+    assert pruned.metrics.parameters == pytest.approx(summary["parameters_after"], rel=0.01)
+    assert shallow.metrics.parameters < summary["parameters_before"]  # its vocabulary was pruned
