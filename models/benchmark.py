@@ -106,8 +106,9 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
     if card.metrics is None:
         return
     cores = row["all_threads"]
-    metrics = card.metrics.model_copy(
-        update={
+    metrics = type(card.metrics).model_validate(
+        {
+            **card.metrics.model_dump(),
             "accuracy": round(row["accuracy"], 4),
             "threads": 1,
             "latency_batch1": row["latency_1t"],
@@ -119,9 +120,7 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
             "benchmarked_at": when,
         }
     )
-    write_card(
-        folder, type(card).model_validate({**card.model_dump(), "metrics": metrics.model_dump()})
-    )
+    write_card(folder, card.model_copy(update={"metrics": metrics}))
 
 
 def pareto_front(rows: list[dict]) -> set[str]:
