@@ -182,7 +182,7 @@ def test_ship_makes_the_shipped_students_the_repository(built, tmp_path):
         }
     )
     assert ship(recipe, folder.parent, repository) == [folder.name]
-    assert sorted(p.name for p in repository.iterdir()) == [folder.name, "experiment.yaml"]
+    assert sorted(p.name for p in repository.iterdir()) == sorted([folder.name, "experiment.yaml"])
     verify_files(repository / folder.name, read_card(repository / folder.name))
     experiment = load_experiment(repository / "experiment.yaml")
     assert experiment.name == "tiny-ab" and experiment.assign("k") == folder.name
