@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,6 @@ from app.core.card import (
 from app.core.errors import UnknownVariant
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.session import SessionConfig
-
-logger = logging.getLogger("brum.registry")
 
 WARMUP_TEXTS = ["warm up", "how do i transfer money from my checking to my savings account"]
 
