@@ -18,6 +18,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,6 +79,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def running_service(env: dict[str, str], url: str) -> Iterator[tuple[subprocess.Popen, float]]:
+    """Start the service, wait for /readyz, yield it with its start-to-ready time, stop it."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError("the service exited during start-up")
+            time.sleep(0.005)
+        yield process, time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
 def over_http(variant: str, threads: int, texts: list[str], starts: int) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -88,54 +117,33 @@ def over_http(variant: str, threads: int, texts: list[str], starts: int) -> dict
         "BRUM_LOG_LEVEL": "warning",
     }
     ready_times = []
-    for attempt in range(starts):
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None:
-                    raise RuntimeError("the service exited during start-up")
-                time.sleep(0.005)
-            ready_times.append(time.perf_counter() - started)
-            if attempt < starts - 1:
-                continue
-            rss_ready = rss_bytes(process.pid)
-            samples, health = [], []
-            with httpx.Client(base_url=url, timeout=10) as client:
-                for text in texts[:50]:
-                    client.post(f"/v1/models/{variant}/predict", json={"text": text})
-                for text in texts:
-                    started = time.perf_counter()
-                    response = client.post(f"/v1/models/{variant}/predict", json={"text": text})
-                    samples.append(time.perf_counter() - started)
-                    response.raise_for_status()
-                    # The bare HTTP round trip (client included), with no inference behind it.
-                    started = time.perf_counter()
-                    client.get("/healthz").raise_for_status()
-                    health.append(time.perf_counter() - started)
-            return {
-                "http_sequential": percentiles_ms(samples),
-                "http_healthz": percentiles_ms(health),
-                "ready_seconds_median": round(float(np.median(ready_times)), 3),
-                "ready_seconds_all": [round(t, 3) for t in ready_times],
-                "rss_ready_bytes": rss_ready,
-                "rss_after_load_bytes": rss_bytes(process.pid),
-            }
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-    raise AssertionError("unreachable")
+    for _ in range(starts - 1):
+        with running_service(env, url) as (_, ready_seconds):
+            ready_times.append(ready_seconds)
+    with running_service(env, url) as (process, ready_seconds):
+        ready_times.append(ready_seconds)
+        rss_ready = rss_bytes(process.pid)
+        samples, health = [], []
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for text in texts[:50]:
+                client.post(f"/v1/models/{variant}/predict", json={"text": text})
+            for text in texts:
+                started = time.perf_counter()
+                response = client.post(f"/v1/models/{variant}/predict", json={"text": text})
+                samples.append(time.perf_counter() - started)
+                response.raise_for_status()
+                # The bare HTTP round trip (client included), with no inference behind it.
+                started = time.perf_counter()
+                client.get("/healthz").raise_for_status()
+                health.append(time.perf_counter() - started)
+        return {
+            "http_sequential": percentiles_ms(samples),
+            "http_healthz": percentiles_ms(health),
+            "ready_seconds_median": round(float(np.median(ready_times)), 3),
+            "ready_seconds_all": [round(t, 3) for t in ready_times],
+            "rss_ready_bytes": rss_ready,
+            "rss_after_load_bytes": rss_bytes(process.pid),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

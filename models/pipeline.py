@@ -29,7 +29,7 @@ from models.finetune import (
 )
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, StudentSpec
-from models.student import keep_layers
+from models.student import student_init
 from models.teacher import load_teacher_logits, teacher_dir
 from models.vocab import prune_vocabulary
 
@@ -68,12 +68,9 @@ def build_student(
         lineage = json.loads((init / "lineage.json").read_text())
         lineage = [LineageStep(**step) for step in lineage]
     else:
-        init = base.path
+        init = student_init(base.path, spec.layers, workdir)
         if spec.layers is not None:
-            stage(f"{spec.name}: keep layers {spec.layers} of {base.reference}")
-            init = workdir / "init"
-            if not (init / "config.json").is_file():
-                keep_layers(base.path, init, spec.layers)
+            stage(f"{spec.name}: kept layers {spec.layers} of {base.reference}")
             lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))
 
     if spec.start_from is None:

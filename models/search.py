@@ -19,7 +19,7 @@ from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, predict_logits
 from models.recipe import Recipe, StudentSpec
-from models.student import keep_layers
+from models.student import student_init
 from models.teacher import load_teacher_logits
 
 
@@ -33,11 +33,7 @@ def search_distillation(
 ) -> dict:
     workdir = runs / recipe.name / f"search-{spec.name}"
     base = resolve(spec.base or "")
-    init = base.path
-    if spec.layers is not None:
-        init = workdir / "init"
-        if not (init / "config.json").is_file():
-            keep_layers(base.path, init, spec.layers)
+    init = student_init(base.path, spec.layers, workdir)
     teacher_logits = load_teacher_logits(recipe, runs, len(data.splits["train"]))
     validation = data.splits["validation"]
     truth = torch.tensor(validation.label_ids)

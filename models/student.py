@@ -31,3 +31,13 @@ def keep_layers(base: Path, output: Path, layers: list[int]) -> Path:
         if (base / name).is_file():
             shutil.copyfile(base / name, output / name)
     return output
+
+
+def student_init(base: Path, layers: list[int] | None, workdir: Path) -> Path:
+    """The student's starting weights: ``base`` itself, or its layer subset (cached in workdir)."""
+    if layers is None:
+        return base
+    init = workdir / "init"
+    if not (init / "config.json").is_file():
+        keep_layers(base, init, layers)
+    return init
