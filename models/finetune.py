@@ -27,6 +27,7 @@ from models.data import Split, TextClassificationData
 
 STATE_FILE = "train_state.pt"
 DONE_FILE = "finetune.json"
+IGNORE = -100  # the label of a text only the teacher has labelled
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,13 @@ def distillation_loss(
     temperature: float,
     alpha: float,
 ) -> torch.Tensor:
-    hard = torch.nn.functional.cross_entropy(student_logits, labels)
+    """The chapter's loss; rows labelled ``IGNORE`` (transfer-set texts) add only the soft part."""
+    labelled = labels != IGNORE
+    hard = (
+        torch.nn.functional.cross_entropy(student_logits[labelled], labels[labelled])
+        if labelled.any()
+        else student_logits.new_zeros(())
+    )
     soft = torch.nn.functional.kl_div(
         torch.log_softmax(student_logits / temperature, dim=-1),
         torch.log_softmax(teacher_logits / temperature, dim=-1),
@@ -130,10 +137,12 @@ def finetune(
     config: FinetuneConfig,
     progress: bool = True,
     teacher_logits: torch.Tensor | None = None,
+    transfer: tuple[list[str], torch.Tensor] | None = None,
 ) -> Path:
     """Fine-tune ``base`` on ``data``'s train split; returns the saved model directory.
 
-    With ``teacher_logits`` (one row per training example), train on the distillation loss.
+    With ``teacher_logits`` (one row per training example), train on the distillation loss;
+    ``transfer`` adds unlabelled texts with the teacher's logits on them (see models/augment.py).
     """
     if (output / DONE_FILE).is_file():
         return output
@@ -142,8 +151,15 @@ def finetune(
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = load_for_classification(base, data.labels)
     train = data.splits["train"]
-    ids = encode(tokenizer, train.texts, config.max_length)
-    labels = torch.tensor(train.label_ids)
+    texts, labels = list(train.texts), torch.tensor(train.label_ids)
+    if transfer is not None:
+        if teacher_logits is None:
+            raise ValueError("a transfer set needs the teacher's logits on the training split")
+        transfer_texts, transfer_logits = transfer
+        texts += transfer_texts
+        labels = torch.cat([labels, torch.full((len(transfer_texts),), IGNORE)])
+        teacher_logits = torch.cat([teacher_logits, transfer_logits])
+    ids = encode(tokenizer, texts, config.max_length)
     steps_per_epoch = math.ceil(len(ids) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:

@@ -30,7 +30,7 @@ from models.finetune import (
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, StudentSpec
 from models.student import student_init
-from models.teacher import load_teacher_logits, teacher_dir
+from models.teacher import load_teacher_logits, teacher_dir, transfer_set
 from models.vocab import prune_vocabulary
 
 DONE = "stage.json"
@@ -73,10 +73,21 @@ def build_student(
             stage(f"{spec.name}: kept layers {spec.layers} of {base.reference}")
             lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))
 
-    if spec.start_from is None:
+    transfer = transfer_set(recipe, data, runs, spec.transfer) if spec.transfer else None
+    if transfer is not None:
+        teacher_ref["transfer_set"] = {**spec.transfer.model_dump(), "texts": len(transfer[0])}
+
+    if spec.start_from is None or spec.distill:
         stage(f"{spec.name}: distil from the teacher")
         config = FinetuneConfig(**spec.distill)
-        trained = finetune(init, data, workdir / "distill", config, teacher_logits=teacher_logits)
+        trained = finetune(
+            init,
+            data,
+            workdir / "distill",
+            config,
+            teacher_logits=teacher_logits,
+            transfer=transfer,
+        )
         lineage.append(finetune_step("distill", config, data, trained, **teacher_ref))
         (trained / "lineage.json").write_text(
             json.dumps([step.model_dump() for step in lineage], indent=2)
@@ -92,7 +103,12 @@ def build_student(
         stage(f"{spec.name}: distil to recover")
         recover = FinetuneConfig(**spec.prune.recover)
         trained = finetune(
-            pruned, data, workdir / "recover", recover, teacher_logits=teacher_logits
+            pruned,
+            data,
+            workdir / "recover",
+            recover,
+            teacher_logits=teacher_logits,
+            transfer=transfer,
         )
         lineage.append(finetune_step("distill_recover", recover, data, trained, **teacher_ref))
 
@@ -100,7 +116,8 @@ def build_student(
         stage(f"{spec.name}: prune the vocabulary, choosing on the validation split")
         vocab_dir = workdir / "vocab"
         parent = recipe.student(spec.start_from) if spec.start_from else None
-        if parent is not None and spec.prune is None and parent.vocabulary == spec.vocabulary:
+        same_weights = spec.prune is None and not spec.distill
+        if parent is not None and same_weights and parent.vocabulary == spec.vocabulary:
             # Same weights, same choice: reuse the parent's result rather than recompute it.
             vocab_dir = student_dir(recipe, runs, parent.name) / "vocab"
         trained, summary = vocabulary_stage(trained, vocab_dir, data, spec)

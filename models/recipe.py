@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.augment import AugmentSpec
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,7 +47,10 @@ class StudentSpec(_Strict):
     base: str | None = None
     start_from: str | None = Field(None, description="another student, after its distillation")
     layers: list[int] | None = Field(None, description="keep these encoder layers (0-based)")
-    distill: dict[str, Any] = Field(default_factory=dict)
+    distill: dict[str, Any] = Field(
+        default_factory=dict, description="distillation parameters (after start_from: more of it)"
+    )
+    transfer: AugmentSpec | None = Field(None, description="augmented texts the teacher labels")
     prune: PruneSpec | None = None
     vocabulary: VocabularySpec | None = None
     quantization: Literal["dynamic", "static", "none"] = "dynamic"

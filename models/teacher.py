@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from models.augment import AugmentSpec, augment
 from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, predict_logits
 from models.recipe import Recipe
 
 LOGITS_FILE = "train_logits.npy"
+TRANSFER_TEXTS = "texts.json"
 
 
 def teacher_dir(recipe: Recipe, runs: Path) -> Path:
@@ -43,3 +47,25 @@ def load_teacher_logits(recipe: Recipe, runs: Path, examples: int) -> torch.Tens
     if logits.shape[0] != examples:
         raise ValueError(f"teacher logits hold {logits.shape[0]} rows, the split {examples}")
     return torch.from_numpy(logits)
+
+
+def transfer_set(
+    recipe: Recipe, data: TextClassificationData, runs: Path, spec: AugmentSpec
+) -> tuple[list[str], torch.Tensor]:
+    """Augmented training texts and the teacher's logits on them, computed once per ``spec``."""
+    key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
+    folder = teacher_dir(recipe, runs) / f"transfer-{key}"
+    texts_path, logits_path = folder / TRANSFER_TEXTS, folder / LOGITS_FILE
+    if not logits_path.is_file():
+        texts = augment(data.splits["train"].texts, spec)
+        print(f"==> teacher logits on {len(texts)} augmented texts ({spec})", flush=True)
+        model_dir = teacher_dir(recipe, runs) / "finetune"
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        max_length = FinetuneConfig(**recipe.teacher.finetune).max_length
+        logits = predict_logits(model, tokenizer, texts, max_length, progress=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        texts_path.write_text(json.dumps({"spec": spec.model_dump(), "texts": texts}))
+        np.save(logits_path, logits.numpy().astype(np.float32))
+    texts = json.loads(texts_path.read_text())["texts"]
+    return texts, torch.from_numpy(np.load(logits_path))
