@@ -28,6 +28,7 @@ class Prediction:
 @dataclass(frozen=True)
 class PredictionBatch:
     predictions: list[Prediction]
+    logits: np.ndarray  # [texts, labels], float32, the model's raw output
     inference_seconds: float
     tokens: int
 
@@ -64,4 +65,6 @@ def predict(variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
                 low_confidence=low_confidence,
             )
         )
-    return PredictionBatch(predictions, output.inference_seconds, int(output.token_counts.sum()))
+    logits = output.logits.astype(np.float32)
+    tokens = int(output.token_counts.sum())
+    return PredictionBatch(predictions, logits, output.inference_seconds, tokens)
