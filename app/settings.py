@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_REPOSITORY = Path(__file__).resolve().parents[1] / "models" / "repository"
@@ -38,6 +38,37 @@ class Settings(BaseSettings):
     verify_checksums: bool = Field(
         True, description="check model files against their cards at start-up"
     )
+
+    max_batch_size: int = Field(32, ge=1, description="texts per batch run by the model")
+    max_batch_tokens: int = Field(
+        4096, ge=1, description="tokens per batch, padding included (texts x longest)"
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="longest wait for more requests while they keep arriving"
+    )
+    max_queue_texts: int = Field(
+        512, ge=1, description="texts waiting per variant before requests get 429"
+    )
+    queue_timeout_seconds: float = Field(
+        2.0, gt=0, description="longest wait in the queue before a request gets 503"
+    )
+    cpu_hour_price: float = Field(
+        0.04, ge=0, description="price of one CPU-hour, for the cost metric"
+    )
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    feedback_capacity: int = Field(
+        100_000, ge=1, description="recent requests remembered for POST /v1/feedback"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the /admin API; unset: the admin API is off"
+    )
+    drain_delay_seconds: float = Field(
+        0.0, ge=0, description="after SIGTERM: not ready but still serving, before draining"
+    )
+    drain_seconds: float = Field(
+        10.0, ge=0, description="after SIGTERM: longest wait for accepted requests to finish"
+    )
+    log_format: Literal["text", "json"] = "text"
 
     max_texts_per_request: int = Field(64, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)

@@ -94,11 +94,11 @@ class _TextCalibration:
     """Feeds tokenized training texts to onnxruntime's static-quantization calibrator."""
 
     def __init__(self, tokenizer_path: Path, texts: list[str], max_length: int, input_names):
-        from app.runtime.tokenizer import encode_batch, load_tokenizer
+        from app.runtime.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_path, max_length)
         self._batches = iter(
-            [encode_batch(tokenizer, texts[i : i + 16]) for i in range(0, len(texts), 16)]
+            [tokenizer.encode_batch(texts[i : i + 16]) for i in range(0, len(texts), 16)]
         )
         self._input_names = input_names
 

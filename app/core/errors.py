@@ -25,3 +25,17 @@ class NotReady(BrumError):
 
     def __init__(self, message: str = "the service is not ready: variants are loading") -> None:
         super().__init__(message, {"Retry-After": "1"})
+
+
+class QueueFull(BrumError):
+    status_code = 429
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1"})
+
+
+class QueueTimeout(BrumError):
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1"})

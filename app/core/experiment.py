@@ -7,6 +7,7 @@ replica and across restarts, with no shared state. Without a key, the request is
 from __future__ import annotations
 
 import hashlib
+import random
 import uuid
 from pathlib import Path
 
@@ -27,6 +28,15 @@ class Arm(BaseModel):
     weight: float = Field(gt=0)
 
 
+class Shadow(BaseModel):
+    """Also score a share of the requests with another variant, off the answer's path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variant: str
+    fraction: float = Field(gt=0, le=1)
+
+
 class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,6 +44,7 @@ class Experiment(BaseModel):
     arms: list[Arm] = Field(min_length=1)
     sticky_header: str = "X-User-ID"
     default: str | None = Field(None, description="variant for callers outside the experiment")
+    shadow: Shadow | None = None
 
     @model_validator(mode="after")
     def _unique_arms(self) -> Experiment:
@@ -44,6 +55,7 @@ class Experiment(BaseModel):
 
     def check_variants(self, known: frozenset[str]) -> None:
         named = {arm.variant for arm in self.arms} | ({self.default} if self.default else set())
+        named |= {self.shadow.variant} if self.shadow else set()
         missing = sorted(named - known)
         if missing:
             raise ExperimentError(
@@ -61,6 +73,10 @@ class Experiment(BaseModel):
             if point < 0:
                 return arm.variant
         return self.arms[-1].variant
+
+    def shadows(self) -> bool:
+        """Whether this request is also scored by the shadow: a random share of requests."""
+        return self.shadow is not None and random.random() < self.shadow.fraction
 
 
 def load_experiment(path: Path) -> Experiment:

@@ -12,6 +12,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from app.core.batcher import BatchRun
+from app.core.experiment import Experiment
 from app.core.registry import Variant
 
 # 0.5 ms to 1 s and a little beyond: int8 batch-1 inference sits around 1-2 ms on a CPU core.
@@ -38,13 +40,18 @@ LATENCY_BUCKETS = (
     2.5,
 )
 NO_VARIANT = "none"
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
+BATCH_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 # The *_created series double the exposition and no dashboard uses them.
 disable_created_metrics()
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, cpu_hour_price: float = 0.0, currency: str = "USD") -> None:
+        self.cpu_second_price = cpu_hour_price / 3600
+        self.currency = currency
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -67,6 +74,79 @@ class Metrics:
             "Time inside onnxruntime's session.run for one batch.",
             ["variant"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "brum_queue_duration_seconds",
+            "Time a request waited in its variant's queue before its batch ran.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "brum_batch_size",
+            "Texts per batch run by the model.",
+            ["variant"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "brum_batch_tokens",
+            "Tokens per batch, padding included (texts x longest text).",
+            ["variant"],
+            buckets=BATCH_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "brum_queue_depth", "Texts waiting in the variant's queue.", ["variant"], registry=r
+        )
+        self.queue_capacity = Gauge(
+            "brum_queue_capacity",
+            "Texts the variant's queue holds before refusing with 429.",
+            ["variant"],
+            registry=r,
+        )
+        self.queue_rejections = Counter(
+            "brum_queue_rejections",
+            "Requests refused by backpressure: queue full (429) or queue timeout (503).",
+            ["variant", "reason"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "brum_prediction_confidence",
+            "Top probability of each prediction.",
+            ["variant"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "brum_shadow_requests",
+            "Requests also scored by the shadow variant: agree, disagree, shed (load), error.",
+            ["variant", "shadow", "outcome"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "brum_feedback",
+            "Predictions judged by POST /v1/feedback: correct or incorrect (online accuracy).",
+            ["variant", "outcome"],
+            registry=r,
+        )
+        self.cpu_seconds = Counter(
+            "brum_inference_cpu_seconds",
+            "Process CPU time spent running the variant's batches.",
+            ["variant"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "brum_inference_cost",
+            "Inference cost: CPU seconds times the configured price per CPU-hour.",
+            ["variant", "currency"],
+            registry=r,
+        )
+        self.experiment_weight = Gauge(
+            "brum_experiment_weight",
+            "Traffic weight of each arm of the running experiment.",
+            ["experiment", "variant"],
             registry=r,
         )
         self.texts = Counter("brum_texts", "Texts classified.", ["variant"], registry=r)
@@ -119,14 +199,21 @@ class Metrics:
             self.model_accuracy.labels(variant.name).set(card.metrics.accuracy)
         self.variant_ready.labels(variant.name).set(1)
 
-    def observe_batch(
-        self, variant: str, texts: int, tokens: int, truncated: int, seconds: float
-    ) -> None:
-        self.inference_duration.labels(variant).observe(seconds)
-        self.texts.labels(variant).inc(texts)
-        self.tokens.labels(variant).inc(tokens)
-        if truncated:
-            self.truncated.labels(variant).inc(truncated)
+    def observe_batch(self, variant: str, run: BatchRun) -> None:
+        self.inference_duration.labels(variant).observe(run.seconds)
+        self.batch_size.labels(variant).observe(run.texts)
+        self.batch_tokens.labels(variant).observe(run.padded_tokens)
+        self.texts.labels(variant).inc(run.texts)
+        self.tokens.labels(variant).inc(run.tokens)
+        if run.truncated:
+            self.truncated.labels(variant).inc(run.truncated)
+        self.cpu_seconds.labels(variant).inc(run.cpu_seconds)
+        self.cost.labels(variant, self.currency).inc(run.cpu_seconds * self.cpu_second_price)
+
+    def publish_experiment(self, experiment: Experiment | None) -> None:
+        self.experiment_weight.clear()
+        for arm in experiment.arms if experiment else []:
+            self.experiment_weight.labels(experiment.name, arm.variant).set(arm.weight)
 
     def observe_request(self, variant: str, status: int, seconds: float) -> None:
         self.requests.labels(variant, str(status)).inc()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.core.registry import Variant
+from app.core.card import VariantCard
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,15 @@ class Prediction:
 
 @dataclass(frozen=True)
 class PredictionBatch:
+    variant: str
     predictions: list[Prediction]
     logits: np.ndarray  # [texts, labels], float32, the model's raw output
+    queue_seconds: float
     inference_seconds: float
-    tokens: int
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.label for p in self.predictions]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,14 +44,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict(variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
-    """Classify ``texts`` with ``variant``. Blocking: call it off the event loop."""
-    output = variant.classifier.classify(texts)
-    probabilities = softmax(output.logits.astype(np.float32))
-    labels = variant.card.labels
+def predictions_from_logits(
+    card: VariantCard,
+    logits: np.ndarray,
+    token_counts: list[int],
+    truncated: list[bool],
+    top_k: int,
+) -> list[Prediction]:
+    """Top-k labels per row; under the card's out-of-scope threshold, the out-of-scope label."""
+    probabilities = softmax(logits.astype(np.float32))
+    labels = card.labels
     k = min(top_k, len(labels))
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    rejection = variant.card.oos_threshold
+    rejection = card.oos_threshold
     oos_id = labels.index(rejection.label) if rejection else -1
     predictions = []
     for row, indices in enumerate(top):
@@ -60,11 +70,9 @@ def predict(variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
                 label=label,
                 score=score,
                 top_k=ranked,
-                truncated=output.truncated[row],
-                tokens=int(output.token_counts[row]),
+                truncated=truncated[row],
+                tokens=token_counts[row],
                 low_confidence=low_confidence,
             )
         )
-    logits = output.logits.astype(np.float32)
-    tokens = int(output.token_counts.sum())
-    return PredictionBatch(predictions, logits, output.inference_seconds, tokens)
+    return predictions

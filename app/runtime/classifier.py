@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
+from tokenizers import Encoding
 
 from app.runtime.session import SessionConfig, create_session
-from app.runtime.tokenizer import EncodedBatch, encode_batch, load_tokenizer
+from app.runtime.tokenizer import EncodedBatch, TextEncoder, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,15 @@ class ClassifierOutput:
 
 @dataclass(frozen=True)
 class OnnxClassifier:
-    tokenizer: Tokenizer
+    tokenizer: TextEncoder
     session: ort.InferenceSession
     input_names: tuple[str, ...]
 
     def encode(self, texts: list[str]) -> EncodedBatch:
-        return encode_batch(self.tokenizer, texts)
+        return self.tokenizer.encode_batch(texts)
+
+    def tokenize(self, texts: list[str]) -> list[Encoding]:
+        return self.tokenizer.encode(texts)
 
     def run(self, batch: EncodedBatch) -> np.ndarray:
         feeds = {

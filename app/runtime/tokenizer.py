@@ -1,12 +1,17 @@
-"""Tokenization with `tokenizers`: truncate to the model's maximum, pad to the longest."""
+"""Tokenization with `tokenizers`: truncate to the model's maximum, pad a batch to its longest.
+
+Texts are tokenized one request at a time and padded only once the batcher has put them together,
+so padding is done here rather than by the tokenizer.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -21,27 +26,40 @@ class EncodedBatch:
         return self.attention_mask.sum(axis=1)
 
 
-def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
-    """Load ``tokenizer.json``, truncating at ``max_length`` and padding to the longest text.
+@dataclass(frozen=True)
+class TextEncoder:
+    tokenizer: Tokenizer
+    pad_id: int
 
-    Whatever padding the file asks for is replaced: a fixed length wastes compute on short texts.
-    """
+    def encode(self, texts: list[str]) -> list[Encoding]:
+        return self.tokenizer.encode_batch(texts)
+
+    def pad(self, encodings: Sequence[Encoding]) -> EncodedBatch:
+        """Pad to the longest encoding: a fixed length wastes compute on short texts."""
+        longest = max(len(e.ids) for e in encodings)
+        shape = (len(encodings), longest)
+        input_ids = np.full(shape, self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros(shape, dtype=np.int64)
+        token_type_ids = np.zeros(shape, dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            length = len(encoding.ids)
+            input_ids[row, :length] = encoding.ids
+            attention_mask[row, :length] = 1
+            token_type_ids[row, :length] = encoding.type_ids
+        truncated = [bool(e.overflowing) for e in encodings]
+        return EncodedBatch(input_ids, attention_mask, token_type_ids, truncated)
+
+    def encode_batch(self, texts: list[str]) -> EncodedBatch:
+        return self.pad(self.encode(texts))
+
+
+def load_tokenizer(path: Path, max_length: int) -> TextEncoder:
+    """Load ``tokenizer.json``, truncating at ``max_length``; the padding it asks for is off."""
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.enable_truncation(max_length=max_length)
-    pad = tokenizer.padding or {}
-    pad_token = pad.get("pad_token", "[PAD]")
+    pad_token = (tokenizer.padding or {}).get("pad_token", "[PAD]")
     pad_id = tokenizer.token_to_id(pad_token)
     if pad_id is None:
         raise ValueError(f"{path}: the tokenizer has no padding token {pad_token!r}")
-    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, length=None)
-    return tokenizer
-
-
-def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> EncodedBatch:
-    encodings = tokenizer.encode_batch(texts)
-    return EncodedBatch(
-        input_ids=np.array([e.ids for e in encodings], dtype=np.int64),
-        attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        token_type_ids=np.array([e.type_ids for e in encodings], dtype=np.int64),
-        truncated=[bool(e.overflowing) for e in encodings],
-    )
+    tokenizer.no_padding()
+    return TextEncoder(tokenizer, pad_id)

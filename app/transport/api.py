@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.core.engine import Engine
 from app.settings import Settings
-from app.transport import errors, health, v1
+from app.transport import errors, health, v1, v2
 from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("brum.api")
@@ -25,7 +25,7 @@ VARIANT_PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)/predict$")
 
 async def _load(engine: Engine) -> None:
     try:
-        await engine.load_in_background()
+        await engine.load()
     except Exception:
         # A variant that cannot load leaves the service unable to serve its traffic: stop, loudly,
         # so the orchestrator restarts it and the logs say why.
@@ -41,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         loading.cancel()
-        engine.close()
+        await engine.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(v1.router)
+    app.include_router(v2.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -12,7 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.metrics import Metrics
 
+access_log = logging.getLogger("brum.access")
+
 REQUEST_ID_HEADER = b"x-request-id"
+TOTAL_TIME_HEADER = b"x-total-time"
 VARIANT_HEADER = b"x-brum-variant"
 # Honour the caller's id only if it is a sane token: it ends up in logs and headers.
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -20,7 +24,8 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class RequestContextMiddleware:
-    """Give every request an id (honouring ``X-Request-ID``) and meter prediction requests."""
+    """Give every request an id (honouring ``X-Request-ID``), meter prediction requests and log
+    every request once (the access log, with its id and variant)."""
 
     def __init__(
         self, app: ASGIApp, metrics: Metrics, metered_variant: Callable[[str], str | None]
@@ -39,6 +44,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         variant: str | None = None
+        metered = self.metered_variant(scope["path"])
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, variant
@@ -47,17 +53,33 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 variant = next((v.decode() for k, v in headers if k == VARIANT_HEADER), None)
                 headers.append((REQUEST_ID_HEADER, request_id.encode("latin-1")))
+                if metered is not None:
+                    total = f"{(time.perf_counter() - started) * 1000:.3f}"
+                    headers.append((TOTAL_TIME_HEADER, total.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            metered = self.metered_variant(scope["path"])
+            seconds = time.perf_counter() - started
             if metered is not None:
-                self.metrics.observe_request(
-                    variant or metered, status, time.perf_counter() - started
-                )
+                self.metrics.observe_request(variant or metered, status, seconds)
+            access_log.info(
+                "%s %s %d %.3f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                seconds * 1000,
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "variant": variant,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
 
 
 class BodyLimitMiddleware:

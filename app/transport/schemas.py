@@ -73,6 +73,25 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class Feedback(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"request_id": "3f2a9c...", "label": "balance"}]}
+    )
+
+    request_id: StrictStr = Field(description="X-Request-ID of the prediction's response")
+    label: StrictStr = Field(description="the true label")
+    index: int = Field(0, ge=0, description="which text of the request, for batch requests")
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    index: int
+    variant: str
+    predicted: str
+    label: str
+    correct: bool
+
+
 class ErrorDetail(BaseModel):
     loc: list[str | int]
     msg: str

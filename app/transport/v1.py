@@ -7,9 +7,17 @@ from fastapi import APIRouter, Request, Response
 from app.core.card import VariantCard
 from app.core.engine import Engine
 from app.core.errors import UnknownVariant
+from app.core.prediction import PredictionBatch
 from app.core.registry import Variant
 from app.transport.middleware import VARIANT_HEADER
-from app.transport.schemas import ErrorResponse, Prediction, PredictRequest, PredictResponse
+from app.transport.schemas import (
+    ErrorResponse,
+    Feedback,
+    FeedbackResponse,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+)
 
 ERRORS = {
     400: {"model": ErrorResponse, "description": "the body is not valid JSON"},
@@ -21,6 +29,10 @@ ERRORS = {
 }
 
 EXPERIMENT_HEADER = "x-brum-experiment"
+# Like text-embeddings-inference: where the time went, in milliseconds (x-total-time is added by
+# the middleware, which sees the whole request).
+QUEUE_TIME_HEADER = "x-queue-time"
+INFERENCE_TIME_HEADER = "x-inference-time"
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -29,10 +41,16 @@ def engine_of(request: Request) -> Engine:
     return request.app.state.engine
 
 
+def set_timing_headers(response: Response, batch: PredictionBatch) -> None:
+    response.headers[QUEUE_TIME_HEADER] = f"{batch.queue_seconds * 1000:.3f}"
+    response.headers[INFERENCE_TIME_HEADER] = f"{batch.inference_seconds * 1000:.3f}"
+
+
 async def _predict(
     request: Request, response: Response, body: PredictRequest, variant_name: str | None
 ) -> PredictResponse:
     engine = engine_of(request)
+    request_id = request.state.request_id
     if variant_name is None:
         experiment = engine.experiment
         sticky = request.headers.get(experiment.sticky_header) if experiment else None
@@ -42,9 +60,12 @@ async def _predict(
     else:
         variant = engine.variant(variant_name)
     response.headers[VARIANT_HEADER.decode()] = variant.name
-    batch = await engine.predict(variant, body.inputs, body.top_k)
+    batch = await engine.predict(
+        variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None
+    )
+    set_timing_headers(response, batch)
     return PredictResponse(
-        request_id=request.state.request_id,
+        request_id=request_id,
         variant=variant.name,
         predictions=[Prediction.model_validate(p, from_attributes=True) for p in batch.predictions],
     )
@@ -90,3 +111,17 @@ async def get_model(request: Request, variant: str) -> VariantCard:
     raise UnknownVariant(
         f"unknown variant {variant!r}; available: {', '.join(sorted(engine.variant_names))}"
     )
+
+
+@router.post(
+    "/feedback",
+    responses={
+        404: {"model": ErrorResponse, "description": "request id unknown or forgotten"},
+        409: {"model": ErrorResponse, "description": "this text was already judged"},
+        422: ERRORS[422],
+    },
+    summary="The true label of a recent prediction: counts towards the variant's online accuracy",
+)
+async def feedback(request: Request, body: Feedback) -> FeedbackResponse:
+    judgement = engine_of(request).judge(body.request_id, body.label, body.index)
+    return FeedbackResponse.model_validate(judgement, from_attributes=True)

@@ -1,0 +1,258 @@
+"""Dynamic batching for one variant: a bounded queue in front of the runtime.
+
+Requests put their tokenized texts in the queue and wait for their rows of logits. One task per
+variant takes what is queued, sorts the texts by length, cuts them into batches bounded by
+``max_batch_size`` and the ``max_batch_tokens`` budget (texts x longest text, i.e. with padding),
+runs each batch off the event loop and hands every caller its own rows, in its own order.
+
+It never waits for company it has no reason to expect: a lone request runs at once. Only while
+requests keep arriving does it wait for more, up to ``max_wait``. Under load, requests pile up
+while a batch runs, so batches fill by themselves.
+
+Backpressure: at most ``max_queue_texts`` texts wait; past that a request is refused at once
+(``QueueFull``, 429). A request still waiting after ``queue_timeout`` gives up (``QueueTimeout``,
+503); once its batch has started, it gets its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tokenizers import Encoding
+
+from app.core.errors import QueueFull, QueueTimeout
+from app.runtime.classifier import OnnxClassifier
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 4096
+    max_wait: float = 0.002
+    max_queue_texts: int = 512
+    queue_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What one run of the model cost: reported to metrics once per batch."""
+
+    texts: int
+    padded_tokens: int
+    tokens: int
+    truncated: int
+    seconds: float
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's share: its rows of logits and how long it waited and ran."""
+
+    logits: np.ndarray
+    token_counts: list[int]
+    truncated: list[bool]
+    queue_seconds: float
+    inference_seconds: float
+
+
+@dataclass(eq=False)
+class _Job:
+    encodings: Sequence[Encoding]
+    future: asyncio.Future[Scored]
+    enqueued: float
+    started: bool = False
+    abandoned: bool = False
+    rows: dict[int, np.ndarray] = field(default_factory=dict)
+    inference_seconds: float = 0.0
+
+
+def _infer(classifier: OnnxClassifier, encodings: list[Encoding]) -> tuple[np.ndarray, BatchRun]:
+    """Pad and run one batch. Blocking: runs on the inference executor."""
+    batch = classifier.tokenizer.pad(encodings)
+    cpu, started = time.process_time(), time.perf_counter()
+    logits = classifier.run(batch)
+    seconds = time.perf_counter() - started
+    run = BatchRun(
+        texts=len(encodings),
+        padded_tokens=int(batch.input_ids.size),
+        tokens=int(batch.token_counts.sum()),
+        truncated=sum(batch.truncated),
+        seconds=seconds,
+        # Process CPU time: onnxruntime's own threads included (see README, "Cost").
+        cpu_seconds=time.process_time() - cpu,
+    )
+    return logits.astype(np.float32, copy=False), run
+
+
+def plan_batches(lengths: Sequence[int], max_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length, cut so each batch holds <= max_size texts and, padded to its
+    longest, <= max_tokens tokens (a single longer text still gets a batch of its own)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[index]  # sorted: the newcomer is the longest so far
+        if current and (len(current) >= max_size or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Batcher:
+    def __init__(
+        self,
+        classifier: OnnxClassifier,
+        executor: Executor,
+        policy: BatchPolicy,
+        on_batch: Callable[[BatchRun], None] = lambda run: None,
+        on_depth: Callable[[int], None] = lambda depth: None,
+    ) -> None:
+        self.classifier = classifier
+        self.executor = executor
+        self.policy = policy
+        self.on_batch = on_batch
+        self.on_depth = on_depth
+        self.queued_texts = 0
+        self.running = False
+        self._queue: deque[_Job] = deque()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for job in self._queue:
+            if not job.future.done():
+                job.future.set_exception(QueueTimeout("the service is shutting down"))
+        self._queue.clear()
+
+    @property
+    def busy(self) -> bool:
+        return self.running or self.queued_texts > 0
+
+    async def submit(self, encodings: Sequence[Encoding]) -> Scored:
+        count = len(encodings)
+        if self.queued_texts + count > self.policy.max_queue_texts:
+            raise QueueFull(
+                f"the queue is full ({self.queued_texts} of {self.policy.max_queue_texts} "
+                "texts waiting); retry later"
+            )
+        job = _Job(encodings, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._queue.append(job)
+        self._change_depth(count)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self.policy.queue_timeout)
+        except TimeoutError:
+            if job.started:
+                return await job.future
+            self._abandon(job)
+            raise QueueTimeout(
+                f"waited {self.policy.queue_timeout:g} s in the queue without being served"
+            ) from None
+        except asyncio.CancelledError:  # the caller went away: do not compute for nobody
+            if not job.started:
+                self._abandon(job)
+            raise
+
+    def _abandon(self, job: _Job) -> None:
+        job.abandoned = True
+        self._change_depth(-len(job.encodings))
+
+    def _change_depth(self, delta: int) -> None:
+        self.queued_texts += delta
+        self.on_depth(self.queued_texts)
+
+    async def _serve(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._gather()
+            jobs = self._take()
+            if jobs:
+                await self._run(jobs)
+
+    async def _gather(self) -> None:
+        """Let requests that are arriving right now join, for at most ``max_wait``."""
+        deadline = time.perf_counter() + self.policy.max_wait
+        seen = self.queued_texts
+        await asyncio.sleep(0)
+        while self.queued_texts < self.policy.max_batch_size and self.queued_texts > seen:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            seen = self.queued_texts
+            await asyncio.sleep(min(remaining, self.policy.max_wait / 4))
+
+    def _take(self) -> list[_Job]:
+        """Queued jobs, oldest first, up to one batch's worth of texts (at least one job)."""
+        jobs: list[_Job] = []
+        texts = 0
+        while self._queue:
+            job = self._queue[0]
+            if job.abandoned or job.future.done():
+                self._queue.popleft()
+                continue
+            if jobs and texts + len(job.encodings) > self.policy.max_batch_size:
+                break
+            self._queue.popleft()
+            job.started = True
+            jobs.append(job)
+            texts += len(job.encodings)
+            self._change_depth(-len(job.encodings))
+        return jobs
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        slots = [(job, row) for job in jobs for row in range(len(job.encodings))]
+        lengths = [len(job.encodings[row].ids) for job, row in slots]
+        loop = asyncio.get_running_loop()
+        self.running = True
+        try:
+            for batch in plan_batches(
+                lengths, self.policy.max_batch_size, self.policy.max_batch_tokens
+            ):
+                encodings = [slots[i][0].encodings[slots[i][1]] for i in batch]
+                logits, run = await loop.run_in_executor(
+                    self.executor, _infer, self.classifier, encodings
+                )
+                self.on_batch(run)
+                for position, index in enumerate(batch):
+                    job, row = slots[index]
+                    job.rows[row] = logits[position]
+                for job in {slots[index][0] for index in batch}:
+                    job.inference_seconds += run.seconds
+        except Exception as exc:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self.running = False
+        for job in jobs:
+            if job.future.done():
+                continue
+            job.future.set_result(
+                Scored(
+                    logits=np.stack([job.rows[row] for row in range(len(job.encodings))]),
+                    token_counts=[len(e.ids) for e in job.encodings],
+                    truncated=[bool(e.overflowing) for e in job.encodings],
+                    queue_seconds=started - job.enqueued,
+                    inference_seconds=job.inference_seconds,
+                )
+            )
