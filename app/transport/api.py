@@ -15,12 +15,14 @@ from fastapi import FastAPI
 from app import __version__
 from app.core.engine import Engine
 from app.settings import Settings
-from app.transport import errors, health, v1, v2
+from app.transport import admin, errors, health, v1, v2
 from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("brum.api")
 
-VARIANT_PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)/predict$")
+VARIANT_PREDICT_PATH = re.compile(
+    r"^/v1/models/([^/]+)/predict$|^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$"
+)
 
 
 async def _load(engine: Engine) -> None:
@@ -54,8 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         match = VARIANT_PREDICT_PATH.match(path)
         if match is None:
             return None
+        name = match.group(1) or match.group(2)
+        if engine.experiment is not None and name == engine.experiment.name:
+            return engine.default_variant  # the response's x-brum-variant names the arm
         # Only known names become label values: a path is caller input and must not grow the series.
-        return match.group(1) if match.group(1) in engine.variant_names else "none"
+        return name if name in engine.variant_names else "none"
 
     app = FastAPI(
         title="brum",
@@ -71,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(v2.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestContextMiddleware, metrics=engine.metrics, metered_variant=metered_variant

@@ -1,0 +1,339 @@
+"""Production serving against a real server on 127.0.0.1: batching, backpressure, experiments with
+shadow and feedback, cost metrics, admin, drain on SIGTERM, structured logs.
+
+Most tests serve synthetic fp32 variants (tests/synthetic.py): their answers do not depend on
+batch mates, and their compute is set by their depth.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.server import Server, run_server
+from tests.synthetic import write_synthetic_variant
+
+HIDDEN = 1024
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, clinc) -> Path:
+    """``fast`` (1 dense layer), ``slow`` (3 layers: ~3x the compute), ``sluggish`` (24)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    texts, labels = clinc.splits["train"].texts[:3000], list(clinc.labels)
+    for name, depth in (("fast", 1), ("slow", 3), ("sluggish", 24)):
+        write_synthetic_variant(root / name, texts, labels, depth=depth, hidden=HIDDEN)
+    (root / "experiment.yaml").write_text(
+        "name: speed\narms:\n  - {variant: fast, weight: 1}\n  - {variant: slow, weight: 1}\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def utterances(clinc) -> list[str]:
+    return clinc.splits["test"].texts[:400]
+
+
+def serve(tmp_path: Path, repository: Path, **env: str):
+    return run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository), **env})
+
+
+def samples(server: Server) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    text = httpx.get(server.url + "/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples(server).items() if n == name and wanted <= set(ls))
+
+
+def rss_bytes(server: Server) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+        * 1024
+    )
+
+
+def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answers(
+    repository, utterances, tmp_path
+):
+    with serve(tmp_path, repository, BRUM_MAX_WAIT_MS="5") as server, server.client() as client:
+        pairs = [utterances[i : i + 2] for i in range(0, 192, 2)]
+        alone = [
+            client.post("/v1/models/fast/predict", json={"texts": p, "top_k": 1}).json()
+            for p in pairs
+        ]
+        before = metric(server, "brum_batch_size_count", variant="fast")
+
+        def ask(pair: list[str]) -> dict:
+            with server.client() as own:
+                return own.post("/v1/models/fast/predict", json={"texts": pair, "top_k": 1}).json()
+
+        with ThreadPoolExecutor(32) as pool:
+            together = list(pool.map(ask, pairs))
+        for mine, reference in zip(together, alone, strict=True):
+            for got, want in zip(mine["predictions"], reference["predictions"], strict=True):
+                assert (got["label"], got["tokens"]) == (want["label"], want["tokens"])
+                assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+        batches = metric(server, "brum_batch_size_count", variant="fast") - before
+        texts = len(pairs) * 2
+        assert batches < texts / 2, f"{texts} texts ran in {batches} batches: no batching"
+        assert metric(server, "brum_queue_duration_seconds_count", variant="fast") >= len(pairs)
+
+
+def test_overload_is_refused_at_once_with_429_and_memory_stays_flat(
+    repository, utterances, tmp_path
+):
+    env = {"BRUM_MAX_QUEUE_TEXTS": "16", "BRUM_MAX_BATCH_SIZE": "4"}
+    with serve(tmp_path, repository, **env) as server:
+        payload = {"texts": utterances[:8]}
+
+        def ask(_: int) -> httpx.Response:
+            with server.client() as own:
+                return own.post("/v1/models/slow/predict", json=payload)
+
+        rounds = []
+        for _ in range(3):
+            with ThreadPoolExecutor(48) as pool:
+                responses = list(pool.map(ask, range(96)))
+            rounds.append(rss_bytes(server))
+            statuses = {r.status_code for r in responses}
+            assert statuses == {200, 429}, statuses
+            refused = [r for r in responses if r.status_code == 429]
+            assert all(r.headers["retry-after"] == "1" for r in refused)
+            assert "queue is full" in refused[0].json()["error"]
+            answered = [r for r in responses if r.status_code == 200]
+            assert all(len(r.json()["predictions"]) == 8 for r in answered)
+        assert rounds[-1] - rounds[0] < 32 << 20, f"RSS grew: {rounds}"
+        assert metric(server, "brum_queue_rejections_total", variant="slow", reason="full") > 0
+        assert metric(server, "brum_requests_total", variant="slow", status="429") > 0
+        assert metric(server, "brum_queue_depth", variant="slow") == 0
+
+
+def test_a_request_waiting_past_the_queue_timeout_gets_503(repository, utterances, tmp_path):
+    env = {"BRUM_QUEUE_TIMEOUT_SECONDS": "0.05", "BRUM_MAX_BATCH_SIZE": "1"}
+    with serve(tmp_path, repository, **env) as server:
+
+        def ask(i: int) -> httpx.Response:
+            with server.client() as own:
+                texts = utterances[i * 16 : (i + 1) * 16]
+                return own.post("/v1/models/sluggish/predict", json={"texts": texts})
+
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(ask, range(12)))
+        statuses = [r.status_code for r in responses]
+        assert 200 in statuses and 503 in statuses, statuses
+        late = next(r for r in responses if r.status_code == 503)
+        assert late.headers["retry-after"] == "1" and "in the queue" in late.json()["error"]
+        assert metric(server, "brum_queue_rejections_total", reason="timeout") > 0
+
+
+def test_cost_follows_compute(repository, utterances, tmp_path):
+    # Price 3600 per CPU-hour: the cost counter reads in CPU seconds.
+    env = {"BRUM_CPU_HOUR_PRICE": "3600", "BRUM_CURRENCY": "EUR", "BRUM_INTRA_OP_THREADS": "1"}
+    with serve(tmp_path, repository, **env) as server, server.client() as client:
+        for variant in ("fast", "slow"):
+            for start in range(0, 400, 8):
+                batch = {"texts": utterances[start : start + 8]}
+                assert client.post(f"/v1/models/{variant}/predict", json=batch).status_code == 200
+        cost = {
+            v: metric(server, "brum_inference_cost_total", variant=v, currency="EUR")
+            for v in ("fast", "slow")
+        }
+        cpu = {v: metric(server, "brum_inference_cpu_seconds_total", variant=v) for v in cost}
+        for variant in cost:
+            assert cost[variant] == pytest.approx(cpu[variant], rel=1e-6)
+        # "slow" has 3 dense layers to "fast"'s 1, plus the same embedding and classifier.
+        assert 2.0 < cost["slow"] / cost["fast"] < 4.0, cost
+
+
+def test_shadow_scores_off_the_answer_path_and_records_agreement(repository, utterances, tmp_path):
+    experiment = tmp_path / "shadow.yaml"
+    experiment.write_text(
+        "name: shadowed\narms: [{variant: fast, weight: 1}]\n"
+        "shadow: {variant: sluggish, fraction: 1.0}\n"
+    )
+    with (
+        serve(tmp_path, repository, BRUM_EXPERIMENT=str(experiment)) as server,
+        server.client() as client,
+    ):
+        totals = []
+        for text in utterances[:12]:
+            routed = client.post("/v1/predict", json={"text": text})
+            direct = client.post("/v1/models/fast/predict", json={"text": text})
+            assert routed.headers["x-brum-variant"] == "fast"
+            assert routed.json()["predictions"] == direct.json()["predictions"]
+            totals.append(float(routed.headers["x-total-time"]))
+            deadline = time.monotonic() + 10
+            while metric(server, "brum_shadow_requests_total") < len(totals):
+                assert time.monotonic() < deadline, "the shadow never scored"
+                time.sleep(0.02)
+        counts = {
+            outcome: metric(
+                server, "brum_shadow_requests_total", outcome=outcome, shadow="sluggish"
+            )
+            for outcome in ("agree", "disagree", "shed", "error")
+        }
+        assert counts["agree"] + counts["disagree"] == 12 and counts["error"] == 0
+        shadow_ms = 1000 * (
+            metric(server, "brum_inference_duration_seconds_sum", variant="sluggish")
+            / metric(server, "brum_inference_duration_seconds_count", variant="sluggish")
+        )
+        # The answer did not wait for its shadow: it took less time than the shadow's inference.
+        assert statistics.median(totals) < shadow_ms, (totals, shadow_ms)
+
+
+def test_feedback_counts_online_accuracy(server):
+    with server.client() as client:
+        first = client.post("/v1/predict", json={"texts": ["what is my checking balance", "hi"]})
+        request_id, body = first.headers["x-request-id"], first.json()
+        variant, predicted = body["variant"], body["predictions"][0]["label"]
+        other = next(label for label in ("balance", "greeting") if label != predicted)
+
+        def count(outcome: str) -> float:
+            return metric(server, "brum_feedback_total", variant=variant, outcome=outcome)
+
+        correct, incorrect = count("correct"), count("incorrect")
+        right = client.post("/v1/feedback", json={"request_id": request_id, "label": predicted})
+        assert right.status_code == 200 and right.json()["correct"] is True
+        wrong = {"request_id": request_id, "label": other, "index": 1}
+        assert client.post("/v1/feedback", json=wrong).json()["correct"] is (
+            body["predictions"][1]["label"] == other
+        )
+        assert count("correct") + count("incorrect") == correct + incorrect + 2
+        assert count("correct") >= correct + 1
+        again = client.post("/v1/feedback", json={"request_id": request_id, "label": predicted})
+        assert again.status_code == 409
+        unknown = client.post("/v1/feedback", json={"request_id": "nope", "label": predicted})
+        assert unknown.status_code == 404 and "request id" in unknown.json()["error"]
+        bad_label = {"request_id": request_id, "label": "no-such-intent", "index": 1}
+        assert client.post("/v1/feedback", json=bad_label).status_code == 422
+        bad_index = {"request_id": request_id, "label": predicted, "index": 5}
+        assert client.post("/v1/feedback", json=bad_index).status_code == 422
+
+
+def test_two_replicas_assign_every_key_to_the_same_arm(repository, tmp_path):
+    keys = [f"user-{i}" for i in range(40)]
+    arms = []
+    for replica in ("a", "b"):
+        (tmp_path / replica).mkdir()
+        with serve(tmp_path / replica, repository) as server, server.client() as client:
+            arms.append(
+                [
+                    client.post(
+                        "/v1/predict", json={"text": "hi"}, headers={"X-User-ID": k}
+                    ).headers["x-brum-variant"]
+                    for k in keys
+                ]
+            )
+    assert arms[0] == arms[1] and set(arms[0]) == {"fast", "slow"}
+
+
+def test_admin_is_off_without_a_token_and_checks_it(repository, tmp_path):
+    with serve(tmp_path, repository) as server, server.client() as client:
+        off = client.get("/admin/experiment")
+        assert off.status_code == 404 and "BRUM_ADMIN_TOKEN" in off.json()["error"]
+    local = tmp_path / "repository"
+    shutil.copytree(repository, local, ignore=shutil.ignore_patterns("sluggish"))
+    (tmp_path / "admin").mkdir()
+    with (
+        serve(tmp_path / "admin", local, BRUM_ADMIN_TOKEN="s3cret") as server,
+        server.client() as client,
+    ):
+        auth = {"Authorization": "Bearer s3cret"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            refused = client.get("/admin/experiment", headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"]
+        current = client.get("/admin/experiment", headers=auth).json()
+        assert current["name"] == "speed"
+
+        unknown = {"name": "x", "arms": [{"variant": "missing", "weight": 1}]}
+        response = client.put("/admin/experiment", json=unknown, headers=auth)
+        assert response.status_code == 422 and "missing" in response.json()["error"]
+        zero = {"name": "x", "arms": [{"variant": "fast", "weight": 0}]}
+        assert client.put("/admin/experiment", json=zero, headers=auth).status_code == 422
+        assert client.get("/admin/experiment", headers=auth).json() == current
+
+        only_slow = {"name": "all-slow", "arms": [{"variant": "slow", "weight": 1}]}
+        assert client.put("/admin/experiment", json=only_slow, headers=auth).status_code == 200
+        routed = {client.post("/v1/predict", json={"text": "hi"}).headers["x-brum-variant"]}
+        assert routed == {"slow"}
+        weights = samples(server)
+        assert weights[
+            ("brum_experiment_weight", (("experiment", "all-slow"), ("variant", "slow")))
+        ]
+
+        assert client.post("/v1/models/sluggish/predict", json={"text": "hi"}).status_code == 404
+        shutil.copytree(repository / "sluggish", local / "sluggish")
+        rescanned = client.post("/admin/repository/rescan", headers=auth).json()
+        assert rescanned["added"] == ["sluggish"] and "sluggish" in rescanned["variants"]
+        assert client.post("/v1/models/sluggish/predict", json={"text": "hi"}).status_code == 200
+        assert metric(server, "brum_variant_ready", variant="sluggish") == 1
+    log = next((tmp_path / "admin").glob("server-*.log")).read_text()
+    assert "experiment replaced" in log and "admin call refused" in log
+
+
+def test_sigterm_stops_readiness_then_drains_every_accepted_request(
+    repository, utterances, tmp_path
+):
+    env = {
+        "BRUM_DRAIN_DELAY_SECONDS": "1",
+        "BRUM_MAX_BATCH_SIZE": "1",
+        "BRUM_QUEUE_TIMEOUT_SECONDS": "60",
+    }
+    with serve(tmp_path, repository, **env) as server:
+
+        def ask(i: int) -> int:
+            with server.client() as own:
+                texts = utterances[i * 16 : (i + 1) * 16]
+                return own.post("/v1/models/sluggish/predict", json={"texts": texts}).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            accepted = [pool.submit(ask, i) for i in range(12)]
+            deadline = time.monotonic() + 10
+            while metric(server, "brum_queue_depth", variant="sluggish") < 32:
+                assert time.monotonic() < deadline, "the queue never filled"
+                time.sleep(0.01)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            with server.client() as client:
+                assert client.get("/readyz").status_code == 503
+                assert client.get("/v2/health/ready").status_code == 503
+                assert (
+                    client.post("/v1/models/fast/predict", json={"text": "hi"}).status_code == 200
+                )
+            assert [f.result() for f in accepted] == [200] * 12
+        assert server.process.wait(timeout=30) == 0
+    assert "draining" in server.logs()
+
+
+def test_json_logs_carry_the_request_id_and_variant(repository, tmp_path):
+    with serve(tmp_path, repository, BRUM_LOG_FORMAT="json") as server, server.client() as client:
+        response = client.post("/v1/predict", json={"text": "hi"}, headers={"X-User-ID": "u1"})
+        assert float(response.headers["x-total-time"]) >= float(
+            response.headers["x-inference-time"]
+        )
+        assert float(response.headers["x-queue-time"]) >= 0
+        request_id = response.headers["x-request-id"]
+        time.sleep(0.2)
+        records = [json.loads(line) for line in server.logs().splitlines() if line.strip()]
+    access = [r for r in records if r.get("request_id") == request_id]
+    assert access and access[0]["variant"] == response.headers["x-brum-variant"]
+    assert access[0]["status"] == 200 and access[0]["path"] == "/v1/predict"
+    assert {r["logger"] for r in records} >= {"brum.engine", "brum.access"}
