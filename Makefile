@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := deploy/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format benchmark build-default verify-repository clean
+.PHONY: help serve test lint format benchmark build-default verify-repository clean docker-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -58,3 +58,18 @@ verify-repository: $(VENV)/.serve  ## check every card of the shipped repository
 
 clean:  ## remove the virtual environment and caches (not the checkpoint cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# Docker: where no registry is reachable, offline-docker starts an engine and builds local stand-ins
+# of python:3.11-slim and prom/prometheus (elsewhere it is absent and the real images are pulled).
+OFFLINE_DOCKER ?= ../shared/tools/offline-docker
+COMPOSE_TEST := docker-compose -p brum-docker-test
+COMPOSE_PORTS := BRUM_PORT=18000 PROMETHEUS_PORT=19090
+
+docker-test:  ## build the image, run brum + Prometheus with docker-compose, find per-variant series
+	if [ -x $(OFFLINE_DOCKER) ]; then $(OFFLINE_DOCKER) up >/dev/null; fi
+	docker build -t brum:latest .
+	@docker image inspect brum:latest --format 'image brum:latest: {{.Size}} bytes'
+	$(COMPOSE_PORTS) $(COMPOSE_TEST) up -d brum prometheus
+	$(PYTHON) deploy/compose_check.py --brum http://127.0.0.1:18000 --prometheus http://127.0.0.1:19090; \
+	  status=$$?; [ $$status -eq 0 ] || $(COMPOSE_TEST) logs --tail 50; \
+	  $(COMPOSE_PORTS) $(COMPOSE_TEST) down -v; exit $$status
