@@ -1,12 +1,16 @@
-"""Serving benchmark of one variant: in-process onnxruntime against the HTTP service, side by side.
+"""Serving benchmark of one variant: the service against raw in-process onnxruntime and against
+a naive FastAPI + transformers ``pipeline`` server, side by side in one run.
 
-Measures, in one run on one machine: test accuracy; model size; batch-1 latency of raw
-``session.run`` and of tokenize + run in-process; sequential HTTP latency against a real service
-process and its overhead over raw inference; time from process start to ready; the serving
-process's RSS. Prints a markdown table and writes it, with the raw figures as JSON, to
-``loadtests/results/``.
+Measures on one machine, the same variant and onnxruntime threads throughout:
+- raw in-process: batch-1 ``session.run`` latency; tokenize + run throughput at batch 32;
+- the service at low load (one connection): p50/p95/p99 and the p50 overhead over raw batch-1;
+- the service saturated (64 connections, one text per request; 16 connections, 8 texts each):
+  throughput against raw, p50/p95/p99, server CPU and RSS;
+- the naive server on the fp32 PyTorch teacher (if ``runs/`` holds it), saturated the same way.
+Load comes from wrk (C, light on the shared cores). Prints a markdown table and writes it, with
+the raw figures as JSON, to ``loadtests/results/``.
 
-    python -m loadtests.serving_benchmark [--variant NAME] [--threads 1] [--requests 1000]
+    python -m loadtests.serving_benchmark [--variant NAME] [--threads 0] [--seconds 15]
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
+from loadtests.wrk import run_wrk
 from models.data import load_clinc150
-from models.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results"
@@ -42,7 +46,7 @@ def percentiles_ms(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3)}
 
 
-def in_process(folder: Path, threads: int, texts: list[str]) -> dict[str, dict[str, float]]:
+def in_process(folder: Path, threads: int, texts: list[str]) -> dict:
     card = read_card(folder)
     classifier = load_classifier(
         folder / MODEL_FILE,
@@ -50,6 +54,10 @@ def in_process(folder: Path, threads: int, texts: list[str]) -> dict[str, dict[s
         card.max_length,
         SessionConfig(intra_op_threads=threads),
     )
+    started = time.perf_counter()
+    for start in range(0, len(texts), 32):
+        classifier.classify(texts[start : start + 32])
+    batched = len(texts) / (time.perf_counter() - started)
     encoded = [classifier.encode([t]) for t in texts]
     for batch in encoded[:50]:
         classifier.run(batch)
@@ -61,7 +69,11 @@ def in_process(folder: Path, threads: int, texts: list[str]) -> dict[str, dict[s
         started = time.perf_counter()
         classifier.classify([text])
         full.append(time.perf_counter() - started)
-    return {"session_run": percentiles_ms(raw), "tokenize_and_run": percentiles_ms(full)}
+    return {
+        "session_run": percentiles_ms(raw),
+        "tokenize_and_run": percentiles_ms(full),
+        "raw_batch32_texts_per_second": round(batched, 1),
+    }
 
 
 def rss_bytes(pid: int) -> int:
@@ -79,12 +91,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def running_service(env: dict[str, str], url: str) -> Iterator[tuple[subprocess.Popen, float]]:
-    """Start the service, wait for /readyz, yield it with its start-to-ready time, stop it."""
+def running_service(
+    env: dict[str, str],
+    url: str,
+    command: tuple[str, ...] = ("-m", "app"),
+    ready_path: str = "/readyz",
+) -> Iterator[tuple[subprocess.Popen, float]]:
+    """Start a server, wait for ``ready_path``, yield it with its start-to-ready time, stop it."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app"],
+        [sys.executable, *command],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -93,107 +115,144 @@ def running_service(env: dict[str, str], url: str) -> Iterator[tuple[subprocess.
     try:
         while True:
             try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if process.poll() is not None:
                 raise RuntimeError("the service exited during start-up")
-            time.sleep(0.005)
+            time.sleep(0.01)
         yield process, time.perf_counter() - started
     finally:
         process.terminate()
         process.wait(timeout=15)
 
 
-def over_http(variant: str, threads: int, texts: list[str], starts: int) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
+def service_env(port: int, threads: int) -> dict[str, str]:
+    return {
         **os.environ,
         "BRUM_PORT": str(port),
         "BRUM_HOST": "127.0.0.1",
         "BRUM_INTRA_OP_THREADS": str(threads),
         "BRUM_LOG_LEVEL": "warning",
     }
-    ready_times = []
-    for _ in range(starts - 1):
-        with running_service(env, url) as (_, ready_seconds):
-            ready_times.append(ready_seconds)
-    with running_service(env, url) as (process, ready_seconds):
-        ready_times.append(ready_seconds)
+
+
+def saturate(url: str, pid: int, bodies: list[dict], connections: int, seconds: float) -> dict:
+    cpu = cpu_seconds(pid)
+    result = run_wrk(url, bodies, connections, seconds, threads=2)
+    texts = len(bodies[0].get("texts", [None]))
+    result["texts_per_second"] = round(result["requests_per_second"] * texts, 1)
+    result["server_cpu_cores"] = round((cpu_seconds(pid) - cpu) / result["seconds"], 2)
+    return result
+
+
+def over_http(variant: str, threads: int, texts: list[str], seconds: float) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    single = [{"text": t} for t in texts]
+    eights = [{"texts": texts[i : i + 8]} for i in range(0, len(texts) - 7, 8)]
+    with running_service(service_env(port, threads), url) as (process, ready_seconds):
         rss_ready = rss_bytes(process.pid)
-        samples, health = [], []
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for text in texts[:50]:
-                client.post(f"/v1/models/{variant}/predict", json={"text": text})
-            for text in texts:
-                started = time.perf_counter()
-                response = client.post(f"/v1/models/{variant}/predict", json={"text": text})
-                samples.append(time.perf_counter() - started)
-                response.raise_for_status()
-                # The bare HTTP round trip (client included), with no inference behind it.
-                started = time.perf_counter()
-                client.get("/healthz").raise_for_status()
-                health.append(time.perf_counter() - started)
-        return {
-            "http_sequential": percentiles_ms(samples),
-            "http_healthz": percentiles_ms(health),
-            "ready_seconds_median": round(float(np.median(ready_times)), 3),
-            "ready_seconds_all": [round(t, 3) for t in ready_times],
+        endpoint = f"{url}/v1/models/{variant}/predict"
+        run_wrk(endpoint, single, connections=1, seconds=2)  # warm-up
+        result = {
+            "ready_seconds": round(ready_seconds, 3),
+            "low_load": run_wrk(endpoint, single, connections=1, seconds=seconds),
+            "saturated_1_text": saturate(endpoint, process.pid, single, 64, seconds),
+            "saturated_8_texts": saturate(endpoint, process.pid, eights, 16, seconds),
             "rss_ready_bytes": rss_ready,
             "rss_after_load_bytes": rss_bytes(process.pid),
         }
+        metrics = httpx.get(url + "/metrics").text
+        result["mean_batch_size"] = mean_batch_size(metrics, variant)
+    return result
+
+
+def mean_batch_size(metrics: str, variant: str) -> float:
+    values = {}
+    for line in metrics.splitlines():
+        for name in ("brum_batch_size_sum", "brum_batch_size_count"):
+            if line.startswith(f'{name}{{variant="{variant}"}}'):
+                values[name] = float(line.split()[-1])
+    return round(values["brum_batch_size_sum"] / values["brum_batch_size_count"], 2)
+
+
+def naive_baseline(model: Path, texts: list[str], seconds: float) -> dict | None:
+    """The fp32 PyTorch teacher behind FastAPI + pipeline, saturated like the service."""
+    if not (model / "config.json").is_file():
+        return None
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "NAIVE_MODEL": str(model)}
+    command = (
+        "-m",
+        "uvicorn",
+        "loadtests.naive_server:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    )
+    with running_service(env, url, command, "/healthz") as (process, _):
+        bodies = [{"text": t} for t in texts]
+        run_wrk(f"{url}/predict", bodies, connections=1, seconds=2)
+        return saturate(f"{url}/predict", process.pid, bodies, 8, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=SHIPPED_REPOSITORY)
-    parser.add_argument("--variant", help="default: the first variant by name")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--starts", type=int, default=5, help="cold starts timed to ready")
+    parser.add_argument("--variant", help="default: the experiment's default, else first by name")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)"
+    )
+    parser.add_argument("--texts", type=int, default=1000, help="test utterances in rotation")
+    parser.add_argument("--seconds", type=float, default=15, help="length of each load phase")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=ROOT / "runs/clinc150/teacher/finetune",
+        help="fine-tuned PyTorch teacher for the naive baseline (skipped if absent)",
+    )
     args = parser.parse_args(argv)
 
     folders = sorted(p.parent for p in args.repository.glob("*/variant.json"))
     folder = next(f for f in folders if args.variant in (None, f.name))
-    card = read_card(folder)
-    data = load_clinc150()
-    test = data.splits["test"]
+    test = load_clinc150().splits["test"]
     rng = np.random.default_rng(0)
-    texts = [test.texts[i] for i in rng.permutation(len(test))[: args.requests]]
+    texts = [test.texts[i] for i in rng.permutation(len(test))[: args.texts]]
 
-    classifier = load_classifier(
-        folder / MODEL_FILE,
-        folder / TOKENIZER_FILE,
-        card.max_length,
-        SessionConfig(intra_op_threads=args.threads),
-    )
-    threshold = card.oos_threshold.threshold if card.oos_threshold else None
-    report = evaluate(classifier, test, data.oos_id, threshold, progress=False)
     local = in_process(folder, args.threads, texts)
-    remote = over_http(folder.name, args.threads, texts, args.starts)
-    overhead = remote["http_sequential"]["p50_ms"] - local["session_run"]["p50_ms"]
+    remote = over_http(folder.name, args.threads, texts, args.seconds)
+    naive = naive_baseline(args.teacher, texts, args.seconds)
+    raw = local["raw_batch32_texts_per_second"]
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m loadtests.serving_benchmark " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "variant": folder.name,
-        "threads": args.threads,
-        "requests": len(texts),
-        "accuracy": round(report.accuracy, 4),
-        "in_scope_accuracy": round(report.in_scope_accuracy, 4),
-        "oos_recall": round(report.oos_recall, 4),
+        "threads": args.threads or os.cpu_count(),
         "size_bytes": (folder / MODEL_FILE).stat().st_size,
         **local,
         **remote,
-        "http_overhead_p50_ms": round(overhead, 3),
+        "naive": naive,
+        "overhead_p50_ms": round(remote["low_load"]["p50_ms"] - local["session_run"]["p50_ms"], 3),
+        "saturated_over_raw_1_text": round(remote["saturated_1_text"]["texts_per_second"] / raw, 3),
+        "saturated_over_raw_8_texts": round(
+            remote["saturated_8_texts"]["texts_per_second"] / raw, 3
+        ),
+        "over_naive": round(
+            remote["saturated_1_text"]["texts_per_second"] / naive["texts_per_second"], 1
+        )
+        if naive
+        else None,
     }
     table = render(result)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"serving-{folder.name}-{args.threads}t"
+    stem = RESULTS / f"serving-{folder.name}-{result['threads']}t"
     stem.with_suffix(".md").write_text(table + "\n")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {stem}.md and {stem}.json")
@@ -201,26 +260,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(r: dict) -> str:
-    def lat(name: str) -> str:
-        return f"{r[name]['p50_ms']:.3f} / {r[name]['p95_ms']:.3f} / {r[name]['p99_ms']:.3f}"
+    def lat(run: dict) -> str:
+        return f"{run['p50_ms']:.3f} / {run['p95_ms']:.3f} / {run['p99_ms']:.3f}"
 
+    def load(run: dict) -> str:
+        return (
+            f"{run['texts_per_second']:.0f} texts/s, p50/p95/p99 {lat(run)} ms, "
+            f"server CPU {run['server_cpu_cores']:.2f} cores, errors {run['errors']}"
+        )
+
+    low, one, eight, naive = (
+        r["low_load"],
+        r["saturated_1_text"],
+        r["saturated_8_texts"],
+        r["naive"],
+    )
     rows = [
-        ("variant", r["variant"]),
-        ("test accuracy (151 labels, oos a class)", f"{r['accuracy']:.4f}"),
-        ("in-scope accuracy / oos recall", f"{r['in_scope_accuracy']:.4f} / {r['oos_recall']:.4f}"),
-        ("model.onnx size", f"{r['size_bytes'] / 1e6:.1f} MB"),
+        ("variant, onnxruntime threads", f"{r['variant']}, {r['threads']}"),
+        ("raw session.run, batch 1, p50/p95/p99", f"{lat(r['session_run'])} ms"),
         (
-            f"in-process session.run, batch 1, {r['threads']} thread(s) p50/p95/p99 ms",
-            lat("session_run"),
+            "raw tokenize + run, batch 32 (in-process)",
+            f"{r['raw_batch32_texts_per_second']:.0f} texts/s",
         ),
-        ("in-process tokenize + run, batch 1 p50/p95/p99 ms", lat("tokenize_and_run")),
-        (f"HTTP sequential, {r['requests']} requests p50/p95/p99 ms", lat("http_sequential")),
-        ("HTTP overhead over raw session.run, p50", f"{r['http_overhead_p50_ms']:.3f} ms"),
+        ("service, low load (1 connection), p50/p95/p99", f"{lat(low)} ms"),
+        ("**overhead at low load, p50 (target <= 1 ms)**", f"**{r['overhead_p50_ms']:.3f} ms**"),
+        ("service saturated, 64 connections x 1 text", load(one)),
+        ("service saturated, 16 connections x 8 texts", load(eight)),
+        ("mean batch size over the run", f"{r['mean_batch_size']}"),
         (
-            "bare GET /healthz round trip, client included, p50/p95/p99 ms",
-            lat("http_healthz"),
+            "**saturated / raw, 1 text per request (target >= 0.85)**",
+            f"**{r['saturated_over_raw_1_text']:.2f}**",
         ),
-        ("process start to ready (median of starts)", f"{r['ready_seconds_median']:.3f} s"),
+        ("saturated / raw, 8 texts per request", f"{r['saturated_over_raw_8_texts']:.2f}"),
+        (
+            "naive FastAPI + pipeline, fp32 teacher, 8 connections",
+            load(naive) if naive else "skipped (no teacher in runs/)",
+        ),
+        (
+            "**service / naive throughput (target >= 30x)**",
+            f"**{r['over_naive']}x**" if naive else "n/a",
+        ),
+        ("process start to ready", f"{r['ready_seconds']:.3f} s"),
         (
             "RSS at ready / after the run",
             f"{r['rss_ready_bytes'] / 2**20:.0f} MiB / {r['rss_after_load_bytes'] / 2**20:.0f} MiB",
