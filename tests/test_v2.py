@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import time
+from unittest import mock
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -118,6 +122,170 @@ def test_the_triton_client_gets_a_clear_error_for_binary_tensors(triton_client):
     text.set_data_from_numpy(np.array(TEXTS[:1], dtype=object), binary_data=False)
     with pytest.raises(InferenceServerException, match="'binary_data_output'"):
         triton_client.infer(VARIANT, [text])
+
+
+@pytest.fixture(scope="module")
+def kserve():
+    """The kserve package, imported only when its tests run, never while collecting the suite.
+
+    Importing it takes about a second (pandas, grpc, kubernetes), and its model_server module
+    parses sys.argv at import time, so it is shown the program name instead of pytest's arguments.
+    """
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        import kserve
+    return kserve
+
+
+def with_kserve_client(kserve, scenario):
+    """Run an async scenario against kserve's V2 REST client; return what it returns."""
+
+    async def main():
+        config = kserve.RESTConfig(protocol="v2", timeout=30)
+        async with kserve.InferenceRESTClient(config) as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def text_input(kserve, texts: list[str], shape: list[int], binary_data: bool = False):
+    tensor = kserve.InferInput("text", shape, "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object).reshape(shape), binary_data)
+    return tensor
+
+
+def test_the_kserve_client_checks_health(server, kserve):
+    async def scenario(client):
+        return {
+            "live": await client.is_server_live(server.url),
+            "ready": await client.is_server_ready(server.url),
+            VARIANT: await client.is_model_ready(server.url, VARIANT),
+            EXPERIMENT["name"]: await client.is_model_ready(server.url, EXPERIMENT["name"]),
+            "no-such-model": await client.is_model_ready(server.url, "no-such-model"),
+        }
+
+    assert with_kserve_client(kserve, scenario) == {
+        "live": True,
+        "ready": True,
+        VARIANT: True,
+        EXPERIMENT["name"]: True,
+        "no-such-model": False,
+    }
+
+
+def test_the_metadata_matches_the_kserve_v2_data_models(server, kserve):
+    # The REST client has no metadata call, so check the bodies against kserve's own V2 models:
+    # each parses and dumps back to the very same JSON, so no field is missing, extra or mistyped.
+    models = kserve.protocol.rest.v2_datamodels
+    with server.client() as client:
+        bodies = [
+            (models.ServerMetadataResponse, client.get("/v2").json()),
+            (models.ServerLiveResponse, client.get("/v2/health/live").json()),
+            (models.ServerReadyResponse, client.get("/v2/health/ready").json()),
+            (models.ModelMetadataResponse, client.get(f"/v2/models/{VARIANT}").json()),
+            (models.ModelReadyResponse, client.get(f"/v2/models/{VARIANT}/ready").json()),
+            (
+                models.InferenceResponse,
+                client.post(f"/v2/models/{VARIANT}/infer", json=infer_body(TEXTS)).json(),
+            ),
+        ]
+    for model, body in bodies:
+        assert model.model_validate(body).model_dump(exclude_none=True) == body
+
+
+@pytest.mark.parametrize("shape", [[2], [2, 1]])
+def test_the_kserve_client_infers_what_v1_predicts(server, kserve, shape):
+    request = kserve.InferRequest(
+        model_name=VARIANT, infer_inputs=[text_input(kserve, TEXTS, shape)], request_id="kserve-1"
+    )
+    headers: dict[str, str] = {}
+
+    async def scenario(client):
+        return await client.infer(server.url, request, model_name=VARIANT, response_headers=headers)
+
+    result = with_kserve_client(kserve, scenario)
+    with server.client() as client:
+        v1 = client.post(
+            f"/v1/models/{VARIANT}/predict", json={"texts": TEXTS, "top_k": len(LABELS)}
+        )
+    assert v1.status_code == 200
+    predictions = v1.json()["predictions"]
+    assert (result.model_name, result.id) == (VARIANT, "kserve-1")
+    assert headers["x-brum-variant"] == VARIANT
+    assert [output.name for output in result.outputs] == ["logits", "label", "score"]
+    labels = result.get_output_by_name("label").as_numpy()
+    assert list(labels) == [p["label"] for p in predictions]
+    assert list(labels) == ["balance", "restaurant_reservation"]
+    scores = result.get_output_by_name("score").as_numpy()
+    assert scores == pytest.approx([p["score"] for p in predictions], abs=1e-6)
+    logits = result.get_output_by_name("logits").as_numpy()
+    assert logits.dtype == np.float32 and logits.shape == (2, len(LABELS))
+    # The logits carry every label's probability that v1 ranks in its full top_k.
+    probabilities = softmax(logits)
+    for row, prediction in zip(probabilities, predictions, strict=True):
+        v1_probabilities = {entry["label"]: entry["score"] for entry in prediction["top_k"]}
+        assert v1_probabilities == pytest.approx(dict(zip(LABELS, row, strict=True)), abs=1e-5)
+
+
+def test_the_kserve_client_can_ask_for_some_outputs(server, kserve):
+    requested = [kserve.protocol.infer_type.RequestedOutput(name) for name in ("score", "label")]
+    request = kserve.InferRequest(
+        model_name=VARIANT,
+        infer_inputs=[text_input(kserve, TEXTS[:1], [1])],
+        request_outputs=requested,
+    )
+
+    async def scenario(client):
+        return await client.infer(server.url, request, model_name=VARIANT)
+
+    result = with_kserve_client(kserve, scenario)
+    assert [output.name for output in result.outputs] == ["score", "label"]
+    assert list(result.get_output_by_name("label").as_numpy()) == ["balance"]
+
+
+@pytest.mark.parametrize(
+    ("binary_input", "parameters", "output_parameters", "message"),
+    [
+        (True, None, None, "without the Inference-Header-Content-Length header"),
+        (False, {"binary_data_output": True}, None, "set parameter 'binary_data_output' to false"),
+        (False, None, {"binary_data": True}, "set parameter 'binary_data' to false"),
+    ],
+    ids=["binary-input", "binary-outputs", "binary-output"],
+)
+def test_the_kserve_client_surfaces_the_clear_400_for_binary_data(
+    server, kserve, binary_input, parameters, output_parameters, message
+):
+    requested = None
+    if output_parameters is not None:
+        requested = [kserve.protocol.infer_type.RequestedOutput("label", output_parameters)]
+    request = kserve.InferRequest(
+        model_name=VARIANT,
+        infer_inputs=[text_input(kserve, TEXTS[:1], [1], binary_data=binary_input)],
+        parameters=parameters,
+        request_outputs=requested,
+    )
+
+    async def scenario(client):
+        return await client.infer(server.url, request, model_name=VARIANT)
+
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        with_kserve_client(kserve, scenario)
+    assert refused.value.response.status_code == 400
+    assert "the binary tensor data extension is not supported" in str(refused.value)
+    assert message in str(refused.value)
+    assert "'400 Bad Request'" in str(refused.value)
+
+
+def test_the_kserve_client_surfaces_an_unknown_model(server, kserve):
+    request = kserve.InferRequest(
+        model_name="no-such-model", infer_inputs=[text_input(kserve, TEXTS[:1], [1])]
+    )
+
+    async def scenario(client):
+        return await client.infer(server.url, request, model_name="no-such-model")
+
+    with pytest.raises(httpx.HTTPStatusError, match="unknown model 'no-such-model'") as refused:
+        with_kserve_client(kserve, scenario)
+    assert refused.value.response.status_code == 404
 
 
 def test_logits_agree_with_the_v1_scores(server):
