@@ -34,3 +34,18 @@ def test_student_equal_to_teacher_has_only_the_hard_loss():
     loss = distillation_loss(logits, logits, labels, 3.0, 0.25)
     hard = torch.nn.functional.cross_entropy(logits, labels)
     assert loss.item() == pytest.approx(0.25 * hard.item(), rel=1e-6)
+
+
+def test_rows_without_a_label_add_only_the_soft_part():
+    from models.finetune import IGNORE
+
+    student = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    teacher = torch.tensor([[3.0, 1.0, -2.0], [-1.0, 0.0, 2.5]])
+    labels = torch.tensor([0, IGNORE])
+    loss = distillation_loss(student, teacher, labels, 2.0, 0.5)
+    hard = torch.nn.functional.cross_entropy(student[:1], labels[:1])
+    soft = distillation_loss(student, teacher, torch.tensor([IGNORE, IGNORE]), 2.0, 0.5)
+    assert loss.item() == pytest.approx(0.5 * hard.item() + soft.item(), rel=1e-6)
+    # With no label at all, the loss is the soft part alone (the hard part is 0, not NaN).
+    only_soft = distillation_loss(student, teacher, labels, 2.0, 0.0)
+    assert soft.item() == pytest.approx(0.5 * only_soft.item(), rel=1e-6)

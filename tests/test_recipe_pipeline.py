@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from app.core.card import read_card, verify_files
 from models.build import PackageConfig
+from models.finetune import load_for_classification
 from models.pipeline import build_student
 from models.recipe import Recipe
 from models.teacher import LOGITS_FILE, teacher_dir
@@ -44,6 +46,12 @@ def students(tmp_path_factory, clinc):
                     "vocabulary": {"general": [0, 50], "tolerance": 0.05},
                 },
                 {
+                    "name": "augmented-int8",
+                    "start_from": "shallow-int8",
+                    "transfer": {"kinds": ["light", "splice"], "copies": 1, "seed": 0},
+                    "distill": {**distill, "epochs": 1},
+                },
+                {
                     "name": "pruned-int8",
                     "start_from": "shallow-int8",
                     "prune": {
@@ -62,6 +70,9 @@ def students(tmp_path_factory, clinc):
     teacher.mkdir(parents=True)
     labels = np.array(data.splits["train"].label_ids)
     np.save(teacher / LOGITS_FILE, np.eye(len(data.labels), dtype=np.float32)[labels] * 6)
+    # and a model, which labels the transfer set
+    load_for_classification(base, data.labels).save_pretrained(teacher / "finetune")
+    AutoTokenizer.from_pretrained(base).save_pretrained(teacher / "finetune")
     package = PackageConfig(latency_samples=20)
     built = {
         spec.name: build_student(recipe, spec, data, runs, root / "repository", package)
@@ -97,3 +108,15 @@ def test_pruned_student_is_smaller_and_records_its_pruning(students):
     # The served graph holds the pruned matrices, not zeros: its parameter count fell.
     assert pruned.metrics.parameters == pytest.approx(summary["parameters_after"], rel=0.01)
     assert shallow.metrics.parameters < summary["parameters_before"]  # its vocabulary was pruned
+
+
+def test_transfer_set_distillation_continues_from_its_parent(students):
+    built, data = students
+    card = read_card(built["augmented-int8"])
+    steps = [s.step for s in card.lineage]
+    assert steps[:3] == ["keep_layers", "distill", "distill"]
+    transfer = card.lineage[2].params["transfer_set"]
+    assert transfer["kinds"] == ["light", "splice"]
+    assert transfer["texts"] == 2 * len(data.splits["train"])
+    assert "transfer_set" not in card.lineage[1].params
+    verify_files(built["augmented-int8"], card)
