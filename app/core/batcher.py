@@ -151,23 +151,30 @@ class Batcher:
                 f"the queue is full ({self.queued_texts} of {self.policy.max_queue_texts} "
                 "texts waiting); retry later"
             )
-        job = _Job(encodings, asyncio.get_running_loop().create_future(), time.perf_counter())
+        loop = asyncio.get_running_loop()
+        job = _Job(encodings, loop.create_future(), time.perf_counter())
         self._queue.append(job)
         self._change_depth(count)
         self._arrived.set()
+        timer = loop.call_later(self.policy.queue_timeout, self._expire, job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.policy.queue_timeout)
-        except TimeoutError:
-            if job.started:
-                return await job.future
-            self._abandon(job)
-            raise QueueTimeout(
-                f"waited {self.policy.queue_timeout:g} s in the queue without being served"
-            ) from None
+            return await job.future
         except asyncio.CancelledError:  # the caller went away: do not compute for nobody
-            if not job.started:
+            if not job.started and not job.abandoned:
                 self._abandon(job)
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, job: _Job) -> None:
+        if job.started or job.future.done():
+            return
+        self._abandon(job)
+        job.future.set_exception(
+            QueueTimeout(
+                f"waited {self.policy.queue_timeout:g} s in the queue without being served"
+            )
+        )
 
     def _abandon(self, job: _Job) -> None:
         job.abandoned = True
