@@ -418,7 +418,11 @@ def step_rows(steps: list[Step], records: dict[int, StepRecord], arms: list[str]
                     "p95_ms": round(percentile(lat, 95), 3),
                     "p99_ms": round(percentile(lat, 99), 3),
                     "max_ms": round(max(lat), 3) if lat else math.nan,
-                    "lag_p99_ms": round(percentile(record.lags_ms, 99), 3) if name == ALL else "",
+                    "lag_p99_ms": (
+                        round(percentile(record.lags_ms, 99), 3)
+                        if name == ALL and record.lags_ms
+                        else ""
+                    ),
                     "feedback": arm.feedback,
                     "feedback_correct": arm.correct,
                 }
