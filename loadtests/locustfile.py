@@ -229,7 +229,7 @@ def one_request(user: FastHttpUser, step: int, feedback_share: float, rng: rando
     ) as response:
         elapsed_ms = (time.perf_counter() - started) * 1000
         variant = response.headers.get(VARIANT_HEADER) if response.headers else None
-        arm = variant or "unrouted"
+        arm = variant or "no-variant"  # e.g. a 503 queue timeout carries no X-Brum-Variant
         response.request_meta["name"] = f"predict {arm}"
         ok = response.status_code == 200
         request_id = None
@@ -414,10 +414,10 @@ def step_rows(steps: list[Step], records: dict[int, StepRecord], arms: list[str]
                     "throughput_rps": round(len(lat) / seconds, 3) if seconds else "",
                     "failures": arm.failures,
                     "dropped": record.dropped if name == ALL else "",
-                    "p50_ms": round(percentile(lat, 50), 3),
-                    "p95_ms": round(percentile(lat, 95), 3),
-                    "p99_ms": round(percentile(lat, 99), 3),
-                    "max_ms": round(max(lat), 3) if lat else math.nan,
+                    "p50_ms": round(percentile(lat, 50), 3) if lat else "",
+                    "p95_ms": round(percentile(lat, 95), 3) if lat else "",
+                    "p99_ms": round(percentile(lat, 99), 3) if lat else "",
+                    "max_ms": round(max(lat), 3) if lat else "",
                     "lag_p99_ms": (
                         round(percentile(record.lags_ms, 99), 3)
                         if name == ALL and record.lags_ms

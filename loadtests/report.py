@@ -756,6 +756,10 @@ def knee(rows: list[dict], slo_ms: float, max_failed: float = 0.01) -> tuple[flo
     )
 
 
+def cell(text: str | None) -> str:
+    return "–" if text in (None, "", "nan") else text
+
+
 def steps_markdown(rows: list[dict], slo_ms: float, source: Path) -> tuple[str, float | None]:
     crossing, sentence = knee(rows, slo_ms)
     arms = sorted({r["arm"] for r in rows} - {"all"})
@@ -776,12 +780,10 @@ def steps_markdown(rows: list[dict], slo_ms: float, source: Path) -> tuple[str, 
         by_step[r["step"]][r["arm"]] = r
     for step, arms_rows in sorted(by_step.items(), key=lambda kv: int(kv[0])):
         a = arms_rows["all"]
-        per_arm = " | ".join(arms_rows.get(x, {}).get("p99_ms", "–") for x in arms)
-        lines.append(
-            f"| {step} | {a['offered_rps']} | {a['throughput_rps']} | {a['failures']} "
-            f"| {a['dropped']} | {a['p50_ms']} | {a['p95_ms']} | {a['p99_ms']} "
-            f"| {a['lag_p99_ms']} | {per_arm} |"
-        )
+        per_arm = " | ".join(cell(arms_rows.get(x, {}).get("p99_ms")) for x in arms)
+        columns = ("offered_rps", "throughput_rps", "failures", "dropped", "p50_ms", "p95_ms")
+        values = " | ".join(cell(a[c]) for c in (*columns, "p99_ms", "lag_p99_ms"))
+        lines.append(f"| {step} | {values} | {per_arm} |")
     lines += ["", sentence, ""]
     return "\n".join(lines), crossing
 
@@ -803,15 +805,16 @@ def plot_steps(rows: list[dict], slo_ms: float, crossing: float | None, path: Pa
     left.set_title("Throughput")
     left.legend()
     left.grid(alpha=0.3)
-    for key in ("p50_ms", "p95_ms", "p99_ms"):
-        right.plot(achieved, [number(r[key]) for r in steps], "o-", label=key.removesuffix("_ms"))
+    for key in ("p50_ms", "p95_ms", "p99_ms"):  # against the offered rate: past the knee the
+        # achieved rate falls back, which would fold the curves over themselves
+        right.plot(offered, [number(r[key]) for r in steps], "o-", label=key.removesuffix("_ms"))
     right.axhline(slo_ms, color="red", linestyle="--", label=f"{slo_ms:g} ms")
     if crossing is not None:
         right.axvline(crossing, color="red", alpha=0.4, label=f"knee {crossing:.0f} req/s")
     right.set_yscale("log")
-    right.set_xlabel("achieved (req/s)")
+    right.set_xlabel("offered (req/s)")
     right.set_ylabel("client-side latency (ms)")
-    right.set_title("Latency against throughput")
+    right.set_title("Latency against load (knee in achieved req/s)")
     right.legend()
     right.grid(alpha=0.3)
     fig.tight_layout()
