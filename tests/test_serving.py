@@ -118,6 +118,7 @@ def test_overload_is_refused_at_once_with_429_and_memory_stays_flat(
             refused = [r for r in responses if r.status_code == 429]
             assert all(r.headers["retry-after"] == "1" for r in refused)
             assert "queue is full" in refused[0].json()["error"]
+            assert refused[0].headers["x-brum-variant"] == "slow"
             answered = [r for r in responses if r.status_code == 200]
             assert all(len(r.json()["predictions"]) == 8 for r in answered)
         assert rounds[-1] - rounds[0] < 32 << 20, f"RSS grew: {rounds}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fastapi import APIRouter, Request, Response
 
 from app.core.card import VariantCard
 from app.core.engine import Engine
-from app.core.errors import UnknownVariant
+from app.core.errors import BrumError, UnknownVariant
 from app.core.prediction import PredictionBatch
 from app.core.registry import Variant
 from app.transport.middleware import VARIANT_HEADER
@@ -41,6 +44,16 @@ def engine_of(request: Request) -> Engine:
     return request.app.state.engine
 
 
+@contextmanager
+def answered_by(variant: Variant) -> Iterator[None]:
+    """An error after routing (429, 503) still names its variant: header and metrics."""
+    try:
+        yield
+    except BrumError as exc:
+        exc.headers.setdefault(VARIANT_HEADER.decode(), variant.name)
+        raise
+
+
 def set_timing_headers(response: Response, batch: PredictionBatch) -> None:
     response.headers[QUEUE_TIME_HEADER] = f"{batch.queue_seconds * 1000:.3f}"
     response.headers[INFERENCE_TIME_HEADER] = f"{batch.inference_seconds * 1000:.3f}"
@@ -60,9 +73,10 @@ async def _predict(
     else:
         variant = engine.variant(variant_name)
     response.headers[VARIANT_HEADER.decode()] = variant.name
-    batch = await engine.predict(
-        variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None
-    )
+    with answered_by(variant):
+        batch = await engine.predict(
+            variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None
+        )
     set_timing_headers(response, batch)
     return PredictResponse(
         request_id=request_id,

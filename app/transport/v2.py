@@ -21,7 +21,7 @@ from app.core.engine import Engine
 from app.core.errors import UnknownVariant
 from app.transport.middleware import VARIANT_HEADER
 from app.transport.schemas import ErrorResponse
-from app.transport.v1 import EXPERIMENT_HEADER, set_timing_headers
+from app.transport.v1 import EXPERIMENT_HEADER, answered_by, set_timing_headers
 
 MODEL_VERSION = "1"
 OUTPUTS = ("logits", "label", "score")
@@ -237,9 +237,10 @@ async def _infer(request: Request, response: Response, name: str, version: str) 
         variant = engine.variant(name)
     response.headers[VARIANT_HEADER.decode()] = variant.name
     # As on /v1: remembered under the request id for feedback, and a routed request may be shadowed.
-    batch = await engine.predict(
-        variant, texts, top_k=1, request_id=request.state.request_id, routed=routed
-    )
+    with answered_by(variant):
+        batch = await engine.predict(
+            variant, texts, top_k=1, request_id=request.state.request_id, routed=routed
+        )
     set_timing_headers(response, batch)
     n, classes = batch.logits.shape
     tensors = {
