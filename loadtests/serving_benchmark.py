@@ -197,7 +197,9 @@ def naive_baseline(model: Path, texts: list[str], seconds: float) -> dict | None
     with running_service(env, url, command, "/healthz") as (process, _):
         bodies = [{"text": t} for t in texts]
         run_wrk(f"{url}/predict", bodies, connections=1, seconds=2)
-        return saturate(f"{url}/predict", process.pid, bodies, 8, seconds)
+        # Its best of a few concurrency levels: more connections oversubscribe torch's threads.
+        runs = [saturate(f"{url}/predict", process.pid, bodies, c, seconds) for c in (2, 8)]
+        return max(runs, key=lambda run: run["texts_per_second"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         **remote,
         "naive": naive,
         "overhead_p50_ms": round(remote["low_load"]["p50_ms"] - local["session_run"]["p50_ms"], 3),
+        "overhead_over_tokenize_and_run_p50_ms": round(
+            remote["low_load"]["p50_ms"] - local["tokenize_and_run"]["p50_ms"], 3
+        ),
         "saturated_over_raw_1_text": round(remote["saturated_1_text"]["texts_per_second"] / raw, 3),
         "saturated_over_raw_8_texts": round(
             remote["saturated_8_texts"]["texts_per_second"] / raw, 3
@@ -283,7 +288,15 @@ def render(r: dict) -> str:
             f"{r['raw_batch32_texts_per_second']:.0f} texts/s",
         ),
         ("service, low load (1 connection), p50/p95/p99", f"{lat(low)} ms"),
-        ("**overhead at low load, p50 (target <= 1 ms)**", f"**{r['overhead_p50_ms']:.3f} ms**"),
+        ("raw tokenize + run, batch 1, p50/p95/p99", f"{lat(r['tokenize_and_run'])} ms"),
+        (
+            "**overhead at low load over raw session.run, p50 (target <= 1 ms)**",
+            f"**{r['overhead_p50_ms']:.3f} ms**",
+        ),
+        (
+            "overhead at low load over raw tokenize + run, p50",
+            f"{r['overhead_over_tokenize_and_run_p50_ms']:.3f} ms",
+        ),
         ("service saturated, 64 connections x 1 text", load(one)),
         ("service saturated, 16 connections x 8 texts", load(eight)),
         ("mean batch size over the run", f"{r['mean_batch_size']}"),
@@ -293,7 +306,7 @@ def render(r: dict) -> str:
         ),
         ("saturated / raw, 8 texts per request", f"{r['saturated_over_raw_8_texts']:.2f}"),
         (
-            "naive FastAPI + pipeline, fp32 teacher, 8 connections",
+            "naive FastAPI + pipeline, fp32 teacher, best of 2 and 8 connections",
             load(naive) if naive else "skipped (no teacher in runs/)",
         ),
         (
