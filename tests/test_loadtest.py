@@ -40,6 +40,7 @@ TOKEN = "load-test-token"
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 OPEN_SECONDS = 10
 RATE = 25
+IN_FLIGHT = 5  # requests a stopping locust may leave unrecorded
 
 
 def locust(host: str, prefix: Path, *options: str, timeout: float = 90) -> None:
@@ -216,7 +217,8 @@ def test_locust_csvs_have_rows_per_arm(run: dict) -> None:
     steps = read_csv(run["work"] / "open_steps.csv")
     assert {row["arm"] for row in steps} == {"all", *run["variants"]}
     overall = next(row for row in steps if row["arm"] == "all")
-    assert int(overall["completed"]) == predictions
+    # Requests still in flight when the run stops are counted by one side only.
+    assert abs(int(overall["completed"]) - predictions) <= IN_FLIGHT
     assert float(overall["offered_rps"]) == RATE
 
 
@@ -243,11 +245,15 @@ def test_report_covers_every_variant(run: dict) -> None:
     stats = {row["Name"]: row for row in read_csv(run["work"] / "open_stats.csv")}
     arms = {row["arm"]: row for row in read_csv(run["work"] / "open_steps.csv")}
     for name, variant in by_name.items():
-        # The server counted exactly what locust sent, and judged what it fed back.
-        assert variant["requests"] == int(stats[f"predict {name}"]["Request Count"]) > 0
+        # The server counted what locust sent, and judged what it fed back, but for requests
+        # still in flight when locust stopped (answered by the server, not recorded by locust).
+        sent = int(stats[f"predict {name}"]["Request Count"])
+        assert sent > 0 and sent <= variant["requests"] <= sent + IN_FLIGHT
         assert variant["throughput_rps"] > 0
-        assert variant["feedback"] == int(arms[name]["feedback"]) > 0
-        assert variant["correct"] == int(arms[name]["feedback_correct"])
+        fed_back = int(arms[name]["feedback"])
+        assert fed_back > 0 and fed_back <= variant["feedback"] <= fed_back + IN_FLIGHT
+        correct = int(arms[name]["feedback_correct"])
+        assert correct <= variant["correct"] <= correct + IN_FLIGHT
         low, high = variant["accuracy_interval"]
         assert 0 <= low <= variant["online_accuracy"] <= high <= 1
         p50, p95, p99 = (variant["latency_s"][q] for q in ("p50", "p95", "p99"))

@@ -276,7 +276,7 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(server, clinc):
 
 
 def test_readiness_flips_only_after_warm_up(tmp_path):
-    with run_server(tmp_path, {"BRUM_WARMUP_ITERATIONS": "500"}, wait="/healthz") as server:
+    with run_server(tmp_path, {"BRUM_WARMUP_ITERATIONS": "200"}, wait="/healthz") as server:
         with server.client() as client:
             not_ready = client.get("/readyz")
             assert not_ready.status_code == 503 and not_ready.json()["status"] == "loading"
@@ -292,7 +292,7 @@ def test_readiness_flips_only_after_warm_up(tmp_path):
 
 
 def wait_ready(server) -> None:
-    wait_for(server.url, "/readyz", time.monotonic() + 60, server.process)
+    wait_for(server.url, "/readyz", time.monotonic() + 180, server.process)
 
 
 def test_a_broken_repository_stops_start_up_with_its_reason(tmp_path):
