@@ -66,9 +66,32 @@ def run_server(
             wait_for(server.url, wait, time.monotonic() + 60, process)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate a process this test started, and kill it if it does not exit in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_prometheus(binary: str, config: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    """A real Prometheus on a free loopback port, with ``config``; returns it and its URL."""
+    port = free_port()
+    with (work / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+    return process, f"http://127.0.0.1:{port}"

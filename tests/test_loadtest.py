@@ -34,7 +34,7 @@ from loadtests.stats import (
     two_proportion_z_test,
     wilson_interval,
 )
-from tests.server import ROOT, free_port, run_server
+from tests.server import ROOT, run_server, start_prometheus, stop
 
 TOKEN = "load-test-token"
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -71,7 +71,7 @@ def report(*options: str) -> subprocess.CompletedProcess:
     return run
 
 
-def start_prometheus(target: str, work: Path) -> tuple[subprocess.Popen, str] | None:
+def prometheus_for(target: str, work: Path) -> tuple[subprocess.Popen, str] | None:
     binary = shutil.which("prometheus")
     if binary is None:
         return None
@@ -80,29 +80,7 @@ def start_prometheus(target: str, work: Path) -> tuple[subprocess.Popen, str] | 
         "global: {scrape_interval: 1s}\n"
         f"scrape_configs: [{{job_name: brum, static_configs: [{{targets: ['{target}']}}]}}]\n"
     )
-    port = free_port()
-    log = (work / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={work / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    return start_prometheus(binary, config, work)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -128,7 +106,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             timeout=30,
         )
         assert response.status_code == 200, response.text
-        prometheus = start_prometheus(server.url.removeprefix("http://"), work)
+        prometheus = prometheus_for(server.url.removeprefix("http://"), work)
         try:
             report("--url", server.url, "--scrape", str(work / "before.prom"))
             locust(

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.server import Server, free_port, run_server
+from tests.server import Server, run_server, start_prometheus, stop
 from tests.test_deploy import RULES, dashboard_queries
 
 TEXTS = ["what is my balance", "set an alarm for 7 am", "book a flight to paris", "tell me a joke"]
@@ -47,32 +47,14 @@ def prometheus(brum: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (work / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    process, url = start_prometheus(binary, work / "prometheus.yml", work)
+    client = httpx.Client(base_url=url, timeout=10)
     try:
         eventually(lambda: client.get("/-/ready").status_code == 200, "Prometheus ready", process)
         yield client
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop(process)
 
 
 def eventually(check, what: str, process: subprocess.Popen | None = None, timeout: float = 60):

@@ -44,6 +44,23 @@ def engine_of(request: Request) -> Engine:
     return request.app.state.engine
 
 
+def choose_variant(
+    engine: Engine, request: Request, response: Response, name: str | None
+) -> Variant:
+    """The named variant, or (``None``) the experiment's arm for this caller; the response says
+    which (and through which experiment)."""
+    if name is None:
+        experiment = engine.experiment
+        sticky = request.headers.get(experiment.sticky_header) if experiment else None
+        variant = engine.route(sticky)
+        if experiment is not None:
+            response.headers[EXPERIMENT_HEADER] = experiment.name
+    else:
+        variant = engine.variant(name)
+    response.headers[VARIANT_HEADER.decode()] = variant.name
+    return variant
+
+
 @contextmanager
 def answered_by(variant: Variant) -> Iterator[None]:
     """An error after routing (429, 503) still names its variant: header and metrics."""
@@ -64,15 +81,7 @@ async def _predict(
 ) -> PredictResponse:
     engine = engine_of(request)
     request_id = request.state.request_id
-    if variant_name is None:
-        experiment = engine.experiment
-        sticky = request.headers.get(experiment.sticky_header) if experiment else None
-        variant: Variant = engine.route(sticky)
-        if experiment is not None:
-            response.headers[EXPERIMENT_HEADER] = experiment.name
-    else:
-        variant = engine.variant(variant_name)
-    response.headers[VARIANT_HEADER.decode()] = variant.name
+    variant = choose_variant(engine, request, response, variant_name)
     with answered_by(variant):
         batch = await engine.predict(
             variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None

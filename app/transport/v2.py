@@ -19,9 +19,8 @@ from app import __version__
 from app.core.card import VariantCard
 from app.core.engine import Engine
 from app.core.errors import UnknownVariant
-from app.transport.middleware import VARIANT_HEADER
 from app.transport.schemas import ErrorResponse
-from app.transport.v1 import EXPERIMENT_HEADER, answered_by, set_timing_headers
+from app.transport.v1 import answered_by, choose_variant, set_timing_headers
 
 MODEL_VERSION = "1"
 OUTPUTS = ("logits", "label", "score")
@@ -227,15 +226,9 @@ async def _infer(request: Request, response: Response, name: str, version: str) 
     body = await _read(request)
     texts = _texts(body.inputs)
     wanted = _wanted(body.outputs)
-    experiment = engine.experiment
-    routed = False
-    if experiment is not None and name not in engine.variant_names:
-        # _card accepted the name, so it is the experiment's: route as /v1/predict does.
-        variant, routed = engine.route(request.headers.get(experiment.sticky_header)), True
-        response.headers[EXPERIMENT_HEADER] = experiment.name
-    else:
-        variant = engine.variant(name)
-    response.headers[VARIANT_HEADER.decode()] = variant.name
+    # _card accepted the name: a variant, or else the experiment's, routed as /v1/predict is.
+    routed = name not in engine.variant_names
+    variant = choose_variant(engine, request, response, None if routed else name)
     # As on /v1: remembered under the request id for feedback, and a routed request may be shadowed.
     with answered_by(variant):
         batch = await engine.predict(
