@@ -123,7 +123,6 @@ class Batcher:
         self.on_batch = on_batch
         self.on_depth = on_depth
         self.queued_texts = 0
-        self.running = False
         self._queue: deque[_Job] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -139,10 +138,6 @@ class Batcher:
             if not job.future.done():
                 job.future.set_exception(QueueTimeout("the service is shutting down"))
         self._queue.clear()
-
-    @property
-    def busy(self) -> bool:
-        return self.running or self.queued_texts > 0
 
     async def submit(self, encodings: Sequence[Encoding]) -> Scored:
         count = len(encodings)
@@ -229,7 +224,6 @@ class Batcher:
         slots = [(job, row) for job in jobs for row in range(len(job.encodings))]
         lengths = [len(job.encodings[row].ids) for job, row in slots]
         loop = asyncio.get_running_loop()
-        self.running = True
         try:
             for batch in plan_batches(
                 lengths, self.policy.max_batch_size, self.policy.max_batch_tokens
@@ -249,8 +243,6 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        finally:
-            self.running = False
         for job in jobs:
             if job.future.done():
                 continue

@@ -65,15 +65,13 @@ class Engine:
         self.cards: list[tuple[Path, VariantCard]] = read_cards(
             settings.model_repository, settings.verify_checksums
         )
+        # Kept beside the cards, not derived per call: routes and metrics look it up per request.
+        self.variant_names = frozenset(card.name for _, card in self.cards)
         self.experiment = find_experiment(settings)
         if self.experiment is not None:
             self.experiment.check_variants(self.variant_names)
         requested = settings.default_variant or (self.experiment and self.experiment.default)
         self.default_variant = choose_default(sorted(self.variant_names), requested or None)
-
-    @property
-    def variant_names(self) -> frozenset[str]:
-        return frozenset(card.name for _, card in self.cards)
 
     @property
     def ready(self) -> bool:
@@ -233,6 +231,7 @@ class Engine:
         variants = await loop.run_in_executor(self.executor, self._load, new)
         self._start_batchers(variants)
         self.cards = self.cards + new
+        self.variant_names = self.variant_names | {card.name for _, card in new}
         self.registry = Registry({**self.registry.variants, **variants}, self.default_variant)
         logger.info("repository rescanned: added %s", sorted(variants) or "nothing")
         return sorted(variants)
