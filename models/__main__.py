@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--per-channel", action="store_true", help="per-channel int8 weights")
     build.add_argument(
         "--oos-objective",
-        choices=["balanced", "accuracy", "none"],
+        choices=["balanced", "expected_accuracy", "accuracy", "none"],
         default="balanced",
         help="tune an out-of-scope threshold on the validation split for this objective",
+    )
+    build.add_argument(
+        "--oos-share", type=float, help="expected out-of-scope share of traffic (expected_accuracy)"
     )
 
     teacher = commands.add_parser("teacher", help="fine-tune a recipe's teacher, save its logits")
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             per_channel=args.per_channel,
             oos_objective=None if args.oos_objective == "none" else args.oos_objective,
+            oos_share=args.oos_share,
         )
         data = load_clinc150(args.data, args.config)
         folder = build_variant(
@@ -137,13 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe)
         data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
         if args.command == "teacher-variant":
-            folder = teacher_variant(recipe, data, args.runs, args.repository, PackageConfig())
+            oos = {"oos_objective": recipe.oos.objective, "oos_share": recipe.oos.share}
+            folder = teacher_variant(recipe, data, args.runs, args.repository, PackageConfig(**oos))
             print(f"wrote {folder}")
             return 0
         for spec in recipe.students:
             if args.only and spec.name not in args.only:
                 continue
-            package = PackageConfig(quantization=spec.quantization, per_channel=spec.per_channel)
+            package = PackageConfig(
+                quantization=spec.quantization,
+                per_channel=spec.per_channel,
+                oos_objective=recipe.oos.objective,
+                oos_share=recipe.oos.share,
+            )
             folder = build_student(recipe, spec, data, args.runs, args.repository, package)
             print(f"wrote {folder}")
     elif args.command == "ship":

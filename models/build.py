@@ -55,6 +55,7 @@ class PackageConfig:
     benchmark_threads: int = 1
     # Tune an out-of-scope threshold on the validation split (None: answer the argmax).
     oos_objective: str | None = "balanced"
+    oos_share: float | None = None  # for the expected_accuracy objective
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,17 @@ def package_variant(
     if config.oos_objective is not None and data.oos_id is not None:
         stage(f"tune the out-of-scope threshold on the validation split ({config.oos_objective})")
         tuning = tune_threshold(
-            probabilities, np.asarray(validation.label_ids), data.oos_id, config.oos_objective
+            probabilities,
+            np.asarray(validation.label_ids),
+            data.oos_id,
+            config.oos_objective,
+            config.oos_share,
         )
         rejection = OosThreshold(
             label=data.labels[data.oos_id],
             threshold=round(tuning.threshold, 6),
             objective=tuning.objective,
+            oos_share=tuning.oos_share,
             split="validation",
         )
         print(json.dumps(asdict(tuning)), flush=True)

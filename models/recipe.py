@@ -42,6 +42,15 @@ class VocabularySpec(_Strict):
     tolerance: float = Field(0.005, ge=0, description="validation accuracy we may lose")
 
 
+class OosSpec(_Strict):
+    """How every variant's out-of-scope threshold is tuned on the validation split."""
+
+    objective: Literal["balanced", "expected_accuracy", "accuracy"] = "balanced"
+    share: float | None = Field(
+        None, gt=0, lt=1, description="expected out-of-scope share of traffic (expected_accuracy)"
+    )
+
+
 class StudentSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     base: str | None = None
@@ -69,6 +78,7 @@ class Recipe(_Strict):
     dataset: DatasetSpec = DatasetSpec()
     teacher: TeacherSpec
     students: list[StudentSpec] = Field(default_factory=list)
+    oos: OosSpec = OosSpec()
     # The shipped repository's experiment.yaml (see app/core/experiment.py for its fields).
     experiment: dict[str, Any] | None = None
 

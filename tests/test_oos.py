@@ -50,3 +50,25 @@ def test_tuning_needs_both_kinds_of_examples():
         tune_threshold(probs, np.array([0, 1]), OOS)
     with pytest.raises(ValueError, match="unknown objective"):
         tune_threshold(probs, np.array([0, OOS]), OOS, "f1")
+
+
+def test_expected_accuracy_weighs_oos_recall_by_the_expected_share():
+    rng = np.random.default_rng(1)
+    in_scope = probabilities(rng.uniform(0.3, 1.0, 300), rng.integers(0, 2, 300))
+    oos = probabilities(rng.uniform(0.3, 0.8, 30), rng.integers(0, 2, 30))
+    probs = np.vstack([in_scope, oos])
+    truth = np.concatenate([in_scope.argmax(axis=1), np.full(30, OOS)])
+    rare = tune_threshold(probs, truth, OOS, "expected_accuracy", oos_share=0.05)
+    common = tune_threshold(probs, truth, OOS, "expected_accuracy", oos_share=0.5)
+    assert common.oos_recall > rare.oos_recall
+    assert rare.in_scope_accuracy > common.in_scope_accuracy
+    assert rare.oos_share == 0.05
+    assert rare.value == pytest.approx(0.95 * rare.in_scope_accuracy + 0.05 * rare.oos_recall)
+    # A share of one half is the balanced objective.
+    assert common.threshold == tune_threshold(probs, truth, OOS, "balanced").threshold
+
+
+def test_expected_accuracy_needs_a_share():
+    probs = probabilities([0.9, 0.8], [0, 1])
+    with pytest.raises(ValueError, match="oos_share"):
+        tune_threshold(probs, np.array([0, OOS]), OOS, "expected_accuracy")

@@ -58,6 +58,10 @@ def test_threshold_was_tuned_on_validation_not_test(folder, clinc):
     probabilities = predict_probabilities(classifier, validation.texts, progress=False)
 
     choice = tune_threshold(
-        probabilities, np.asarray(validation.label_ids), clinc.oos_id, card.oos_threshold.objective
+        probabilities,
+        np.asarray(validation.label_ids),
+        clinc.oos_id,
+        card.oos_threshold.objective,
+        card.oos_threshold.oos_share,
     )
     assert choice.threshold == pytest.approx(step.params["threshold"], abs=0.02)

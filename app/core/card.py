@@ -57,6 +57,9 @@ class OosThreshold(_Strict):
     label: str
     threshold: float = Field(ge=0, le=1)
     objective: str
+    oos_share: float | None = Field(
+        None, gt=0, lt=1, description="expected out-of-scope share of traffic the objective assumed"
+    )
     split: str
 
 
