@@ -34,13 +34,6 @@ class Settings(BaseSettings):
     inference_workers: int = Field(
         1, ge=1, description="threads running sessions off the event loop"
     )
-    inference_nice: int = Field(
-        10,
-        ge=0,
-        le=19,
-        description="nice value of the inference threads: under load the event loop, which "
-        "parses requests and forms batches, gets the CPU first",
-    )
     warmup_iterations: int = Field(3, ge=1, description="warm-up batches per variant before ready")
     verify_checksums: bool = Field(
         True, description="check model files against their cards at start-up"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,15 +31,6 @@ def find_experiment(settings: Settings) -> Experiment | None:
     return load_experiment(path)
 
 
-def lower_priority(nice: int) -> None:
-    """Give the calling thread ``nice``. Sessions are created on the inference threads, so
-    onnxruntime's own threads inherit it: when requests pour in, the event loop that parses them
-    and forms batches runs first, and batches grow instead of requests waiting unread in sockets.
-    When the loop is idle the inference threads still get every core."""
-    thread = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, thread, max(nice, os.getpriority(os.PRIO_PROCESS, thread)))
-
-
 def batch_policy(settings: Settings) -> BatchPolicy:
     return BatchPolicy(
         max_batch_size=settings.max_batch_size,
@@ -62,10 +51,7 @@ class Engine:
         self.started_at = time.perf_counter()
         # One inference at a time: onnxruntime already spreads a batch over the cores.
         self.executor = ThreadPoolExecutor(
-            settings.inference_workers,
-            thread_name_prefix="brum-infer",
-            initializer=lower_priority,
-            initargs=(settings.inference_nice,),
+            settings.inference_workers, thread_name_prefix="brum-infer"
         )
         self.policy = batch_policy(settings)
         self.session_config = SessionConfig(
