@@ -10,7 +10,8 @@ Measures on one machine, the same variant and onnxruntime threads throughout:
 Load comes from wrk (C, light on the shared cores). Prints a markdown table and writes it, with
 the raw figures as JSON, to ``loadtests/results/``.
 
-    python -m loadtests.serving_benchmark [--variant NAME] [--threads 0] [--seconds 15]
+    python -m loadtests.serving_benchmark [--variant NAME] [--threads 1] [--workers 0]
+        [--seconds 15]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.runtime.classifier import load_classifier
-from app.runtime.session import SessionConfig
+from app.runtime.session import SessionConfig, available_cores
 from app.settings import SHIPPED_REPOSITORY
 from loadtests.wrk import run_wrk
 from models.data import load_clinc150
@@ -46,7 +48,9 @@ def percentiles_ms(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3)}
 
 
-def in_process(folder: Path, threads: int, texts: list[str]) -> dict:
+def in_process(folder: Path, threads: int, workers: int, texts: list[str]) -> dict:
+    """Raw figures; batch-32 throughput with ``workers`` threads each running whole batches, as
+    the service does with BRUM_INFERENCE_WORKERS."""
     card = read_card(folder)
     classifier = load_classifier(
         folder / MODEL_FILE,
@@ -54,10 +58,11 @@ def in_process(folder: Path, threads: int, texts: list[str]) -> dict:
         card.max_length,
         SessionConfig(intra_op_threads=threads),
     )
-    started = time.perf_counter()
-    for start in range(0, len(texts), 32):
-        classifier.classify(texts[start : start + 32])
-    batched = len(texts) / (time.perf_counter() - started)
+    batches = [texts[start : start + 32] for start in range(0, len(texts), 32)]
+    with ThreadPoolExecutor(workers) as pool:
+        started = time.perf_counter()
+        list(pool.map(classifier.classify, batches))
+        batched = len(texts) / (time.perf_counter() - started)
     encoded = [classifier.encode([t]) for t in texts]
     for batch in encoded[:50]:
         classifier.run(batch)
@@ -128,12 +133,13 @@ def running_service(
         process.wait(timeout=15)
 
 
-def service_env(port: int, threads: int) -> dict[str, str]:
+def service_env(port: int, threads: int, workers: int) -> dict[str, str]:
     return {
         **os.environ,
         "BRUM_PORT": str(port),
         "BRUM_HOST": "127.0.0.1",
         "BRUM_INTRA_OP_THREADS": str(threads),
+        "BRUM_INFERENCE_WORKERS": str(workers),
         "BRUM_LOG_LEVEL": "warning",
     }
 
@@ -147,12 +153,12 @@ def saturate(url: str, pid: int, bodies: list[dict], connections: int, seconds: 
     return result
 
 
-def over_http(variant: str, threads: int, texts: list[str], seconds: float) -> dict:
+def over_http(variant: str, threads: int, workers: int, texts: list[str], seconds: float) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     single = [{"text": t} for t in texts]
     eights = [{"texts": texts[i : i + 8]} for i in range(0, len(texts) - 7, 8)]
-    with running_service(service_env(port, threads), url) as (process, ready_seconds):
+    with running_service(service_env(port, threads, workers), url) as (process, ready_seconds):
         rss_ready = rss_bytes(process.pid)
         endpoint = f"{url}/v1/models/{variant}/predict"
         run_wrk(endpoint, single, connections=1, seconds=2)  # warm-up
@@ -207,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=SHIPPED_REPOSITORY)
     parser.add_argument("--variant", help="default: the experiment's default, else first by name")
     parser.add_argument(
-        "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)"
+        "--threads", type=int, default=1, help="onnxruntime intra-op threads (0: all cores)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="batches run side by side (more than 1 needs --threads 1); 0: as the service, "
+        "one per core with one-thread sessions, else 1",
     )
     parser.add_argument("--texts", type=int, default=1000, help="test utterances in rotation")
     parser.add_argument("--seconds", type=float, default=15, help="length of each load phase")
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         help="fine-tuned PyTorch teacher for the naive baseline (skipped if absent)",
     )
     args = parser.parse_args(argv)
+    args.workers = args.workers or (available_cores() if args.threads == 1 else 1)
 
     folders = sorted(p.parent for p in args.repository.glob("*/variant.json"))
     folder = next(f for f in folders if args.variant in (None, f.name))
@@ -225,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     texts = [test.texts[i] for i in rng.permutation(len(test))[: args.texts]]
 
-    local = in_process(folder, args.threads, texts)
-    remote = over_http(folder.name, args.threads, texts, args.seconds)
+    local = in_process(folder, args.threads, args.workers, texts)
+    remote = over_http(folder.name, args.threads, args.workers, texts, args.seconds)
     naive = naive_baseline(args.teacher, texts, args.seconds)
     raw = local["raw_batch32_texts_per_second"]
     result = {
@@ -235,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "variant": folder.name,
-        "threads": args.threads or os.cpu_count(),
+        "threads": args.threads or available_cores(),
+        "workers": args.workers,
         "size_bytes": (folder / MODEL_FILE).stat().st_size,
         **local,
         **remote,
@@ -257,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     table = render(result)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"serving-{folder.name}-{result['threads']}t"
+    side_by_side = f"x{args.workers}" if args.workers > 1 else ""
+    stem = RESULTS / f"serving-{folder.name}-{result['threads']}t{side_by_side}"
     stem.with_suffix(".md").write_text(table + "\n")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {stem}.md and {stem}.json")
@@ -281,10 +297,13 @@ def render(r: dict) -> str:
         r["naive"],
     )
     rows = [
-        ("variant, onnxruntime threads", f"{r['variant']}, {r['threads']}"),
+        (
+            "variant, onnxruntime threads x batches side by side",
+            f"{r['variant']}, {r['threads']} x {r.get('workers', 1)}",
+        ),
         ("raw session.run, batch 1, p50/p95/p99", f"{lat(r['session_run'])} ms"),
         (
-            "raw tokenize + run, batch 32 (in-process)",
+            "raw tokenize + run, batch 32 (in-process, same threads x batches)",
             f"{r['raw_batch32_texts_per_second']:.0f} texts/s",
         ),
         ("service, low load (1 connection), p50/p95/p99", f"{lat(low)} ms"),

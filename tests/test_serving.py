@@ -97,6 +97,35 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answers(
         assert metric(server, "brum_queue_duration_seconds_count", variant="fast") >= len(pairs)
 
 
+def test_batches_run_side_by_side_with_several_inference_workers(repository, utterances, tmp_path):
+    env = {"BRUM_INTRA_OP_THREADS": "1", "BRUM_INFERENCE_WORKERS": "2", "BRUM_MAX_BATCH_SIZE": "4"}
+    with serve(tmp_path, repository, **env) as server, server.client() as client:
+        texts = utterances[:48]
+        alone = [
+            client.post("/v1/models/sluggish/predict", json={"text": t, "top_k": 1}).json()
+            for t in texts
+        ]
+        running: list[float] = []
+        with ThreadPoolExecutor(len(texts) + 1) as pool:
+            futures = [
+                pool.submit(
+                    httpx.post,
+                    server.url + "/v1/models/sluggish/predict",
+                    json={"text": t, "top_k": 1},
+                )
+                for t in texts
+            ]
+            while not all(f.done() for f in futures):
+                running.append(metric(server, "brum_batches_running", variant="sluggish"))
+            together = [f.result().json() for f in futures]
+        assert max(running) == 2
+        for mine, reference in zip(together, alone, strict=True):
+            got, want = mine["predictions"][0], reference["predictions"][0]
+            assert (got["label"], got["tokens"]) == (want["label"], want["tokens"])
+            assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+        assert metric(server, "brum_batches_running", variant="sluggish") == 0
+
+
 def test_overload_is_refused_at_once_with_429_and_memory_stays_flat(
     repository, utterances, tmp_path
 ):

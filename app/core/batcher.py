@@ -37,6 +37,14 @@ class BatchPolicy:
     max_wait: float = 0.002
     max_queue_texts: int = 512
     queue_timeout: float = 2.0
+    # Batches in flight at once, each on its own executor thread (with one-thread sessions).
+    max_concurrent_batches: int = 1
+
+    def cpu_clock(self) -> Callable[[], float]:
+        """The clock that charges one batch its CPU (see README, "Cost"): with one batch at a
+        time, the process's, which counts onnxruntime's own threads; with several at once, the
+        running thread's, which is exact because each then runs on one thread."""
+        return time.process_time if self.max_concurrent_batches == 1 else time.thread_time
 
 
 @dataclass(frozen=True)
@@ -73,10 +81,12 @@ class _Job:
     inference_seconds: float = 0.0
 
 
-def _infer(classifier: OnnxClassifier, encodings: list[Encoding]) -> tuple[np.ndarray, BatchRun]:
+def _infer(
+    classifier: OnnxClassifier, encodings: list[Encoding], cpu_clock: Callable[[], float]
+) -> tuple[np.ndarray, BatchRun]:
     """Pad and run one batch. Blocking: runs on the inference executor."""
     batch = classifier.tokenizer.pad(encodings)
-    cpu, started = time.process_time(), time.perf_counter()
+    cpu, started = cpu_clock(), time.perf_counter()
     logits = classifier.run(batch)
     seconds = time.perf_counter() - started
     run = BatchRun(
@@ -85,8 +95,7 @@ def _infer(classifier: OnnxClassifier, encodings: list[Encoding]) -> tuple[np.nd
         tokens=int(batch.token_counts.sum()),
         truncated=sum(batch.truncated),
         seconds=seconds,
-        # Process CPU time: onnxruntime's own threads included (see README, "Cost").
-        cpu_seconds=time.process_time() - cpu,
+        cpu_seconds=cpu_clock() - cpu,
     )
     return logits.astype(np.float32, copy=False), run
 
@@ -116,16 +125,20 @@ class Batcher:
         policy: BatchPolicy,
         on_batch: Callable[[BatchRun], None] = lambda run: None,
         on_depth: Callable[[int], None] = lambda depth: None,
+        on_running: Callable[[int], None] = lambda running: None,
     ) -> None:
         self.classifier = classifier
         self.executor = executor
         self.policy = policy
         self.on_batch = on_batch
         self.on_depth = on_depth
+        self.on_running = on_running
         self.queued_texts = 0
         self._queue: deque[_Job] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(policy.max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
@@ -134,6 +147,7 @@ class Batcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._running, return_exceptions=True)
         for job in self._queue:
             if not job.future.done():
                 job.future.set_exception(QueueTimeout("the service is shutting down"))
@@ -184,10 +198,21 @@ class Batcher:
             if not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
+            await self._slots.acquire()
             await self._gather()
             jobs = self._take()
-            if jobs:
-                await self._run(jobs)
+            if not jobs:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run(jobs))
+            self._running.add(task)
+            self.on_running(len(self._running))
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self.on_running(len(self._running))
+        self._slots.release()
 
     async def _gather(self) -> None:
         """Let requests that are arriving right now join, for at most ``max_wait``."""
@@ -230,7 +255,7 @@ class Batcher:
             ):
                 encodings = [slots[i][0].encodings[slots[i][1]] for i in batch]
                 logits, run = await loop.run_in_executor(
-                    self.executor, _infer, self.classifier, encodings
+                    self.executor, _infer, self.classifier, encodings, self.policy.cpu_clock()
                 )
                 self.on_batch(run)
                 for position, index in enumerate(batch):

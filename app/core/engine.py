@@ -38,6 +38,7 @@ def batch_policy(settings: Settings) -> BatchPolicy:
         max_wait=settings.max_wait_ms / 1000,
         max_queue_texts=settings.max_queue_texts,
         queue_timeout=settings.queue_timeout_seconds,
+        max_concurrent_batches=settings.concurrent_batches,
     )
 
 
@@ -49,9 +50,10 @@ class Engine:
         self.batchers: dict[str, Batcher] = {}
         self.draining = False
         self.started_at = time.perf_counter()
-        # One inference at a time: onnxruntime already spreads a batch over the cores.
+        # Either one batch at a time spread over the cores by onnxruntime, or several batches
+        # side by side on one thread each (BRUM_INFERENCE_WORKERS).
         self.executor = ThreadPoolExecutor(
-            settings.inference_workers, thread_name_prefix="brum-infer"
+            settings.concurrent_batches, thread_name_prefix="brum-infer"
         )
         self.policy = batch_policy(settings)
         self.session_config = SessionConfig(
@@ -95,6 +97,7 @@ class Engine:
                 self.policy,
                 on_batch=lambda run, name=name: self.metrics.observe_batch(name, run),
                 on_depth=self.metrics.queue_depth.labels(name).set,
+                on_running=self.metrics.batches_running.labels(name).set,
             )
             batcher.start()
             self.batchers[name] = batcher

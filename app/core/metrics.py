@@ -100,6 +100,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "brum_queue_depth", "Texts waiting in the variant's queue.", ["variant"], registry=r
         )
+        self.batches_running = Gauge(
+            "brum_batches_running",
+            "Batches of the variant running now (up to BRUM_INFERENCE_WORKERS side by side).",
+            ["variant"],
+            registry=r,
+        )
         self.queue_capacity = Gauge(
             "brum_queue_capacity",
             "Texts the variant's queue holds before refusing with 429.",
