@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "runs/clinc150/teacher/finetune",
         help="fine-tuned PyTorch teacher for the naive baseline (skipped if absent)",
     )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="folder for the tables")
     args = parser.parse_args(argv)
     args.workers = args.workers or (available_cores() if args.threads == 1 else 1)
 
@@ -277,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = render(result)
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     side_by_side = f"x{args.workers}" if args.workers > 1 else ""
-    stem = RESULTS / f"serving-{folder.name}-{result['threads']}t{side_by_side}"
+    stem = args.output / f"serving-{folder.name}-{result['threads']}t{side_by_side}"
     stem.with_suffix(".md").write_text(table + "\n")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {stem}.md and {stem}.json")

@@ -28,7 +28,7 @@ def run_wrk(
             "wrk",
             f"-t{min(threads, connections)}",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{max(1, round(seconds))}s",  # wrk takes whole seconds
             "--timeout",
             "10s",
             "-s",
