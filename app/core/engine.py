@@ -144,8 +144,7 @@ class Engine:
             raise TooManyTexts(f"{len(texts)} texts in one request; the limit is {limit}")
         batch = await self._score(variant, texts, top_k or self.settings.default_top_k)
         if request_id is not None:
-            known = frozenset(variant.card.labels)
-            self.feedback.remember(request_id, variant.name, batch.labels, known)
+            self.feedback.remember(request_id, variant.name, batch.labels, variant.label_set)
         experiment = self.experiment
         if routed and experiment is not None and experiment.shadows():
             self._shadow(experiment, variant, texts, batch.labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from app.core.card import (
@@ -28,6 +29,11 @@ class Variant:
     card: VariantCard
     classifier: OnnxClassifier
     folder: Path
+
+    @cached_property
+    def label_set(self) -> frozenset[str]:
+        """The card's labels, for checking feedback: built once, not per request."""
+        return frozenset(self.card.labels)
 
     @property
     def size_bytes(self) -> int:

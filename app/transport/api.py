@@ -16,6 +16,7 @@ from app import __version__
 from app.core.engine import Engine
 from app.settings import Settings
 from app.transport import admin, errors, health, v1, v2
+from app.transport.lane import PredictionLane
 from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("brum.api")
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.add_middleware(PredictionLane)  # innermost: inside the body limit, ids and metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestContextMiddleware, metrics=engine.metrics, metered_variant=metered_variant

@@ -26,7 +26,11 @@ def _location(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "body"
 
 
-def _is_json(content_type: str) -> bool:
+def not_json_message(content_type: str) -> str:
+    return f"send the body as JSON with Content-Type: application/json, not {content_type!r}"
+
+
+def is_json(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type in {"", "application/json"} or media_type.endswith("+json")
 
@@ -38,10 +42,8 @@ async def handle_validation(request: Request, exc: RequestValidationError) -> JS
         for e in exc.errors()
     ]
     content_type = request.headers.get("content-type", "")
-    if not _is_json(content_type):
-        return error_response(
-            415, f"send the body as JSON with Content-Type: application/json, not {content_type!r}"
-        )
+    if not is_json(content_type):
+        return error_response(415, not_json_message(content_type))
     if any(d["type"] == "json_invalid" for d in detail):
         return error_response(400, "request body is not valid JSON", detail)
     first = detail[0] if detail else {"loc": [], "msg": "invalid request"}

@@ -23,6 +23,11 @@ VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """One request header (lower-case name), without building a dict of them all."""
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
 class RequestContextMiddleware:
     """Give every request an id (honouring ``X-Request-ID``), meter prediction requests and log
     every request once (the access log, with its id and variant)."""
@@ -39,7 +44,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        incoming = (header(scope, REQUEST_ID_HEADER) or b"").decode("latin-1")
         request_id = incoming if VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
@@ -93,7 +98,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
             return

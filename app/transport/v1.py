@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app.core.card import VariantCard
 from app.core.engine import Engine
 from app.core.errors import BrumError, UnknownVariant
+from app.core.prediction import Prediction as CorePrediction
 from app.core.prediction import PredictionBatch
 from app.core.registry import Variant
+from app.transport.errors import is_json, not_json_message
 from app.transport.middleware import VARIANT_HEADER
 from app.transport.schemas import (
     ErrorResponse,
     Feedback,
     FeedbackResponse,
-    Prediction,
     PredictRequest,
     PredictResponse,
 )
@@ -45,19 +49,19 @@ def engine_of(request: Request) -> Engine:
 
 
 def choose_variant(
-    engine: Engine, request: Request, response: Response, name: str | None
+    engine: Engine, request: Request, headers: MutableMapping[str, str], name: str | None
 ) -> Variant:
-    """The named variant, or (``None``) the experiment's arm for this caller; the response says
-    which (and through which experiment)."""
+    """The named variant, or (``None``) the experiment's arm for this caller; the response
+    ``headers`` say which (and through which experiment)."""
     if name is None:
         experiment = engine.experiment
         sticky = request.headers.get(experiment.sticky_header) if experiment else None
         variant = engine.route(sticky)
         if experiment is not None:
-            response.headers[EXPERIMENT_HEADER] = experiment.name
+            headers[EXPERIMENT_HEADER] = experiment.name
     else:
         variant = engine.variant(name)
-    response.headers[VARIANT_HEADER.decode()] = variant.name
+    headers[VARIANT_HEADER.decode()] = variant.name
     return variant
 
 
@@ -71,47 +75,81 @@ def answered_by(variant: Variant) -> Iterator[None]:
         raise
 
 
-def set_timing_headers(response: Response, batch: PredictionBatch) -> None:
-    response.headers[QUEUE_TIME_HEADER] = f"{batch.queue_seconds * 1000:.3f}"
-    response.headers[INFERENCE_TIME_HEADER] = f"{batch.inference_seconds * 1000:.3f}"
+def set_timing_headers(headers: MutableMapping[str, str], batch: PredictionBatch) -> None:
+    headers[QUEUE_TIME_HEADER] = f"{batch.queue_seconds * 1000:.3f}"
+    headers[INFERENCE_TIME_HEADER] = f"{batch.inference_seconds * 1000:.3f}"
 
 
-async def _predict(
-    request: Request, response: Response, body: PredictRequest, variant_name: str | None
-) -> PredictResponse:
+@dataclass(frozen=True)
+class Reply:
+    """The PredictResponse body, from the core's own prediction objects: serialized in one pass
+    without building a pydantic model per prediction."""
+
+    request_id: str
+    variant: str
+    predictions: list[CorePrediction]
+
+
+REPLY = TypeAdapter(Reply)
+# The hot path reads its body itself (below); the schema still documents it.
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+async def read_predict_request(request: Request) -> PredictRequest:
+    """Parse and validate the body in one pass (pydantic-core reads the JSON); failures are the
+    same 400/415/422 as FastAPI's own body handling."""
+    content_type = request.headers.get("content-type", "")
+    if not is_json(content_type):
+        raise HTTPException(415, not_json_message(content_type))
+    body = await request.body()
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+async def predict(request: Request, variant_name: str | None) -> Response:
+    """Both prediction routes; also dispatched directly by app/transport/lane.py."""
     engine = engine_of(request)
+    body = await read_predict_request(request)
     request_id = request.state.request_id
-    variant = choose_variant(engine, request, response, variant_name)
+    headers: dict[str, str] = {}
+    variant = choose_variant(engine, request, headers, variant_name)
     with answered_by(variant):
         batch = await engine.predict(
             variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None
         )
-    set_timing_headers(response, batch)
-    return PredictResponse(
-        request_id=request_id,
-        variant=variant.name,
-        predictions=[Prediction.model_validate(p, from_attributes=True) for p in batch.predictions],
-    )
+    set_timing_headers(headers, batch)
+    content = REPLY.dump_json(Reply(request_id, variant.name, batch.predictions))
+    return Response(content, media_type="application/json", headers=headers)
 
 
 @router.post(
     "/predict",
+    response_model=PredictResponse,
     responses=ERRORS,
+    openapi_extra=PREDICT_BODY,
     summary="Classify with the experiment's arm for this caller, or the default variant",
 )
-async def predict_default(
-    request: Request, response: Response, body: PredictRequest
-) -> PredictResponse:
-    return await _predict(request, response, body, None)
+async def predict_default(request: Request) -> Response:
+    return await predict(request, None)
 
 
 @router.post(
-    "/models/{variant}/predict", responses=ERRORS, summary="Classify with a chosen variant"
+    "/models/{variant}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra=PREDICT_BODY,
+    summary="Classify with a chosen variant",
 )
-async def predict_variant(
-    request: Request, response: Response, variant: str, body: PredictRequest
-) -> PredictResponse:
-    return await _predict(request, response, body, variant)
+async def predict_variant(request: Request, variant: str) -> Response:
+    return await predict(request, variant)
 
 
 @router.get("/models", summary="Cards of every variant")

@@ -228,13 +228,13 @@ async def _infer(request: Request, response: Response, name: str, version: str) 
     wanted = _wanted(body.outputs)
     # _card accepted the name: a variant, or else the experiment's, routed as /v1/predict is.
     routed = name not in engine.variant_names
-    variant = choose_variant(engine, request, response, None if routed else name)
+    variant = choose_variant(engine, request, response.headers, None if routed else name)
     # As on /v1: remembered under the request id for feedback, and a routed request may be shadowed.
     with answered_by(variant):
         batch = await engine.predict(
             variant, texts, top_k=1, request_id=request.state.request_id, routed=routed
         )
-    set_timing_headers(response, batch)
+    set_timing_headers(response.headers, batch)
     n, classes = batch.logits.shape
     tensors = {
         "logits": OutputTensor(
