@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.core.experiment import EXPERIMENT_FILE, load_experiment
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig, available_cores
 from app.settings import SHIPPED_REPOSITORY
@@ -241,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workers = args.workers or (available_cores() if args.threads == 1 else 1)
 
     folders = sorted(p.parent for p in args.repository.glob("*/variant.json"))
-    folder = next(f for f in folders if args.variant in (None, f.name))
+    experiment = args.repository / EXPERIMENT_FILE
+    wanted = args.variant or (load_experiment(experiment).default if experiment.is_file() else None)
+    folder = next(f for f in folders if wanted in (None, f.name))
     test = load_clinc150().splits["test"]
     rng = np.random.default_rng(0)
     texts = [test.texts[i] for i in rng.permutation(len(test))[: args.texts]]
