@@ -63,9 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--runs", type=Path, default=Path("runs"))
 
     teacher_variant = commands.add_parser(
-        "teacher-variant", help="package the fine-tuned teacher as an fp32 variant (baseline)"
+        "teacher-variant", help="package the fine-tuned teacher as a variant (the baseline)"
     )
     teacher_variant.add_argument("recipe", type=Path)
+    teacher_variant.add_argument(
+        "--quantization",
+        choices=["none", "dynamic"],
+        default="none",
+        help="none: the fp32 baseline; dynamic: the teacher in int8, what quantization alone buys",
+    )
     teacher_variant.add_argument("--runs", type=Path, default=Path("runs"))
     teacher_variant.add_argument("--repository", type=Path, default=Path("runs/repository"))
 
@@ -141,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe)
         data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
         if args.command == "teacher-variant":
-            oos = {"oos_objective": recipe.oos.objective, "oos_share": recipe.oos.share}
-            folder = teacher_variant(recipe, data, args.runs, args.repository, PackageConfig(**oos))
+            package = PackageConfig(
+                quantization=args.quantization,
+                oos_objective=recipe.oos.objective,
+                oos_share=recipe.oos.share,
+            )
+            folder = teacher_variant(recipe, data, args.runs, args.repository, package)
             print(f"wrote {folder}")
             return 0
         for spec in recipe.students:

@@ -6,7 +6,6 @@ killed run resumes where it stopped. Every step and its parameters go into the v
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import shutil
@@ -203,13 +202,14 @@ def teacher_variant(
     repository: Path,
     package: PackageConfig,
 ) -> Path:
-    """The fine-tuned teacher as a served fp32 variant: the baseline every student is held to."""
+    """The fine-tuned teacher as a served variant: in fp32 the baseline every student is held to;
+    in int8 (``package.quantization``) what quantization alone does to it."""
     base: ResolvedCheckpoint = resolve(recipe.teacher.base)
     trained = teacher_dir(recipe, runs) / "finetune"
     config = FinetuneConfig(**recipe.teacher.finetune)
     lineage = [finetune_step("finetune", config, data, trained)]
-    fp32 = dataclasses.replace(package, quantization="none")
-    name = f"{recipe.name}-teacher-fp32"
+    suffix = "fp32" if package.quantization == "none" else "int8"
+    name = f"{recipe.name}-teacher-{suffix}"
     return package_variant(
-        name, trained, base, lineage, data, teacher_dir(recipe, runs), repository, fp32
+        name, trained, base, lineage, data, teacher_dir(recipe, runs), repository, package
     )
