@@ -15,6 +15,15 @@ def probabilities(confidences, predicted):
     return np.array(rows)
 
 
+def confident_in_scope_and_unsure_oos(seed: int, oos: int, oos_top: float):
+    """300 in-scope rows the model gets right, ``oos`` out-of-scope rows it guesses on."""
+    rng = np.random.default_rng(seed)
+    in_scope = probabilities(rng.uniform(0.3, 1.0, 300), rng.integers(0, 2, 300))
+    unsure = probabilities(rng.uniform(0.3, oos_top, oos), rng.integers(0, 2, oos))
+    truth = np.concatenate([in_scope.argmax(axis=1), np.full(oos, OOS)])
+    return np.vstack([in_scope, unsure]), truth
+
+
 def test_low_confidence_answers_become_the_oos_label():
     probs = probabilities([0.9, 0.4, 0.6], [0, 1, 1])
     assert apply_threshold(probs, OOS, 0.5).tolist() == [0, OOS, 1]
@@ -33,11 +42,7 @@ def test_balanced_threshold_separates_confident_in_scope_from_unsure_oos():
 
 
 def test_objective_changes_the_choice_when_oos_is_rare():
-    rng = np.random.default_rng(0)
-    in_scope = probabilities(rng.uniform(0.3, 1.0, 300), rng.integers(0, 2, 300))
-    oos = probabilities(rng.uniform(0.3, 0.7, 10), rng.integers(0, 2, 10))
-    probs = np.vstack([in_scope, oos])
-    truth = np.concatenate([in_scope.argmax(axis=1), np.full(10, OOS)])
+    probs, truth = confident_in_scope_and_unsure_oos(seed=0, oos=10, oos_top=0.7)
     balanced = tune_threshold(probs, truth, OOS, "balanced")
     accuracy = tune_threshold(probs, truth, OOS, "accuracy")
     assert balanced.oos_recall >= accuracy.oos_recall
@@ -53,11 +58,7 @@ def test_tuning_needs_both_kinds_of_examples():
 
 
 def test_expected_accuracy_weighs_oos_recall_by_the_expected_share():
-    rng = np.random.default_rng(1)
-    in_scope = probabilities(rng.uniform(0.3, 1.0, 300), rng.integers(0, 2, 300))
-    oos = probabilities(rng.uniform(0.3, 0.8, 30), rng.integers(0, 2, 30))
-    probs = np.vstack([in_scope, oos])
-    truth = np.concatenate([in_scope.argmax(axis=1), np.full(30, OOS)])
+    probs, truth = confident_in_scope_and_unsure_oos(seed=1, oos=30, oos_top=0.8)
     rare = tune_threshold(probs, truth, OOS, "expected_accuracy", oos_share=0.05)
     common = tune_threshold(probs, truth, OOS, "expected_accuracy", oos_share=0.5)
     assert common.oos_recall > rare.oos_recall
