@@ -219,7 +219,8 @@ def _wanted(outputs: list[RequestedOutput] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-async def _infer(request: Request, response: Response, name: str, version: str) -> InferResponse:
+async def infer(request: Request, name: str, version: str) -> Response:
+    """Both infer routes; also dispatched directly by app/transport/lane.py."""
     _check_version(version)
     engine = engine_of(request)
     _card(engine, name)
@@ -228,13 +229,14 @@ async def _infer(request: Request, response: Response, name: str, version: str) 
     wanted = _wanted(body.outputs)
     # _card accepted the name: a variant, or else the experiment's, routed as /v1/predict is.
     routed = name not in engine.variant_names
-    variant = choose_variant(engine, request, response.headers, None if routed else name)
+    headers: dict[str, str] = {}
+    variant = choose_variant(engine, request, headers, None if routed else name)
     # As on /v1: remembered under the request id for feedback, and a routed request may be shadowed.
     with answered_by(variant):
         batch = await engine.predict(
             variant, texts, top_k=1, request_id=request.state.request_id, routed=routed
         )
-    set_timing_headers(response.headers, batch)
+    set_timing_headers(headers, batch)
     n, classes = batch.logits.shape
     tensors = {
         "logits": OutputTensor(
@@ -247,12 +249,13 @@ async def _infer(request: Request, response: Response, name: str, version: str) 
             name="score", datatype="FP32", shape=[n], data=[p.score for p in batch.predictions]
         ),
     }
-    return InferResponse(
+    reply = InferResponse(
         model_name=name,
         model_version=MODEL_VERSION,
         id=body.id if body.id is not None else request.state.request_id,
         outputs=[tensors[output] for output in wanted],
     )
+    return Response(reply.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def _metadata(engine: Engine, name: str, version: str) -> ModelMetadata:
@@ -324,19 +327,22 @@ async def model_version_ready(request: Request, name: str, version: str) -> JSON
 
 
 @router.post(
-    "/v2/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_BODY, summary="Classify texts"
+    "/v2/models/{name}/infer",
+    response_model=InferResponse,
+    responses=ERRORS,
+    openapi_extra=INFER_BODY,
+    summary="Classify texts",
 )
-async def infer(request: Request, response: Response, name: str) -> InferResponse:
-    return await _infer(request, response, name, MODEL_VERSION)
+async def infer_latest(request: Request, name: str) -> Response:
+    return await infer(request, name, MODEL_VERSION)
 
 
 @router.post(
     "/v2/models/{name}/versions/{version}/infer",
+    response_model=InferResponse,
     responses=ERRORS,
     openapi_extra=INFER_BODY,
     summary="Classify texts with a model version",
 )
-async def infer_version(
-    request: Request, response: Response, name: str, version: str
-) -> InferResponse:
-    return await _infer(request, response, name, version)
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    return await infer(request, name, version)
