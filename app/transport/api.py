@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,14 +15,10 @@ from app import __version__
 from app.core.engine import Engine
 from app.settings import Settings
 from app.transport import admin, errors, health, v1, v2
-from app.transport.lane import PredictionLane
+from app.transport.lane import PredictionLane, prediction_path
 from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("brum.api")
-
-VARIANT_PREDICT_PATH = re.compile(
-    r"^/v1/models/([^/]+)/predict$|^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$"
-)
 
 
 async def _load(engine: Engine) -> None:
@@ -52,12 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = Engine(settings)
 
     def metered_variant(path: str) -> str | None:
-        if path == "/v1/predict":
-            return engine.default_variant
-        match = VARIANT_PREDICT_PATH.match(path)
+        match = prediction_path(path)
         if match is None:
             return None
-        name = match.group(1) or match.group(2)
+        name = match["model"]
+        if name is None:  # /v1/predict
+            return engine.default_variant
         if engine.experiment is not None and name == engine.experiment.name:
             return engine.default_variant  # the response's x-brum-variant names the arm
         # Only known names become label values: a path is caller input and must not grow the series.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -66,7 +69,20 @@ async def handle_http(_: Request, exc: HTTPException) -> JSONResponse:
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
+HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[JSONResponse]]] = {
+    RequestValidationError: handle_validation,
+    BrumError: handle_brum_error,
+    HTTPException: handle_http,
+}
+
+
+async def render(request: Request, exc: Exception) -> JSONResponse:
+    """The response for ``exc``, one of the HANDLERS' exceptions (or a subclass), outside FastAPI's
+    exception middleware (app/transport/lane.py)."""
+    handler = next(HANDLERS[cls] for cls in type(exc).__mro__ if cls in HANDLERS)
+    return await handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, handle_validation)
-    app.add_exception_handler(BrumError, handle_brum_error)
-    app.add_exception_handler(HTTPException, handle_http)
+    for exception, handler in HANDLERS.items():
+        app.add_exception_handler(exception, handler)

@@ -14,27 +14,25 @@ from __future__ import annotations
 
 import re
 
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.errors import BrumError
 from app.transport import errors, v1, v2
 
-V1_PATH = re.compile(r"^/v1/(?:models/(?P<variant>[^/]+)/)?predict$")
-V2_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+# ``model``: a variant or experiment name; absent on /v1/predict (the experiment routes it).
+V1_PATH = re.compile(r"^/v1/(?:models/(?P<model>[^/]+)/)?predict$")
+V2_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 
 
-async def dispatch(request: Request) -> Response | None:
-    """The handler's response, or None when the request is not a prediction."""
-    path = request.scope["path"]
-    if (match := V1_PATH.match(path)) is not None:
-        return await v1.predict(request, match["variant"])
-    if (match := V2_PATH.match(path)) is not None:
-        return await v2.infer(request, match["name"], match["version"] or v2.MODEL_VERSION)
-    return None
+def prediction_path(path: str) -> re.Match[str] | None:
+    return V1_PATH.match(path) or V2_PATH.match(path)
+
+
+async def dispatch(request: Request, match: re.Match[str]) -> Response:
+    if match.re is V1_PATH:
+        return await v1.predict(request, match["model"])
+    return await v2.infer(request, match["model"], match["version"] or v2.MODEL_VERSION)
 
 
 class PredictionLane:
@@ -42,20 +40,15 @@ class PredictionLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        is_post = scope["type"] == "http" and scope["method"] == "POST"
+        match = prediction_path(scope["path"]) if is_post else None
+        if match is None:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        response: Response | None
+        response: Response
         try:
-            response = await dispatch(request)
-        except RequestValidationError as exc:
-            response = await errors.handle_validation(request, exc)
-        except BrumError as exc:
-            response = await errors.handle_brum_error(request, exc)
-        except HTTPException as exc:
-            response = await errors.handle_http(request, exc)
-        if response is None:
-            await self.app(scope, receive, send)
-            return
+            response = await dispatch(request, match)
+        except tuple(errors.HANDLERS) as exc:
+            response = await errors.render(request, exc)
         await response(scope, receive, send)
