@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from models.data import Split, TextClassificationData
 
 STATE_FILE = "train_state.pt"
 DONE_FILE = "finetune.json"
+# Epochs over a large transfer set last most of an hour here: save the state within them too,
+# so a killed run loses at most this long.
+CHECKPOINT_SECONDS = 600.0
 IGNORE = -100  # the label of a text only the teacher has labelled
 
 
@@ -138,6 +142,7 @@ def finetune(
     progress: bool = True,
     teacher_logits: torch.Tensor | None = None,
     transfer: tuple[list[str], torch.Tensor] | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> Path:
     """Fine-tune ``base`` on ``data``'s train split; returns the saved model directory.
 
@@ -181,6 +186,7 @@ def finetune(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
     start_epoch, step, history = 0, 0, []
+    done_in_epoch, running = 0, 0.0
     state_path = output / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
@@ -188,17 +194,50 @@ def finetune(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
-        print(f"resuming {output} after epoch {start_epoch} (step {step})", flush=True)
+        done_in_epoch, running = state["batches_done"], state["running_loss"]
+        torch.set_rng_state(state["rng"])
+        print(
+            f"resuming {output} in epoch {start_epoch + 1} after {done_in_epoch} batches "
+            f"(step {step})",
+            flush=True,
+        )
+
+    def save_state(epoch: int, batches_done: int, running_loss: float) -> None:
+        partial = state_path.with_suffix(".partial")
+        torch.save(
+            {
+                "rng": torch.get_rng_state(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "history": history,
+                "batches_done": batches_done,
+                "running_loss": running_loss,
+            },
+            partial,
+        )
+        partial.replace(state_path)  # a kill while saving leaves the previous state whole
 
     for epoch in range(start_epoch, config.epochs):
         if step >= total_steps:
             break
         model.train()
+        # The same seed gives the same batches, so a resumed epoch skips the ones it has done.
         rng = random.Random(config.seed * 1000 + epoch)
         batches = length_bucketed_batches([len(x) for x in ids], config.batch_size, rng)
-        running = 0.0
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
-        for n, batch in enumerate(bar, start=1):
+        skip, done_in_epoch = done_in_epoch, 0
+        running = running if skip else 0.0
+        saved_at = time.monotonic()
+        bar = tqdm(
+            total=len(batches),
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not progress,
+        )
+        n = skip
+        for n, batch in enumerate(batches[skip:], start=skip + 1):
             inputs = collate(tokenizer, [ids[i] for i in batch])
             logits = model(**inputs).logits
             if teacher_logits is None:
@@ -214,9 +253,14 @@ def finetune(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             running += loss.item()
+            bar.update()
             bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if step >= total_steps:
                 break
+            if time.monotonic() - saved_at >= checkpoint_seconds:
+                save_state(epoch, n, running)
+                saved_at = time.monotonic()
+        bar.close()
         val_accuracy = accuracy(model, tokenizer, data.splits["validation"], config.max_length)
         history.append(
             {
@@ -227,17 +271,7 @@ def finetune(
             }
         )
         print(json.dumps(history[-1]), flush=True)
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "history": history,
-            },
-            state_path,
-        )
+        save_state(epoch + 1, 0, 0.0)
 
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)

@@ -72,9 +72,14 @@ def build_student(
             stage(f"{spec.name}: kept layers {spec.layers} of {base.reference}")
             lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))
 
-    transfer = transfer_set(recipe, data, runs, spec.transfer) if spec.transfer else None
-    if transfer is not None:
-        teacher_ref["transfer_set"] = {**spec.transfer.model_dump(), "texts": len(transfer[0])}
+    transfer = None
+    if spec.transfer:
+        sets = [transfer_set(recipe, data, runs, augment_spec) for augment_spec in spec.transfer]
+        transfer = ([text for texts, _ in sets for text in texts], torch.cat([x for _, x in sets]))
+        teacher_ref["transfer_sets"] = [
+            {**augment_spec.model_dump(), "texts": len(texts)}
+            for augment_spec, (texts, _) in zip(spec.transfer, sets, strict=True)
+        ]
 
     if spec.start_from is None or spec.distill:
         stage(f"{spec.name}: distil from the teacher")

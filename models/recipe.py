@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.augment import AugmentSpec
 
@@ -59,12 +66,19 @@ class StudentSpec(_Strict):
     distill: dict[str, Any] = Field(
         default_factory=dict, description="distillation parameters (after start_from: more of it)"
     )
-    transfer: AugmentSpec | None = Field(None, description="augmented texts the teacher labels")
+    transfer: list[AugmentSpec] = Field(
+        default_factory=list, description="sets of augmented texts the teacher labels"
+    )
     prune: PruneSpec | None = None
     vocabulary: VocabularySpec | None = None
     quantization: Literal["dynamic", "static", "none"] = "dynamic"
     per_channel: bool = False
     ship: bool = False
+
+    @field_validator("transfer", mode="before")
+    @classmethod
+    def _one_set_or_several(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _one_origin(self) -> StudentSpec:

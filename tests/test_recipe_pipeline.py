@@ -48,7 +48,10 @@ def students(tmp_path_factory, clinc):
                 {
                     "name": "augmented-int8",
                     "start_from": "shallow-int8",
-                    "transfer": {"kinds": ["light", "splice"], "copies": 1, "seed": 0},
+                    "transfer": [
+                        {"kinds": ["light", "splice"], "copies": 1, "seed": 0},
+                        {"kinds": ["heavy"], "copies": 1, "seed": 1},
+                    ],
                     "distill": {**distill, "epochs": 1},
                 },
                 {
@@ -115,8 +118,9 @@ def test_transfer_set_distillation_continues_from_its_parent(students):
     card = read_card(built["augmented-int8"])
     steps = [s.step for s in card.lineage]
     assert steps[:3] == ["keep_layers", "distill", "distill"]
-    transfer = card.lineage[2].params["transfer_set"]
-    assert transfer["kinds"] == ["light", "splice"]
-    assert transfer["texts"] == 2 * len(data.splits["train"])
-    assert "transfer_set" not in card.lineage[1].params
+    first, second = card.lineage[2].params["transfer_sets"]
+    assert (first["kinds"], second["kinds"]) == (["light", "splice"], ["heavy"])
+    assert first["texts"] == 2 * len(data.splits["train"])
+    assert second["texts"] == len(data.splits["train"])
+    assert "transfer_sets" not in card.lineage[1].params
     verify_files(built["augmented-int8"], card)

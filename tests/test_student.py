@@ -61,6 +61,56 @@ def test_distillation_moves_the_student_toward_the_teacher(tmp_path, clinc):
     assert agreement_teacher > 0.5
 
 
+def test_a_distillation_stopped_mid_epoch_resumes_to_the_same_model(tmp_path, clinc, monkeypatch):
+    torch.manual_seed(0)
+    data = subset(clinc, INTENTS)
+    train = data.splits["train"]
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)
+    teacher_logits = torch.randn(len(train), len(data.labels)) * 4.0
+    config = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=64, temperature=2.0, alpha=0.5)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+
+    def distil(output, checkpoint_seconds):
+        torch.manual_seed(0)
+        return finetune(
+            base,
+            data,
+            output,
+            config,
+            progress=False,
+            teacher_logits=teacher_logits,
+            checkpoint_seconds=checkpoint_seconds,
+        )
+
+    whole = distil(tmp_path / "whole", checkpoint_seconds=float("inf"))
+
+    # Stop the second run during the second epoch, as a kill between two steps would.
+    stop_at = steps_per_epoch + 3
+    calls = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def interrupt_at_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", interrupt_at_step)
+    with pytest.raises(KeyboardInterrupt):
+        distil(tmp_path / "resumed", checkpoint_seconds=0.0)
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)
+    assert (state["epoch"], state["batches_done"]) == (1, 2)
+    resumed = distil(tmp_path / "resumed", checkpoint_seconds=0.0)
+
+    expected = AutoModelForSequenceClassification.from_pretrained(whole).state_dict()
+    for name, weight in (
+        AutoModelForSequenceClassification.from_pretrained(resumed).state_dict().items()
+    ):
+        torch.testing.assert_close(weight, expected[name], msg=name)
+    assert not (tmp_path / "resumed" / "train_state.pt").exists()
+
+
 def test_the_reference_recipe_is_valid_and_origins_are_checked(tmp_path):
     recipe = load_recipe(ROOT / "models" / "recipes" / "clinc150.yaml")
     assert recipe.teacher.base == "sentence-transformers/all-mpnet-base-v2"
