@@ -94,6 +94,8 @@ def finetune_step(
         params.pop("alpha", None)
     if params.get("max_steps") is None:
         params.pop("max_steps", None)
+    if not params.get("keep_zeros"):
+        params.pop("keep_zeros", None)
     return LineageStep(step=step, params=params)
 
 

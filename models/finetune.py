@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from models.data import Split, TextClassificationData
+from models.sparsity import keep_zeros, zero_masks
 
 STATE_FILE = "train_state.pt"
 DONE_FILE = "finetune.json"
@@ -48,6 +49,8 @@ class FinetuneConfig:
     # alpha * CE + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
     temperature: float = 1.0
     alpha: float = 1.0
+    # Recovery after magnitude pruning: weights that start at zero stay zero.
+    keep_zeros: bool = False
 
 
 def distillation_loss(
@@ -182,6 +185,7 @@ def finetune(
         },
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    masks = zero_masks(model) if config.keep_zeros else []
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
@@ -249,6 +253,7 @@ def finetune(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            keep_zeros(masks)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -28,6 +28,7 @@ from models.finetune import (
 )
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, StudentSpec
+from models.sparsity import zero_smallest
 from models.student import student_init
 from models.teacher import load_teacher_logits, teacher_dir, transfer_set
 from models.vocab import prune_vocabulary
@@ -100,12 +101,14 @@ def build_student(
         trained = init
 
     if spec.prune is not None:
-        stage(f"{spec.name}: structured pruning")
+        structured = spec.prune.heads > 0 or spec.prune.neurons > 0
+        kind = "structured" if structured else "magnitude"
+        stage(f"{spec.name}: {kind} pruning")
         pruned = workdir / "pruned"
         summary = prune_stage(trained, pruned, data, spec.prune)
-        lineage.append(LineageStep(step="prune_structured", params=summary))
+        lineage.append(LineageStep(step=f"prune_{kind}", params=summary))
         stage(f"{spec.name}: distil to recover")
-        recover = FinetuneConfig(**spec.prune.recover)
+        recover = FinetuneConfig(**spec.prune.recover, keep_zeros=spec.prune.magnitude > 0)
         trained = finetune(
             pruned,
             data,
@@ -136,17 +139,21 @@ def prune_stage(trained: Path, output: Path, data: TextClassificationData, spec:
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(trained)
     model = AutoModelForSequenceClassification.from_pretrained(trained)
-    train = data.splits["train"]
-    max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
-    ids = encode(tokenizer, train.texts, max_length)
-    labels = torch.tensor(train.label_ids)
-    rng = random.Random(0)
-    batches = length_bucketed_batches([len(x) for x in ids], 32, rng)[: spec.batches]
-    inputs = [
-        {**collate(tokenizer, [ids[i] for i in batch]), "labels": labels[batch]}
-        for batch in batches
-    ]
-    summary = prune_model(model, inputs, spec.heads, spec.neurons)
+    summary: dict = {}
+    if spec.heads > 0 or spec.neurons > 0:
+        train = data.splits["train"]
+        max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
+        ids = encode(tokenizer, train.texts, max_length)
+        labels = torch.tensor(train.label_ids)
+        rng = random.Random(0)
+        batches = length_bucketed_batches([len(x) for x in ids], 32, rng)[: spec.batches]
+        inputs = [
+            {**collate(tokenizer, [ids[i] for i in batch]), "labels": labels[batch]}
+            for batch in batches
+        ]
+        summary = prune_model(model, inputs, spec.heads, spec.neurons)
+    if spec.magnitude > 0:
+        summary |= zero_smallest(model, spec.magnitude)
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)

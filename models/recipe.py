@@ -34,10 +34,13 @@ class TeacherSpec(_Strict):
 
 
 class PruneSpec(_Strict):
-    """Structured pruning, then distillation to recover."""
+    """Structured (and optionally magnitude) pruning, then distillation to recover."""
 
     heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads to remove")
     neurons: float = Field(0.0, ge=0, lt=1, description="fraction of feed-forward neurons")
+    magnitude: float = Field(
+        0.0, ge=0, lt=1, description="fraction of each encoder matrix zeroed (unstructured)"
+    )
     batches: int = Field(64, gt=0, description="training batches scored for importance")
     recover: dict[str, Any] = Field(default_factory=dict, description="distillation parameters")
 

@@ -60,6 +60,7 @@ def students(tmp_path_factory, clinc):
                     "prune": {
                         "heads": 0.25,
                         "neurons": 0.5,
+                        "magnitude": 0.3,
                         "batches": 8,
                         "recover": {**distill, "epochs": 1},
                     },
@@ -110,6 +111,9 @@ def test_pruned_student_is_smaller_and_records_its_pruning(students):
     assert summary["parameters_after"] < summary["parameters_before"]
     # The served graph holds the pruned matrices, not zeros: its parameter count fell.
     assert pruned.metrics.parameters == pytest.approx(summary["parameters_after"], rel=0.01)
+    # Magnitude pruning after the structured step zeroed 30% of what remained; recovery kept them.
+    assert summary["encoder_weights_zero"] == pytest.approx(0.3 * summary["encoder_weights"], 0.01)
+    assert pruned.lineage[3].params["keep_zeros"] is True
     assert shallow.metrics.parameters < summary["parameters_before"]  # its vocabulary was pruned
 
 
