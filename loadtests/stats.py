@@ -23,7 +23,8 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 or n successes, rounding can put a bound a hair past p; the interval always holds p.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def newcombe_interval(

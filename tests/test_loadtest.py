@@ -285,6 +285,12 @@ def test_wilson_interval() -> None:
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # z²/(n+z²)
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    # The observed proportion is always inside, also at 0 and n successes (the report's error
+    # bars are p - low and high - p, which matplotlib refuses when negative).
+    for n in range(1, 120):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n)
     low, high = wilson_interval(900, 1000)
     assert low < 0.9 < high and high - low == pytest.approx(0.0372, abs=2e-4)
 
