@@ -37,11 +37,8 @@ def zero_smallest(model: nn.Module, fraction: float) -> dict:
 
 def zero_masks(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight, mask of its non-zeros) for every encoder matrix holding zeros."""
-    return [
-        (linear.weight, linear.weight != 0)
-        for linear in encoder_matrices(model)
-        if bool((linear.weight == 0).any())
-    ]
+    masks = [(linear.weight, linear.weight != 0) for linear in encoder_matrices(model)]
+    return [(weight, mask) for weight, mask in masks if not bool(mask.all())]
 
 
 @torch.no_grad()
