@@ -24,7 +24,7 @@ from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, write_card
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig, available_cores
 from models.data import load_clinc150
-from models.evaluate import evaluate, latency_batch1, throughput
+from models.evaluate import latency_batch1, served_accuracy, throughput
 
 BOOK = [
     {
@@ -65,11 +65,14 @@ def measure_variant(folder: Path, samples: int) -> dict:
         )
         if threads == 1:
             threshold = card.oos_threshold.threshold if card.oos_threshold else None
-            report = evaluate(classifier, test, data.oos_id, threshold, progress=False)
+            served = served_accuracy(classifier, test, data.oos_id, threshold, progress=False)
             result.update(
-                accuracy=report.accuracy,
-                in_scope_accuracy=report.in_scope_accuracy,
-                oos_recall=report.oos_recall,
+                accuracy=served.alone.accuracy,
+                in_scope_accuracy=served.alone.in_scope_accuracy,
+                oos_recall=served.alone.oos_recall,
+                accuracy_batched=served.batched.accuracy,
+                batched_size=served.batch_size,
+                answers_changed_by_batching=served.changed_by_batching,
             )
         latency = latency_batch1(classifier, sample)
         result[f"latency_{threads}t"] = latency.model_dump()
@@ -110,6 +113,11 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
         {
             **card.metrics.model_dump(),
             "accuracy": round(row["accuracy"], 4),
+            "in_scope_accuracy": _round(row["in_scope_accuracy"]),
+            "oos_recall": _round(row["oos_recall"]),
+            "accuracy_batched": round(row["accuracy_batched"], 4),
+            "batched_size": row["batched_size"],
+            "answers_changed_by_batching": round(row["answers_changed_by_batching"], 4),
             "threads": 1,
             "latency_batch1": row["latency_1t"],
             "throughput_batch32_per_second": round(row["throughput_b32_1t"], 1),
@@ -121,6 +129,10 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
         }
     )
     write_card(folder, card.model_copy(update={"metrics": metrics}))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def pareto_front(rows: list[dict]) -> set[str]:
@@ -144,22 +156,26 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
         f"PerformanceBenchmark, {when.isoformat(timespec='seconds')}, `{command}`",
         "",
         "Test split of CLINC150 plus (5,500 utterances, 151 labels, oos a class). "
+        "Accuracy, in-scope and oos recall: each utterance served alone (batch 1); "
+        f"batched: in length-sorted batches of {teacher['batched_size']}, and the share of "
+        "answers that batching changed. "
         f"Latency: batch 1, tokenize + run, over the same {teacher.get('samples', 'many')} "
         "different utterances. "
         f"Ratios against `{reference}` in the same run.",
         "",
-        "| variant | accuracy | in-scope | oos recall | size MB | params M "
+        "| variant | accuracy | in-scope | oos recall | batched | changed | size MB | params M "
         "| p50 / p95 / p99 ms (1 thread) "
         f"| p50 ms ({cores} threads) | batch-32 /s (1 / {cores} threads) | peak RSS MiB "
         "| smaller | faster (p50, 1 thread) | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     front = pareto_front(rows)
     for r in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
         lat = r["latency_1t"]
         lines.append(
             f"| {r['variant']} | {r['accuracy']:.4f} | {r['in_scope_accuracy']:.4f} "
-            f"| {r['oos_recall']:.4f} | {r['size_bytes'] / 1e6:.1f} "
+            f"| {r['oos_recall']:.4f} | {r['accuracy_batched']:.4f} "
+            f"| {r['answers_changed_by_batching']:.2%} | {r['size_bytes'] / 1e6:.1f} "
             f"| {(r['parameters'] or 0) / 1e6:.1f} "
             f"| {lat['p50_ms']:.2f} / {lat['p95_ms']:.2f} / {lat['p99_ms']:.2f} "
             f"| {r[f'latency_{cores}t']['p50_ms']:.2f} "
@@ -172,7 +188,7 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
     for b in BOOK:
         lines.append(
             f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | "
-            f"{b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | | |"
+            f"| | {b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | | |"
         )
     return "\n".join(lines)
 

@@ -114,10 +114,20 @@ class _TextCalibration:
         return {name: feeds[name] for name in self._input_names}
 
 
+STATIC_OP_TYPES = ["MatMul", "Gemm", "Gather"]
+
+
 def quantize_static_int8(
-    model: Path, output: Path, tokenizer_path: Path, texts: list[str], max_length: int
+    model: Path,
+    output: Path,
+    tokenizer_path: Path,
+    texts: list[str],
+    max_length: int,
+    per_channel: bool = False,
 ) -> Path:
-    """Static int8 (QDQ): activation ranges calibrated once on ``texts`` instead of per batch."""
+    """Static int8 (QDQ): activation ranges calibrated once on ``texts`` instead of per batch,
+    so an answer never depends on the other texts in its batch. Gather is quantized too so the
+    embedding tables are stored as int8, as dynamic quantization stores them."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     graph = onnx.load(str(model), load_external_data=False).graph
@@ -129,9 +139,9 @@ def quantize_static_int8(
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        per_channel=False,
+        per_channel=per_channel,
         calibrate_method=CalibrationMethod.MinMax,
-        op_types_to_quantize=["MatMul", "Gemm"],
+        op_types_to_quantize=STATIC_OP_TYPES,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return output

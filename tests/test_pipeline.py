@@ -11,13 +11,14 @@ import pytest
 
 from app.core.card import read_card, verify_files
 from app.core.experiment import load_experiment
+from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from models.benchmark import main as benchmark_main
 from models.benchmark import pareto_front
 from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
-from models.evaluate import predict_labels
+from models.evaluate import predict_labels, served_accuracy
 from models.export import int8_weight_fraction
 from models.recipe import Recipe
 from models.ship import ship
@@ -75,6 +76,8 @@ def test_variant_folder_holds_model_tokenizer_and_a_valid_card(built):
     assert card.base.source == "local" and len(card.base.sha256) == 64
     assert card.metrics.examples == len(data.splits["test"])
     assert 0 <= card.metrics.accuracy <= 1
+    assert 0 <= card.metrics.accuracy_batched <= 1 and card.metrics.batched_size == 64
+    assert 0 <= card.metrics.answers_changed_by_batching <= 1
     assert card.metrics.size_bytes == (folder / "model.onnx").stat().st_size
     assert card.metrics.latency_batch1.p50_ms <= card.metrics.latency_batch1.p99_ms
     assert (folder / "tokenizer.json").read_text().count('"padding": null') == 1
@@ -101,7 +104,7 @@ def test_int8_argmax_agrees_with_fp32_onnx(built):
     fp32 = load_classifier(work / "onnx" / "model.onnx", folder / "tokenizer.json", 32, config)
     int8 = load_classifier(folder / "model.onnx", folder / "tokenizer.json", 32, config)
     texts = data.splits["validation"].texts
-    agreement = np.mean(predict_labels(fp32, texts) == predict_labels(int8, texts))
+    agreement = np.mean(predict_labels(fp32, texts, 1) == predict_labels(int8, texts, 1))
     assert agreement >= 0.9
     quantize = next(s for s in read_card(folder).lineage if s.step == "quantize_dynamic")
     assert quantize.params["fp32_argmax_agreement"] == round(agreement, 4)
@@ -132,6 +135,8 @@ def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
         "accuracy",
         "in_scope_accuracy",
         "oos_recall",
+        "accuracy_batched",
+        "answers_changed_by_batching",
         "size_bytes",
         "parameters",
         "latency_1t",
@@ -148,7 +153,33 @@ def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
     card = read_card(folder)
     assert card.metrics.peak_rss_bytes == row["peak_rss_bytes"]
     assert card.metrics.latency_batch1_all_threads.p50_ms == row[f"latency_{cores}t"]["p50_ms"]
-    verify_files(folder, card)
+    assert card.metrics.accuracy_batched == round(row["accuracy_batched"], 4)
+
+
+def test_accuracy_alone_and_batched_are_the_served_answers(built):
+    folder, _, data = built
+    card = read_card(folder)
+    classifier = load_classifier(
+        folder / "model.onnx", folder / "tokenizer.json", 32, SessionConfig(intra_op_threads=1)
+    )
+    test = data.splits["test"]
+    threshold = card.oos_threshold.threshold
+    served = served_accuracy(classifier, test, data.oos_id, threshold, batch_size=8, progress=False)
+
+    def answers(groups: list[list[int]]) -> np.ndarray:
+        result = np.empty(len(test), dtype=int)
+        for group in groups:
+            p = softmax(classifier.classify([test.texts[i] for i in group]).logits)
+            result[group] = np.where(p.max(axis=1) < threshold, data.oos_id, p.argmax(axis=1))
+        return result
+
+    by_length = sorted(range(len(test)), key=lambda i: len(test.texts[i]))
+    alone = answers([[i] for i in range(len(test))])
+    batched = answers([by_length[k : k + 8] for k in range(0, len(test), 8)])
+    truth = np.asarray(test.label_ids)
+    assert served.alone.accuracy == pytest.approx(np.mean(alone == truth))
+    assert served.batched.accuracy == pytest.approx(np.mean(batched == truth))
+    assert served.changed_by_batching == pytest.approx(np.mean(alone != batched))
 
 
 def test_static_quantization_is_an_option(built):
@@ -166,7 +197,9 @@ def test_static_quantization_is_an_option(built):
     step = next(s for s in card.lineage if s.step == "quantize_static")
     assert step.params["format"] == "QDQ" and step.params["calibration_texts"] == 64
     assert step.params["fp32_argmax_agreement"] >= 0.8
-    assert int8_weight_fraction(static / "model.onnx") > 0.5
+    assert step.params["op_types"] == ["MatMul", "Gemm", "Gather"]
+    # The embedding tables are int8 as well, as in the dynamic variant.
+    assert int8_weight_fraction(static / "model.onnx") > 0.9
 
 
 def test_ship_makes_the_shipped_students_the_repository(built, tmp_path):

@@ -67,10 +67,19 @@ class OfflineMetrics(_Strict):
     dataset: str
     split: str
     examples: int
+    # Answers served one text at a time. Under dynamic int8 an answer can change with the other
+    # texts in its batch; the batched figures say by how much.
     accuracy: float
     accuracy_without_threshold: float | None = None
     in_scope_accuracy: float | None = None
     oos_recall: float | None = None
+    accuracy_batched: float | None = Field(
+        None, description="accuracy in length-sorted batches of batched_size texts"
+    )
+    batched_size: int | None = None
+    answers_changed_by_batching: float | None = Field(
+        None, ge=0, le=1, description="share of answers that differ between alone and batched"
+    )
     size_bytes: int
     parameters: int
     threads: int
