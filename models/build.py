@@ -123,16 +123,18 @@ def package_variant(
     if not fp32.is_file():
         stage("export to ONNX (optimum)")
         export_onnx(trained, fp32, config.opset)
+    if config.quantization not in {"dynamic", "static", "none"}:
+        raise ValueError(f"unknown quantization {config.quantization!r}")
+    # Static QDQ quantizes the unfused graph: the fused Attention op has no QDQ form.
+    fuse = config.quantization != "static"
     fused = workdir / "onnx" / "model.fused.onnx"
-    if not fused.is_file():
+    if fuse and not fused.is_file():
         stage("fuse graph (onnxruntime transformer optimizer)")
         optimize_graph(fp32, fused, trained / "config.json")
     max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
     tokenizer_path = workdir / "serving" / TOKENIZER_FILE
     write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length)
 
-    if config.quantization not in {"dynamic", "static", "none"}:
-        raise ValueError(f"unknown quantization {config.quantization!r}")
     served = fused
     if config.quantization != "none":
         served = workdir / f"int8-{config.quantization}" / MODEL_FILE
@@ -142,7 +144,6 @@ def package_variant(
         if config.quantization == "dynamic":
             quantize_int8(fused, served, per_channel=config.per_channel)
         else:
-            # Static QDQ quantizes the unfused graph: the fused Attention op has no QDQ form.
             # A random draw: the split is ordered by intent, so its head covers a dozen intents.
             train = data.splits["train"].texts
             pick = np.random.default_rng(0).permutation(len(train))[: config.calibration_texts]
@@ -189,11 +190,14 @@ def package_variant(
     lineage = [
         *lineage,
         LineageStep(step="export_onnx", params={"exporter": "optimum", "opset": config.opset}),
-        LineageStep(
-            step="optimize_graph",
-            params={"tool": "onnxruntime.transformers.optimizer", "opt_level": 1},
-        ),
     ]
+    if fuse:
+        lineage.append(
+            LineageStep(
+                step="optimize_graph",
+                params={"tool": "onnxruntime.transformers.optimizer", "opt_level": 1},
+            )
+        )
     if config.quantization != "none":
         params = {
             "weight_type": "int8",

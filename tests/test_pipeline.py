@@ -194,6 +194,7 @@ def test_static_quantization_is_an_option(built):
     )
     static = build_variant(config, data, work, folder.parent / "static")
     card = read_card(static)
+    assert [s.step for s in card.lineage][1:3] == ["export_onnx", "quantize_static"]
     step = next(s for s in card.lineage if s.step == "quantize_static")
     assert step.params["format"] == "QDQ" and step.params["calibration_texts"] == 64
     assert step.params["fp32_argmax_agreement"] >= 0.8

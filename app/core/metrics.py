@@ -179,7 +179,7 @@ class Metrics:
         )
         self.model_accuracy = Gauge(
             "brum_model_offline_accuracy",
-            "Accuracy on the test split, from the card.",
+            "Accuracy on the test split, each text served alone, from the card.",
             ["variant"],
             registry=r,
         )
