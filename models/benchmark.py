@@ -193,24 +193,57 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
     return "\n".join(lines)
 
 
+def label_heights(points: list[tuple[float, float]], gap: float, reach: float) -> list[float]:
+    """Heights (display units) for one label per point so that no two labels within ``reach``
+    of each other horizontally sit closer than ``gap`` vertically; each label starts at its
+    point's height and only moves up."""
+    placed: list[tuple[float, float]] = []
+    heights = [0.0] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: points[i][1]):
+        x, y = points[i]
+        # The margin keeps rounding in ``h + gap - h`` from matching the same label again.
+        while clash := [h for px, h in placed if abs(px - x) < reach and abs(h - y) < gap * 0.999]:
+            y = max(clash) + gap
+        placed.append((x, y))
+        heights[i] = y
+    return heights
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for r in rows:
-        x, y = r["latency_1t"]["p50_ms"], r["accuracy"] * 100
-        ax.scatter(x, y, s=r["size_bytes"] / 1e6 * 6, alpha=0.5)
-        ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    dpi = 120
+    fig, ax = plt.subplots(figsize=(9, 6))
+    xs = [r["latency_1t"]["p50_ms"] for r in rows]
+    ys = [r["accuracy"] * 100 for r in rows]
+    colors = plt.get_cmap("tab20").colors
+    for i, (r, x, y) in enumerate(zip(rows, xs, ys, strict=True)):
+        ax.scatter(x, y, s=r["size_bytes"] / 1e6 * 6, alpha=0.6, color=colors[i % len(colors)])
     ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.3, max(xs) * 4)  # room for the slowest variant's label
     ax.set_xlabel("batch-1 latency p50, 1 thread (ms, log scale)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy, each utterance served alone (%)")
     ax.set_title("CLINC150: accuracy against latency (bubble area = model size)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # Close variants would print their names over each other: stack the labels, with a leader
+    # line back to the bubble when a label had to move.
+    points = [tuple(p) for p in ax.transData.transform(list(zip(xs, ys, strict=True)))]
+    heights = label_heights(points, gap=11 * dpi / 72, reach=260 * dpi / 72)
+    for r, x, y, (_, py), h in zip(rows, xs, ys, points, heights, strict=True):
+        rise = (h - py) * 72 / dpi
+        ax.annotate(
+            r["variant"],
+            (x, y),
+            textcoords="offset points",
+            xytext=(8, 4 + rise),
+            fontsize=8,
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if rise > 1 else None,
+        )
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 

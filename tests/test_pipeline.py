@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from app.core.experiment import load_experiment
 from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
+from models.benchmark import label_heights, pareto_front
 from models.benchmark import main as benchmark_main
-from models.benchmark import pareto_front
 from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
 from models.evaluate import predict_labels, served_accuracy
@@ -228,3 +229,13 @@ def test_pareto_front_keeps_only_undominated_variants():
 
     rows = [row("big", 30, 0.92), row("fast", 1, 0.90), row("mid", 2, 0.91), row("bad", 3, 0.89)]
     assert pareto_front(rows) == {"big", "fast", "mid"}
+
+
+def test_plot_labels_of_close_variants_do_not_overlap():
+    # Three variants at one spot (ties included), one just above them, one far to the right.
+    points = [(100.0, 50.0), (100.0, 50.0), (105.0, 52.0), (100.0, 50.0), (900.0, 50.0)]
+    heights = label_heights(points, gap=18.0, reach=400.0)
+    near = sorted(h for (x, _), h in zip(points, heights, strict=True) if x < 500)
+    assert all(b - a >= 18.0 * 0.999 for a, b in pairwise(near))
+    assert all(h >= y for (_, y), h in zip(points, heights, strict=True))
+    assert heights[-1] == 50.0  # out of reach: stays at its point
