@@ -24,7 +24,7 @@ from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, write_card
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig, available_cores
 from models.data import load_clinc150
-from models.evaluate import latency_batch1, served_accuracy, throughput
+from models.evaluate import latency_batch1, round_metric, served_accuracy, throughput
 
 BOOK = [
     {
@@ -113,8 +113,8 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
         {
             **card.metrics.model_dump(),
             "accuracy": round(row["accuracy"], 4),
-            "in_scope_accuracy": _round(row["in_scope_accuracy"]),
-            "oos_recall": _round(row["oos_recall"]),
+            "in_scope_accuracy": round_metric(row["in_scope_accuracy"]),
+            "oos_recall": round_metric(row["oos_recall"]),
             "accuracy_batched": round(row["accuracy_batched"], 4),
             "batched_size": row["batched_size"],
             "answers_changed_by_batching": round(row["answers_changed_by_batching"], 4),
@@ -129,10 +129,6 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
         }
     )
     write_card(folder, card.model_copy(update={"metrics": metrics}))
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
 
 
 def pareto_front(rows: list[dict]) -> set[str]:

@@ -35,6 +35,7 @@ from models.evaluate import (
     latency_batch1,
     predict_labels,
     predict_probabilities,
+    round_metric,
     served_accuracy,
     throughput,
 )
@@ -263,8 +264,8 @@ def measure(
         accuracy_without_threshold=(
             round(served.alone_without_threshold.accuracy, 4) if rejection else None
         ),
-        in_scope_accuracy=_round(report.in_scope_accuracy),
-        oos_recall=_round(report.oos_recall),
+        in_scope_accuracy=round_metric(report.in_scope_accuracy),
+        oos_recall=round_metric(report.oos_recall),
         accuracy_batched=round(served.batched.accuracy, 4),
         batched_size=served.batch_size,
         answers_changed_by_batching=round(served.changed_by_batching, 4),
@@ -319,7 +320,3 @@ def write_variant(
 def _history(trained: Path) -> list[dict]:
     done = trained / "finetune.json"
     return json.loads(done.read_text())["history"] if done.is_file() else []
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)

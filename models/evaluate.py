@@ -72,6 +72,11 @@ def score(predictions: np.ndarray, truth: np.ndarray, oos_id: int | None) -> Acc
     return AccuracyReport(len(truth), float(correct.mean()), in_scope_accuracy, oos_recall)
 
 
+def round_metric(value: float | None) -> float | None:
+    """A rate as cards and reports store it: four decimals, ``None`` kept."""
+    return None if value is None else round(value, 4)
+
+
 def decide(probabilities: np.ndarray, oos_id: int | None, threshold: float | None) -> np.ndarray:
     """The served answers: argmax, and ``oos_id`` below ``threshold`` when there is one."""
     if threshold is not None and oos_id is not None:
