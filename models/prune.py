@@ -35,27 +35,48 @@ def _present_heads(model: nn.Module, layer: int) -> list[int]:
     return [h for h in range(model.config.num_attention_heads) if h not in pruned]
 
 
+def check_head_pruning(model: nn.Module) -> None:
+    """Refuse head pruning where removing a head cannot work, before spending any compute.
+
+    Only BERT-style attention (``attention.self.query/key/value`` and ``attention.output.dense``)
+    is supported. MPNet, for one, adds a relative position bias computed once for all
+    ``num_attention_heads`` heads to every layer's scores, so a layer with fewer heads fails on
+    shapes; its feed-forward neurons can still be pruned.
+    """
+    attention = _layers(model)[0].attention
+    if not (hasattr(attention, "self") and hasattr(attention.self, "query")):
+        raise ValueError(
+            f"cannot prune attention heads of a {model.config.model_type!r} model: only "
+            "BERT-style attention (attention.self.query/key/value) supports it here; "
+            "prune feed-forward neurons only (heads: 0)"
+        )
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def taylor_importance(
-    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]
+    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], heads: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Head scores [num_layers, num_attention_heads] and neuron scores [num_layers, intermediate].
 
     Both come from one pass so ``batches`` may be a one-shot iterator and the backward passes,
     the expensive part, are shared. Head columns use the original head numbering; heads already
-    pruned away score NaN, so they can never be picked again. The model runs in eval mode so
-    dropout does not add noise to the scores, and is left in eval mode with no gradients.
+    pruned away score NaN, so they can never be picked again. With ``heads=False`` every head
+    scores NaN and the model may have any attention layout (see ``check_head_pruning``). The
+    model runs in eval mode so dropout does not add noise to the scores, and is left in eval
+    mode with no gradients.
     """
     layers = _layers(model)
     config = model.config
-    head_size = _head_size(model)
     device = next(model.parameters()).device
     head_scores = torch.full((len(layers), config.num_attention_heads), math.nan)
-    for i in range(len(layers)):
-        head_scores[i, _present_heads(model, i)] = 0.0
+    if heads:
+        check_head_pruning(model)
+        head_size = _head_size(model)
+        for i in range(len(layers)):
+            head_scores[i, _present_heads(model, i)] = 0.0
     neuron_scores = torch.zeros(len(layers), layers[0].intermediate.dense.out_features)
 
     # Frozen parameters would get no gradient and silently score zero; unfreeze for the pass.
@@ -71,8 +92,11 @@ def taylor_importance(
                 inputs = {k: v.to(device) for k, v in batch.items()}
                 model(**inputs).loss.backward()
                 for i, layer in enumerate(layers):
-                    present = _present_heads(model, i)
-                    head_scores[i, present] += _head_contributions(layer, len(present), head_size)
+                    if heads:
+                        present = _present_heads(model, i)
+                        head_scores[i, present] += _head_contributions(
+                            layer, len(present), head_size
+                        )
                     neuron_scores[i] += _neuron_contributions(layer)
                 model.zero_grad(set_to_none=True)
                 n_batches += 1
@@ -128,7 +152,7 @@ def neuron_importance(
     model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]
 ) -> torch.Tensor:
     """Neuron scores alone; see ``head_importance``."""
-    return taylor_importance(model, batches)[1]
+    return taylor_importance(model, batches, heads=False)[1]
 
 
 def select_heads(scores: torch.Tensor, fraction: float) -> dict[int, list[int]]:
@@ -230,12 +254,14 @@ def prune_model(
     reproduce and audit the step (JSON-safe: string keys, plain numbers and lists)."""
     if not 0.0 <= neuron_fraction < 1.0:
         raise ValueError(f"neuron fraction must be in [0, 1), got {neuron_fraction}")
+    if head_fraction > 0:
+        check_head_pruning(model)
     heads_before = sum(len(_present_heads(model, i)) for i in range(len(_layers(model))))
     size_before = int(model.config.intermediate_size)
     params_before = count_parameters(model)
 
-    head_scores, neuron_scores = taylor_importance(model, batches)
-    to_remove = select_heads(head_scores, head_fraction)
+    head_scores, neuron_scores = taylor_importance(model, batches, heads=head_fraction > 0)
+    to_remove = select_heads(head_scores, head_fraction) if head_fraction > 0 else {}
     keep = size_before - min(round(neuron_fraction * size_before), size_before - 1)
     # Neurons first: head pruning does not touch the feed-forward block, so the scores hold.
     prune_neurons(model, keep, neuron_scores)

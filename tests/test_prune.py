@@ -335,3 +335,57 @@ def test_pruned_model_runs_in_onnxruntime(tmp_path: Path) -> None:
         expected = logits(model, sample).numpy()
         assert got.shape == expected.shape == (sample["input_ids"].shape[0], LABELS)
         assert abs(got - expected).max() < 1e-4
+
+
+def tiny_mpnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = transformers.MPNetConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE,
+        num_labels=LABELS,
+        max_position_embeddings=64,
+    )
+    return transformers.MPNetForSequenceClassification(config).eval()
+
+
+def mpnet_batches() -> list[dict[str, torch.Tensor]]:
+    return [{k: v for k, v in batch.items() if k != "token_type_ids"} for batch in make_batches()]
+
+
+def test_mpnet_prunes_neurons_and_round_trips(tmp_path: Path) -> None:
+    """MPNet (the teacher's architecture) loses feed-forward neurons like BERT does."""
+    model = tiny_mpnet()
+    summary = prune_model(model, iter(mpnet_batches()), head_fraction=0.0, neuron_fraction=0.5)
+    assert summary["heads_removed"] == {}
+    assert summary["heads_before"] == summary["heads_after"] == LAYERS * HEADS
+    assert summary["intermediate_size_after"] == INTERMEDIATE // 2
+    assert summary["parameters_before"] - summary["parameters_after"] == (
+        LAYERS * (INTERMEDIATE // 2) * (HIDDEN + 1 + HIDDEN)
+    )
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    batch = mpnet_batches()[0]
+    assert loaded.base_model.encoder.layer[0].intermediate.dense.out_features == INTERMEDIATE // 2
+    torch.testing.assert_close(logits(loaded, batch), logits(model, batch), rtol=0, atol=0)
+
+
+def test_mpnet_head_pruning_is_refused_before_scoring() -> None:
+    """Every MPNet layer adds a position bias shaped for all heads: a layer with fewer heads
+    fails on shapes, so head pruning must be refused with a reason, not crash mid-way."""
+    model = tiny_mpnet()
+    scored = []
+
+    def counting_batches():
+        for batch in mpnet_batches():
+            scored.append(batch)
+            yield batch
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="cannot prune attention heads of a 'mpnet' model"):
+        prune_model(model, counting_batches(), head_fraction=0.25, neuron_fraction=0.5)
+    assert scored == []
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
