@@ -7,8 +7,8 @@ differences, interpolated like ``histogram_quantile``), cost per 1,000 predictio
 agreement, online accuracy with a 95% Wilson interval; and against the control arm (``--control``,
 else the experiment's ``default``): whether online accuracy and latency differ significantly.
 Writes ``NAME.md``, ``NAME.png`` and ``NAME.json``, prints the markdown, and ends with a
-recommendation: the cheapest variant whose online accuracy is not significantly worse than
-control's.
+recommendation: the cheapest variant shown non-inferior to the control in online accuracy
+(within ``--margin``), and, for a variant the feedback cannot yet judge, how much more it needs.
 
 Tests (stated in the report too):
 - online accuracy: two-sided two-proportion z-test (pooled), or Fisher's exact test when an
@@ -17,7 +17,10 @@ Tests (stated in the report too):
   chi-square test of homogeneity on the two variants' bucket counts, sparse buckets merged so
   every expected count is at least 5. It says whether the distributions differ, not by how much;
   the p50/p99 differences say which way;
-- cost: a total of CPU time, not a sample: the difference is stated without a test.
+- cost: a total of CPU time, not a sample: the difference is stated without a test;
+- switching: "not significantly worse" is not evidence of "as good" (a small run is never
+  significant), so a variant replaces the control only if it is non-inferior: the lower end of its
+  accuracy difference's 95% interval lies above ``-margin`` (a one-sided test at 2.5%).
 Each comparison is at ``--alpha`` (0.05) on its own, without a multiple-comparison correction.
 
     # scrape, run locust, scrape, report
@@ -59,6 +62,7 @@ from loadtests.stats import (
     compare_proportions,
     histogram_quantile,
     newcombe_interval,
+    non_inferiority_sample_size,
     wilson_interval,
 )
 
@@ -258,6 +262,8 @@ class Comparison:
     accuracy_p: float | None = None
     accuracy_significant: bool = False
     accuracy_worse: bool = False
+    non_inferior: bool = False
+    judgments_needed: int | None = None  # per arm, for non-inferiority if the arms are equal
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_chi2: float | None = None
@@ -275,6 +281,7 @@ class Report:
     control_reason: str
     experiment: str | None
     alpha: float
+    margin: float
     variants: list[VariantStats]
     comparisons: list[Comparison]
     recommendation: str
@@ -282,7 +289,13 @@ class Report:
     notes: list[str]
 
 
-def analyse(window: Window, control: str, control_reason: str, alpha: float = 0.05) -> Report:
+def analyse(
+    window: Window,
+    control: str,
+    control_reason: str,
+    alpha: float = 0.05,
+    margin: float = 0.01,
+) -> Report:
     per: dict[str, VariantStats] = {}
 
     def stats(name: str) -> VariantStats:
@@ -352,10 +365,12 @@ def analyse(window: Window, control: str, control_reason: str, alpha: float = 0.
 
     control_stats = per[control]
     comparisons = [
-        compare(s, control_stats, alpha) for name, s in sorted(per.items()) if name != control
+        compare(s, control_stats, alpha, margin)
+        for name, s in sorted(per.items())
+        if name != control
     ]
     variants = [control_stats] + [s for name, s in sorted(per.items()) if name != control]
-    recommended, recommendation = recommend(control_stats, variants, comparisons, alpha)
+    recommended, recommendation = recommend(control_stats, variants, comparisons, margin)
     notes = list(window.notes)
     if any(s.errors for s in variants):
         notes.append("latency histograms include the failed requests (429/503) of a variant")
@@ -366,6 +381,7 @@ def analyse(window: Window, control: str, control_reason: str, alpha: float = 0.
         control_reason=control_reason,
         experiment=", ".join(sorted(experiments)) or None,
         alpha=alpha,
+        margin=margin,
         variants=variants,
         comparisons=comparisons,
         recommendation=recommendation,
@@ -374,7 +390,7 @@ def analyse(window: Window, control: str, control_reason: str, alpha: float = 0.
     )
 
 
-def compare(s: VariantStats, control: VariantStats, alpha: float) -> Comparison:
+def compare(s: VariantStats, control: VariantStats, alpha: float, margin: float) -> Comparison:
     c = Comparison(s.name)
     if s.feedback and control.feedback:
         c.accuracy_difference = s.correct / s.feedback - control.correct / control.feedback
@@ -386,6 +402,8 @@ def compare(s: VariantStats, control: VariantStats, alpha: float) -> Comparison:
         )
         c.accuracy_significant = c.accuracy_p < alpha
         c.accuracy_worse = c.accuracy_significant and c.accuracy_difference < 0
+        c.non_inferior = c.accuracy_interval[0] > -margin
+        c.judgments_needed = non_inferiority_sample_size(control.correct / control.feedback, margin)
     if s.latency_s and control.latency_s:
         c.latency_p50_ms = (s.latency_s["p50"] - control.latency_s["p50"]) * 1000
         c.latency_p99_ms = (s.latency_s["p99"] - control.latency_s["p99"]) * 1000
@@ -405,10 +423,12 @@ def recommend(
     control: VariantStats,
     variants: list[VariantStats],
     comparisons: list[Comparison],
-    alpha: float,
+    margin: float,
 ) -> tuple[str | None, str]:
-    """The cheapest variant (cost per 1k) whose online accuracy is not significantly worse than
-    control's; the control is always a candidate. Variants without feedback cannot be judged."""
+    """The cheapest variant (cost per 1k) shown non-inferior to the control in online accuracy
+    (the lower end of the difference's 95% interval above ``-margin``); the control is always a
+    candidate. A variant neither worse nor shown non-inferior is undecided, and the text says
+    how many judgments per arm would decide it."""
     if control.cost_per_1k is None:
         return None, f"No recommendation: the control `{control.name}` served no prediction."
     by_name = {c.variant: c for c in comparisons}
@@ -420,12 +440,24 @@ def recommend(
         c = by_name[s.name]
         if s.cost_per_1k is None:
             left_out.append(f"`{s.name}` served nothing")
-        elif c.accuracy_p is None:
+        elif c.accuracy_p is None or c.accuracy_interval is None:
             left_out.append(f"`{s.name}` has no feedback (its accuracy cannot be judged)")
         elif c.accuracy_worse:
             left_out.append(
                 f"`{s.name}` is significantly less accurate ({c.accuracy_test}, "
                 f"p = {c.accuracy_p:.3g})"
+            )
+        elif not c.non_inferior:
+            needed = (
+                f"; about {c.judgments_needed:,} judgments per arm would show it if the two "
+                f"are equally accurate (it has {s.feedback:,})"
+                if c.judgments_needed
+                else ""
+            )
+            left_out.append(
+                f"`{s.name}` is undecided: not significantly worse, but a drop of up to "
+                f"{-c.accuracy_interval[0] * 100:.1f} points cannot be ruled out, beyond the "
+                f"{margin * 100:g}-point margin{needed}"
             )
         else:
             candidates.append(s)
@@ -435,7 +467,7 @@ def recommend(
         text = (
             f"**Recommendation: keep the control `{control.name}`.** No other variant is both "
             f"cheaper per 1,000 predictions ({fmt_cost(control.cost_per_1k)} {currency}) and "
-            "not significantly less accurate online."
+            f"shown non-inferior online (within {margin * 100:g} points of its accuracy)."
         )
     else:
         c = by_name[best.name]
@@ -444,18 +476,12 @@ def recommend(
         text = (
             f"**Recommendation: run `{best.name}`.** It is the cheapest variant "
             f"({fmt_cost(best.cost_per_1k)} {currency} per 1,000 predictions, "
-            f"{(1 - (c.cost_ratio or 1)) * 100:.0f}% below the control `{control.name}`) whose "
-            f"online accuracy is not significantly worse than control's: "
-            f"{fmt_accuracy(best)} against {fmt_accuracy(control)}, a difference of "
-            f"{c.accuracy_difference * 100:+.1f} points (95% CI {low * 100:+.1f} to "
-            f"{high * 100:+.1f}; {c.accuracy_test}, p = {c.accuracy_p:.3g})."
+            f"{(1 - (c.cost_ratio or 1)) * 100:.0f}% below the control `{control.name}`) shown "
+            f"non-inferior online: {fmt_accuracy(best)} against {fmt_accuracy(control)}, a "
+            f"difference of {c.accuracy_difference * 100:+.1f} points (95% CI {low * 100:+.1f} "
+            f"to {high * 100:+.1f}, above the -{margin * 100:g}-point margin; "
+            f"{c.accuracy_test}, p = {c.accuracy_p:.3g})."
         )
-        if low < -0.01:
-            text += (
-                f" Not significantly worse is not proven equal: with this much feedback a drop "
-                f"of up to {-low * 100:.1f} points cannot be ruled out; collect more feedback "
-                "before switching if that matters."
-            )
     if left_out:
         text += " Left out: " + "; ".join(left_out) + "."
     return best.name, text
@@ -526,9 +552,10 @@ def markdown(report: Report) -> str:
         f"## Differences from the control `{control}` (alpha = {report.alpha})",
         "",
         "| variant | online accuracy difference [95% CI] | test | p | significant "
+        f"| non-inferior (margin {report.margin * 100:g} pts) "
         "| p50 / p99 difference (ms) | latency chi-square (df) | p | significant "
         "| cost per 1k vs control |",
-        "|---|---|---|---:|---|---|---|---:|---|---:|",
+        "|---|---|---|---:|---|---|---|---|---:|---|---:|",
     ]
     for c in report.comparisons:
         if c.accuracy_difference is not None and c.accuracy_interval is not None:
@@ -541,8 +568,11 @@ def markdown(report: Report) -> str:
                 if (c.accuracy_significant)
                 else "no"
             )
+            non_inferior = (
+                "yes" if c.non_inferior else f"no (needs ~{c.judgments_needed:,} per arm)"
+            )
         else:
-            accuracy, significant = "no feedback", "–"
+            accuracy, significant, non_inferior = "no feedback", "–", "–"
         if c.latency_p50_ms is not None and c.latency_p99_ms is not None:
             latency = f"{c.latency_p50_ms:+.2f} / {c.latency_p99_ms:+.2f}"
         else:
@@ -552,7 +582,8 @@ def markdown(report: Report) -> str:
         cost = "–" if c.cost_ratio is None else f"{(c.cost_ratio - 1) * 100:+.0f}%"
         lines.append(
             f"| `{c.variant}` | {accuracy} | {c.accuracy_test or '–'} | {fmt_p(c.accuracy_p)} "
-            f"| {significant} | {latency} | {chi2} | {fmt_p(c.latency_p)} | {lat_sig} | {cost} |"
+            f"| {significant} | {non_inferior} | {latency} | {chi2} | {fmt_p(c.latency_p)} "
+            f"| {lat_sig} | {cost} |"
         )
     shadow_lines = []
     for s in report.variants:
@@ -592,6 +623,10 @@ def markdown(report: Report) -> str:
         "differences say which way. There are no per-request samples for a rank test.",
         "- Shadow agreement: share of shadow-scored requests where the shadow variant's label "
         "equals the served one (Wilson interval); shed = skipped because queues were busy.",
+        "- Non-inferior: the lower end of the accuracy difference's 95% interval is above "
+        f"-{report.margin * 100:g} points (a one-sided test at 2.5%). Only a cheaper non-inferior "
+        "variant is recommended over the control: not significantly worse is not shown as good. "
+        "Judgments needed: per arm, for 80% power if both arms are as accurate as the control.",
         f"- Each comparison is tested at alpha = {report.alpha} on its own (no correction for "
         "multiple comparisons).",
         *[f"- Note: {note}" for note in report.notes],
@@ -859,6 +894,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--at", type=float, help="with --prometheus: end (unix time; now)")
     parser.add_argument("--control", help="control variant (default: the experiment's default)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.01,
+        help="non-inferiority margin of online accuracy a cheaper variant may lose (0.01 = 1 pt)",
+    )
     parser.add_argument("--slo-ms", type=float, default=100.0, help="with --steps: p99 target")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--name", help="file name stem (default: ab-report, or knee)")
@@ -910,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         window = window_from_scrapes(args.metrics_before, args.metrics_after, args.seconds)
     control, reason = find_control(args, window)
-    report = analyse(window, control, reason, args.alpha)
+    report = analyse(window, control, reason, args.alpha, args.margin)
     paths = write_outputs(report, args.output_dir, args.name or "ab-report")
     print(markdown(report))
     print(f"written: {', '.join(str(p) for p in paths.values())}")

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+Z80 = 0.8416212335729143  # one-sided 80% normal quantile: the power of a planned test
 
 
 def normal_sf(z: float) -> float:
@@ -38,6 +39,21 @@ def newcombe_interval(
     lower = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     upper = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return lower, upper
+
+
+def non_inferiority_sample_size(
+    accuracy: float, margin: float, z_alpha: float = Z95, z_power: float = Z80
+) -> int:
+    """Judgments per arm for a non-inferiority test of two accuracies to succeed with 80% power
+    when both arms truly sit at ``accuracy``: the lower end of the difference's two-sided 95%
+    interval (a one-sided test at 2.5%) must clear ``-margin``. The normal-approximation formula
+    (Chow, Shao & Wang, Sample Size Calculations in Clinical Research, 4.2.2) with a true
+    difference of zero: ``(z_alpha + z_power)^2 * 2 p (1 - p) / margin^2``.
+    """
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1), got {margin}")
+    variance = 2 * accuracy * (1 - accuracy)
+    return max(1, math.ceil((z_alpha + z_power) ** 2 * variance / margin**2))
 
 
 def two_proportion_z_test(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float]:

@@ -20,7 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.report import Window, analyse, knee, parse_duration, parse_exposition
+from loadtests.report import (
+    Window,
+    analyse,
+    knee,
+    markdown,
+    parse_duration,
+    parse_exposition,
+)
 from loadtests.stats import (
     bucket_counts,
     chi2_sf,
@@ -30,6 +37,7 @@ from loadtests.stats import (
     histogram_quantile,
     merge_sparse_bins,
     newcombe_interval,
+    non_inferiority_sample_size,
     normal_sf,
     two_proportion_z_test,
     wilson_interval,
@@ -356,17 +364,18 @@ def test_parse_duration() -> None:
         parse_duration("5 minutes")
 
 
-def exposition(arms: dict[str, tuple[int, int, float, list[int]]]) -> str:
-    """Metrics text of variants: (requests, correct of 1000 judged, cost, per-bucket counts)."""
+def exposition(arms: dict[str, tuple]) -> str:
+    """Metrics text of variants: (requests, correct, cost, per-bucket counts[, judged = 1000])."""
     lines = []
     les = ["0.001", "0.005", "0.01", "+Inf"]
-    for name, (requests, correct, cost, per_bucket) in arms.items():
+    for name, (requests, correct, cost, per_bucket, *rest) in arms.items():
+        judged = rest[0] if rest else 1000
         lines += [
             f'brum_requests_total{{status="200",variant="{name}"}} {requests}',
             f'brum_texts_total{{variant="{name}"}} {requests}',
             f'brum_inference_cost_total{{currency="USD",variant="{name}"}} {cost}',
             f'brum_feedback_total{{outcome="correct",variant="{name}"}} {correct}',
-            f'brum_feedback_total{{outcome="incorrect",variant="{name}"}} {1000 - correct}',
+            f'brum_feedback_total{{outcome="incorrect",variant="{name}"}} {judged - correct}',
             f'brum_experiment_weight{{experiment="e",variant="{name}"}} 1',
         ]
         cumulative = 0
@@ -390,25 +399,71 @@ def window(arms: dict) -> Window:
     return Window(counters, gauges, 100.0, "test")
 
 
-def test_recommendation_cheapest_not_significantly_worse() -> None:
+def test_recommendation_cheapest_non_inferior() -> None:
     arms = {
-        "control": (2000, 910, 0.004, [100, 1500, 300, 100]),
-        "cheap-close": (1000, 900, 0.001, [400, 500, 80, 20]),  # -1 pt: p = 0.45
-        "cheapest-worse": (1000, 850, 0.0005, [600, 350, 40, 10]),  # -6 pts: p < 1e-4
+        "control": (2000, 18200, 0.004, [100, 1500, 300, 100], 20000),
+        "cheap-close": (1000, 18160, 0.001, [400, 500, 80, 20], 20000),  # -0.2 pt [-0.8, +0.4]
+        "cheapest-worse": (1000, 17000, 0.0005, [600, 350, 40, 10], 20000),  # -6 pts
     }
-    result = analyse(window(arms), "control", "test")
+    result = analyse(window(arms), "control", "test", margin=0.01)
     assert result.recommended == "cheap-close"
+    assert "shown non-inferior" in result.recommendation
     assert "significantly less accurate" in result.recommendation  # cheapest-worse left out
     by_name = {c.variant: c for c in result.comparisons}
+    assert by_name["cheap-close"].non_inferior
+    assert -0.01 < by_name["cheap-close"].accuracy_interval[0] < -0.005
     assert by_name["cheapest-worse"].accuracy_worse
+    assert not by_name["cheapest-worse"].non_inferior
+    # A stricter margin than the interval's lower end: not shown, so the control stays.
+    strict = analyse(window(arms), "control", "test", margin=0.005)
+    assert strict.recommended == "control"
+    assert "`cheap-close` is undecided" in strict.recommendation
     assert by_name["cheapest-worse"].accuracy_test == "two-proportion z-test"
     assert not by_name["cheap-close"].accuracy_significant
     assert by_name["cheap-close"].latency_significant  # a different latency histogram
     assert by_name["cheap-close"].cost_ratio == pytest.approx(0.5)
+    assert "| non-inferior (margin 1 pts) |" in markdown(result)
     control = result.variants[0]
     assert control.name == "control" and control.throughput_rps == 20
     assert control.cost_per_1k == pytest.approx(0.002)
     assert control.latency_s["p50"] == pytest.approx(0.001 + 0.004 * 900 / 1500)
+
+
+def test_not_significantly_worse_is_not_enough_to_switch() -> None:
+    """1,000 judgments per arm cannot tell a 1-point drop from none: the cheaper variant is
+    undecided, the control stays, and the report says how much feedback would decide it."""
+    arms = {
+        "control": (1000, 910, 0.002, [100, 800, 50, 50]),
+        "cheap-close": (1000, 900, 0.001, [100, 800, 50, 50]),  # -1 pt, p = 0.45
+    }
+    result = analyse(window(arms), "control", "test", margin=0.01)
+    (comparison,) = result.comparisons
+    assert not comparison.accuracy_significant and not comparison.non_inferior
+    assert result.recommended == "control"
+    needed = non_inferiority_sample_size(0.91, 0.01)
+    assert comparison.judgments_needed == needed
+    assert f"about {needed:,} judgments per arm" in result.recommendation
+    assert "`cheap-close` is undecided" in result.recommendation
+
+
+def test_non_inferiority_sample_size_gives_its_power() -> None:
+    """Simulated A/B runs of two equally accurate arms with the planned feedback per arm pass
+    the report's non-inferiority check about 80% of the time, and far less with a quarter."""
+    numpy = pytest.importorskip("numpy")
+    rng = numpy.random.default_rng(0)
+    accuracy, margin = 0.92, 0.02
+    n = non_inferiority_sample_size(accuracy, margin)
+    assert n == math.ceil((1.959964 + 0.841621) ** 2 * 2 * 0.92 * 0.08 / 0.02**2)
+
+    def power(judged: int) -> float:
+        a, b = rng.binomial(judged, accuracy, 4000), rng.binomial(judged, accuracy, 4000)
+        lows = [newcombe_interval(x, judged, y, judged)[0] for x, y in zip(a, b, strict=True)]
+        return sum(low > -margin for low in lows) / len(lows)
+
+    assert 0.77 < power(n) < 0.83
+    assert power(n // 4) < 0.4
+    with pytest.raises(ValueError):
+        non_inferiority_sample_size(0.9, 0.0)
 
 
 def test_recommendation_keeps_the_control_when_alternatives_are_worse() -> None:
