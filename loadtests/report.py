@@ -467,7 +467,7 @@ def recommend(
         text = (
             f"**Recommendation: keep the control `{control.name}`.** No other variant is both "
             f"cheaper per 1,000 predictions ({fmt_cost(control.cost_per_1k)} {currency}) and "
-            f"shown non-inferior online (within {margin * 100:g} points of its accuracy)."
+            f"shown non-inferior online (a {margin * 100:g}-point margin on its accuracy)."
         )
     else:
         c = by_name[best.name]
