@@ -134,7 +134,8 @@ def package_variant(
         optimize_graph(fp32, fused, trained / "config.json")
     max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
     tokenizer_path = workdir / "serving" / TOKENIZER_FILE
-    write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length)
+    pad_token_id = json.loads((trained / "config.json").read_text()).get("pad_token_id")
+    write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length, pad_token_id)
 
     served = fused
     if config.quantization != "none":
@@ -231,10 +232,23 @@ def package_variant(
     )
 
 
-def write_serving_tokenizer(source: Path, target: Path, max_length: int) -> Path:
-    """Save the tokenizer with padding off: the service pads each batch to its longest text."""
+def write_serving_tokenizer(
+    source: Path, target: Path, max_length: int, pad_token_id: int | None = None
+) -> Path:
+    """Save the tokenizer padding to the longest text of a batch, not to a fixed length as upstream
+    files do, with the model's own padding token, which the service reads back.
+
+    The token must come from the model: after vocabulary pruning, or in an MPNet vocabulary that
+    holds both ``<pad>`` (the model's) and ``[PAD]``, the tokenizer file alone does not say it.
+    """
     tokenizer = Tokenizer.from_file(str(source))
-    tokenizer.no_padding()
+    if pad_token_id is None:
+        pad_token_id = (tokenizer.padding or {}).get("pad_id")
+    pad_token = None if pad_token_id is None else tokenizer.id_to_token(pad_token_id)
+    if pad_token is None:
+        tokenizer.no_padding()  # the service falls back to [PAD]
+    else:
+        tokenizer.enable_padding(pad_id=pad_token_id, pad_token=pad_token)
     tokenizer.enable_truncation(max_length=max_length)
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(target))
