@@ -36,9 +36,11 @@ def _light_cpu() -> None:
     torch.set_num_threads(1)
 
 
-def tiny_model() -> BertForSequenceClassification:
+def tiny_model(
+    config_class: type = BertConfig, model_class: type = BertForSequenceClassification
+) -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(
+    config = config_class(
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
         num_hidden_layers=LAYERS,
@@ -47,7 +49,7 @@ def tiny_model() -> BertForSequenceClassification:
         num_labels=LABELS,
         max_position_embeddings=64,
     )
-    return BertForSequenceClassification(config).eval()
+    return model_class(config).eval()
 
 
 def make_batches(n: int = 3, size: int = 4, length: int = 12) -> list[dict[str, torch.Tensor]]:
@@ -338,17 +340,7 @@ def test_pruned_model_runs_in_onnxruntime(tmp_path: Path) -> None:
 
 
 def tiny_mpnet() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.MPNetConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=INTERMEDIATE,
-        num_labels=LABELS,
-        max_position_embeddings=64,
-    )
-    return transformers.MPNetForSequenceClassification(config).eval()
+    return tiny_model(transformers.MPNetConfig, transformers.MPNetForSequenceClassification)
 
 
 def mpnet_batches() -> list[dict[str, torch.Tensor]]:
