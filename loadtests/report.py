@@ -648,8 +648,9 @@ def plot(report: Report, path: Path) -> None:
     variants = [s for s in report.variants if s.requests > 0 or s.name == report.control]
     names = [s.name for s in variants]
     colours = [f"C{i}" for i in range(len(variants))]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    ax = axes[0][0]
+    fig = plt.figure(figsize=(12, 12))
+    grid = fig.add_gridspec(3, 2, height_ratios=[1, 1, 0.8])
+    ax = fig.add_subplot(grid[0, 0])
     for s, colour in zip(variants, colours, strict=True):
         finite = [(le, c) for le, c in s.buckets if math.isfinite(le)]
         total = s.buckets[-1][1] if s.buckets else 0
@@ -675,7 +676,7 @@ def plot(report: Report, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
-    ax = axes[0][1]
+    ax = fig.add_subplot(grid[0, 1])
     width = 0.8 / len(QUANTILES)
     for i, q in enumerate(QUANTILES):
         key = f"p{round(q * 100)}"
@@ -686,7 +687,7 @@ def plot(report: Report, path: Path) -> None:
     ax.set_title("Latency quantiles (histogram_quantile)")
     ax.legend(fontsize=8)
 
-    ax = axes[1][0]
+    ax = fig.add_subplot(grid[1, 0])
     costs = [s.cost_per_1k if s.cost_per_1k is not None else math.nan for s in variants]
     ax.bar(range(len(variants)), costs, color=colours)
     ax.set_xticks(range(len(variants)), names, rotation=12, fontsize=8)
@@ -694,7 +695,7 @@ def plot(report: Report, path: Path) -> None:
     ax.set_ylabel(f"{currency} per 1,000 predictions")
     ax.set_title("Cost per 1,000 predictions")
 
-    ax = axes[1][1]
+    ax = fig.add_subplot(grid[1, 1])
     for x, (s, colour) in enumerate(zip(variants, colours, strict=True)):
         if s.online_accuracy is None or s.accuracy_interval is None:
             continue
@@ -717,10 +718,47 @@ def plot(report: Report, path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title("Online accuracy, 95% Wilson interval (x: offline)")
     ax.grid(alpha=0.3)
+
+    plot_non_inferiority(
+        fig.add_subplot(grid[2, :]), report, dict(zip(names, colours, strict=True))
+    )
     fig.suptitle(f"A/B report: control {report.control}, {report.seconds:.0f} s", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_non_inferiority(ax, report: Report, colours: dict[str, str]) -> None:
+    """Each arm's accuracy difference from the control with its 95% interval, beside the margin:
+    an interval wholly right of the dashed line is non-inferior, one wholly left of 0 is worse."""
+    judged = [c for c in report.comparisons if c.accuracy_interval is not None]
+    for y, c in enumerate(judged):
+        assert c.accuracy_interval is not None and c.accuracy_difference is not None
+        low, high = (100 * v for v in c.accuracy_interval)
+        difference = 100 * c.accuracy_difference
+        ax.errorbar(
+            difference,
+            y,
+            xerr=[[difference - low], [high - difference]],
+            fmt="o",
+            color=colours.get(c.variant, "black"),
+            capsize=6,
+        )
+        verdict = "worse" if c.accuracy_worse else "non-inferior" if c.non_inferior else "undecided"
+        ax.annotate(
+            verdict, (high, y), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8
+        )
+    ax.axvline(0, color="grey", linestyle=":")
+    ax.axvline(-100 * report.margin, color="red", linestyle="--", label="-margin")
+    ax.set_yticks(range(len(judged)), [c.variant for c in judged], fontsize=8)
+    ax.set_ylim(-0.7, max(len(judged), 1) - 0.3)
+    ax.margins(x=0.12)  # room for the verdicts
+    ax.set_xlabel("online accuracy minus the control's (points), 95% Newcombe interval")
+    ax.set_title(
+        f"Against the control: non-inferior if the interval clears -{report.margin * 100:g} pt"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def write_outputs(report: Report, directory: Path, name: str) -> dict[str, Path]:

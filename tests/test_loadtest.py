@@ -446,6 +446,34 @@ def test_not_significantly_worse_is_not_enough_to_switch() -> None:
     assert "`cheap-close` is undecided" in result.recommendation
 
 
+def test_non_inferiority_panel_shows_each_judged_arm_and_its_verdict() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from loadtests.report import plot_non_inferiority
+
+    arms = {
+        "control": (2000, 18200, 0.004, [100, 1500, 300, 100], 20000),
+        "close": (1000, 18160, 0.001, [400, 500, 80, 20], 20000),
+        "worse": (1000, 17000, 0.0005, [600, 350, 40, 10], 20000),
+        "unjudged": (1000, 0, 0.001, [400, 500, 80, 20], 0),
+        "few": (1000, 90, 0.001, [400, 500, 80, 20], 100),
+    }
+    report = analyse(window(arms), "control", "test", margin=0.01)
+    fig, ax = plt.subplots()
+    plot_non_inferiority(ax, report, {})
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    verdicts = [t.get_text() for t in ax.texts]
+    assert labels == ["close", "few", "worse"]  # the arm with no feedback is not drawn
+    assert verdicts == ["non-inferior", "undecided", "worse"]
+    margin_lines = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in margin_lines] == [-1.0]
+    plt.close(fig)
+
+
 def test_non_inferiority_sample_size_gives_its_power() -> None:
     """Simulated A/B runs of two equally accurate arms with the planned feedback per arm pass
     the report's non-inferiority check about 80% of the time, and far less with a quarter."""
