@@ -448,16 +448,11 @@ def recommend(
                 f"p = {c.accuracy_p:.3g})"
             )
         elif not c.non_inferior:
-            needed = (
-                f"; about {c.judgments_needed:,} judgments per arm would show it if the two "
-                f"are equally accurate (it has {s.feedback:,})"
-                if c.judgments_needed
-                else ""
-            )
             left_out.append(
                 f"`{s.name}` is undecided: not significantly worse, but a drop of up to "
                 f"{-c.accuracy_interval[0] * 100:.1f} points cannot be ruled out, beyond the "
-                f"{margin * 100:g}-point margin{needed}"
+                f"{margin * 100:g}-point margin; about {c.judgments_needed:,} judgments per arm "
+                f"would show it if the two are equally accurate (it has {s.feedback:,})"
             )
         else:
             candidates.append(s)

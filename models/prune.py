@@ -254,8 +254,6 @@ def prune_model(
     reproduce and audit the step (JSON-safe: string keys, plain numbers and lists)."""
     if not 0.0 <= neuron_fraction < 1.0:
         raise ValueError(f"neuron fraction must be in [0, 1), got {neuron_fraction}")
-    if head_fraction > 0:
-        check_head_pruning(model)
     heads_before = sum(len(_present_heads(model, i)) for i in range(len(_layers(model))))
     size_before = int(model.config.intermediate_size)
     params_before = count_parameters(model)
