@@ -20,12 +20,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +34,7 @@ from app.core.experiment import EXPERIMENT_FILE, load_experiment
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig, available_cores
 from app.settings import SHIPPED_REPOSITORY
+from loadtests.processes import cpu_seconds, free_port, rss_bytes, running_service
 from loadtests.wrk import run_wrk
 from models.data import load_clinc150
 
@@ -80,58 +78,6 @@ def in_process(folder: Path, threads: int, workers: int, texts: list[str]) -> di
         "tokenize_and_run": percentiles_ms(full),
         "raw_batch32_texts_per_second": round(batched, 1),
     }
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def running_service(
-    env: dict[str, str],
-    url: str,
-    command: tuple[str, ...] = ("-m", "app"),
-    ready_path: str = "/readyz",
-) -> Iterator[tuple[subprocess.Popen, float]]:
-    """Start a server, wait for ``ready_path``, yield it with its start-to-ready time, stop it."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, *command],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while True:
-            try:
-                if httpx.get(url + ready_path, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError("the service exited during start-up")
-            time.sleep(0.01)
-        yield process, time.perf_counter() - started
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def service_env(port: int, threads: int, workers: int) -> dict[str, str]:

@@ -1,0 +1,138 @@
+"""Servers under load as processes: start one and wait until it is ready, and read the CPU time and
+memory of its whole process tree (servers with worker processes count them too) from /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(_stat_fields(int(stat.parent.name))[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending += children.get(current, [])
+    return tree
+
+
+def _tree_sum(pid: int, read) -> float:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += read(member)
+        except (OSError, RuntimeError):
+            continue  # exited meanwhile
+    return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return _tree_sum(pid, cpu_seconds)
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS summed over the tree (pages shared between processes count once per process)."""
+    return int(_tree_sum(pid, rss_bytes))
+
+
+@contextmanager
+def running_service(
+    env: dict[str, str],
+    url: str,
+    command: Sequence[str] = ("-m", "app"),
+    ready_path: str = "/readyz",
+    python: str = sys.executable,
+    log: Path | None = None,
+    timeout: float = 120,
+) -> Iterator[tuple[subprocess.Popen, float]]:
+    """Start ``python command``, wait for ``ready_path`` to answer 200, yield the process with its
+    start-to-ready time, then stop it and whatever it started. Output goes to ``log``, if given."""
+    started = time.perf_counter()
+    output = log.open("wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [python, *command], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+    )
+    try:
+        while True:
+            try:
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.perf_counter() - started > timeout:
+                tail = log.read_text(errors="replace")[-2000:] if log else ""
+                raise RuntimeError(f"{command}: not ready ({process.poll()=}): {tail}")
+            time.sleep(0.01)
+        yield process, time.perf_counter() - started
+    finally:
+        stop(process)
+        if log:
+            output.close()
+
+
+def _identity(pid: int) -> tuple[int, str] | None:
+    """(pid, start time) while the process runs, so a reused pid is never mistaken for it."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return None
+    return None if fields[0] in "ZX" else (pid, fields[19])
+
+
+def stop(process: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the server, then SIGKILL whatever of its tree outlives ``grace`` seconds."""
+    descendants = [i for i in map(_identity, process_tree(process.pid)[1:]) if i]
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + grace
+    for identity in descendants:
+        while _identity(identity[0]) == identity and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _identity(identity[0]) == identity:
+            os.kill(identity[0], signal.SIGKILL)
