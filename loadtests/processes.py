@@ -3,6 +3,7 @@ memory of its whole process tree (servers with worker processes count them too) 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -136,3 +137,38 @@ def stop(process: subprocess.Popen, grace: float = 15) -> None:
             time.sleep(0.05)
         if _identity(identity[0]) == identity:
             os.kill(identity[0], signal.SIGKILL)
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The TCP addresses ("host:port") the process tree of ``pid`` listens on."""
+    inodes = set()
+    for member in process_tree(pid):
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{member}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(_address(fields[1]))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    # /proc/net shows each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return f"{ipaddress.ip_address(words)}:{int(port, 16)}"
+
+
+def only_loopback(addresses: set[str]) -> bool:
+    for address in addresses:
+        ip = ipaddress.ip_address(address.rsplit(":", 1)[0])
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        if not ip.is_loopback:
+            return False
+    return True

@@ -1,0 +1,150 @@
+"""Peer benchmark: brum against a naive FastAPI app, KServe, MLServer and BentoML, all serving the
+same ONNX variant on the same cores, one server at a time, bracketed by raw in-process
+onnxruntime. Load from wrk; writes peers-<variant>.md, .json and .png.
+
+    python -m loadtests.peers [--variant NAME] [--servers brum,naive,kserve,mlserver,bentoml]
+        [--seconds 10] [--levels 1x1,8x1,32x1,64x1,16x8] [--texts 1000] [--output DIR]
+        [--brum-env KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from app.settings import SHIPPED_REPOSITORY
+from loadtests.peers.goals import goals, ratios
+from loadtests.peers.measure import Level, context, measure
+from loadtests.peers.raw import raw_bracket, reference_label
+from loadtests.peers.render import render_markdown, render_plot
+from loadtests.peers.servers import SERVERS
+from loadtests.peers.venvs import VenvError, ensure_venv
+from loadtests.processes import ROOT
+from models.data import load_clinc150
+
+DEFAULT_LEVELS = "1x1,8x1,32x1,64x1,16x8"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=SHIPPED_REPOSITORY)
+    parser.add_argument("--variant", default="minilm-l6-augmented-int8")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in order")
+    parser.add_argument("--seconds", type=float, default=10, help="length of each load level")
+    parser.add_argument("--warmup", type=float, default=2, help="warm-up before the levels, s")
+    parser.add_argument(
+        "--levels", default=DEFAULT_LEVELS, help="connections x texts per request, e.g. 32x1"
+    )
+    parser.add_argument("--texts", type=int, default=1000, help="test utterances in rotation")
+    parser.add_argument("--output", type=Path, default=ROOT / "loadtests" / "results" / "peers")
+    parser.add_argument(
+        "--brum-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for brum (repeatable), e.g. BRUM_INTRA_OP_THREADS=2",
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.servers.split(",")) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers {sorted(unknown)}; choose from {list(SERVERS)}")
+    if any("=" not in item for item in args.brum_env):
+        parser.error("--brum-env takes KEY=VALUE")
+    return args
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def test_texts(count: int) -> list[str]:
+    test = load_clinc150().splits["test"]
+    order = np.random.default_rng(0).permutation(len(test.texts))[:count]
+    return [test.texts[i] for i in order]
+
+
+def run_server(name: str, args, folder: Path, texts, reference, workdir: Path, cores: int) -> dict:
+    server = SERVERS[name]
+    try:
+        python = ensure_venv(name, server.requirements) if server.requirements else sys.executable
+    except VenvError as exc:
+        print(f"  skipped: {exc}", flush=True)
+        return {"settings": server.settings, "skipped": f"its environment did not build: {exc}"}
+    brum_env = dict(item.split("=", 1) for item in args.brum_env)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+    ctx = context(folder, scratch, str(python), cores, brum_env)
+    levels = [Level.parse(level) for level in args.levels.split(",")]
+    try:
+        return measure(server, ctx, texts, reference, levels, args.seconds, args.warmup)
+    except RuntimeError as exc:
+        print(f"  failed: {exc}", flush=True)
+        return {"settings": server.settings, "skipped": f"failed: {str(exc)[:500]}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    folder = args.repository / args.variant
+    if not (folder / "variant.json").is_file():
+        raise SystemExit(f"{folder}: no variant.json")
+    cores = len(os.sched_getaffinity(0))
+    texts = test_texts(args.texts)
+    reference = (texts[0], reference_label(folder, texts[0]))
+    print(f"raw onnxruntime, before ({cores} cores)", flush=True)
+    raw_before = raw_bracket(folder, texts, cores)
+    servers = {}
+    with tempfile.TemporaryDirectory(prefix="brum-peers-") as workdir:
+        for name in args.servers.split(","):
+            print(f"[{name}]", flush=True)
+            servers[name] = run_server(name, args, folder, texts, reference, Path(workdir), cores)
+    print("raw onnxruntime, after", flush=True)
+    raw_after = raw_bracket(folder, texts, cores)
+    raw = {
+        key: (min if key.startswith("session_run") else max)(raw_before[key], raw_after[key])
+        for key in (
+            "raw_batch32_texts_per_second",
+            "session_run_p50_ms_1_thread",
+            "session_run_p50_ms_all_cores",
+        )
+    }
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m loadtests.peers "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cores": cores,
+        "cpu": cpu_model(),
+        "onnxruntime": onnxruntime.__version__,
+        "variant": args.variant,
+        "seconds": args.seconds,
+        "texts": len(texts),
+        "raw_before": raw_before,
+        "raw_after": raw_after,
+        "raw": raw,
+        "servers": servers,
+        "ratios": ratios(servers, raw["raw_batch32_texts_per_second"]),
+        "goals": goals(servers, raw),
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = args.output / f"peers-{args.variant}"
+    table = render_markdown(result)
+    stem.with_suffix(".md").write_text(table)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    render_plot(result, stem.with_suffix(".png"))
+    print(table)
+    print(f"wrote {stem}.md, .json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""One server through the benchmark: start it, check it answers with the model's own label, warm
+it up, run every load level with wrk, and read its process tree's CPU and memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from loadtests.peers.servers import Context, Server
+from loadtests.processes import (
+    free_port,
+    listening_addresses,
+    only_loopback,
+    running_service,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+)
+from loadtests.wrk import run_wrk
+
+
+@dataclass(frozen=True)
+class Level:
+    connections: int
+    texts: int  # per request
+
+    @property
+    def key(self) -> str:
+        return f"{self.connections}x{self.texts}"
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        connections, _, texts = text.partition("x")
+        return cls(int(connections), int(texts or 1))
+
+
+def request_bodies(server: Server, texts: list[str], per_request: int) -> list[dict]:
+    groups = range(0, len(texts) - per_request + 1, per_request)
+    return [server.body(texts[start : start + per_request]) for start in groups]
+
+
+def measure(
+    server: Server,
+    ctx: Context,
+    texts: list[str],
+    reference: tuple[str, str],
+    levels: list[Level],
+    seconds: float,
+    warmup: float,
+) -> dict:
+    """Figures of one server; ``reference`` is a (text, label the model gives it in-process)."""
+    url = f"http://127.0.0.1:{ctx.port}"
+    launch = server.launch(ctx)
+    log = ctx.workdir / f"{server.name}.log"
+    with running_service(launch.env, url, launch.command, launch.ready_path, ctx.python, log) as (
+        process,
+        ready_seconds,
+    ):
+        pid = process.pid
+        addresses = listening_addresses(pid)
+        if not only_loopback(addresses):
+            raise RuntimeError(f"listens beyond loopback: {sorted(addresses)}")
+        result = {
+            "settings": server.settings,
+            "ready_seconds": round(ready_seconds, 3),
+            "rss_ready_bytes": tree_rss_bytes(pid),
+            "listening": sorted(addresses),
+        }
+        endpoint = url + server.path(ctx.variant)
+        text, expected = reference
+        answer = httpx.post(endpoint, json=server.body([text]), timeout=30)
+        answer.raise_for_status()
+        label = server.labels(answer.json())[0]
+        result["verified"] = {"text": text, "expected": expected, "label": label}
+        result["verified"]["match"] = label == expected
+        print(f"  ready in {ready_seconds:.2f} s; {text!r} -> {label!r} (expected {expected!r})")
+        if not result["verified"]["match"]:
+            raise RuntimeError(f"answers {label!r} where the model says {expected!r}")
+        run_wrk(endpoint, request_bodies(server, texts, 1), 8, warmup, threads=2)
+        result["levels"] = {}
+        for level in levels:
+            result["levels"][level.key] = run_level(server, pid, endpoint, texts, level, seconds)
+        result["rss_after_bytes"] = tree_rss_bytes(pid)
+    return result
+
+
+def run_level(
+    server: Server, pid: int, endpoint: str, texts: list[str], level: Level, seconds: float
+) -> dict:
+    bodies = request_bodies(server, texts, level.texts)
+    cpu = tree_cpu_seconds(pid)
+    threads = 1 if level.connections == 1 else 2
+    run = run_wrk(endpoint, bodies, level.connections, seconds, threads=threads)
+    run["texts_per_request"] = level.texts
+    run["texts_per_second"] = round(run["requests_per_second"] * level.texts, 1)
+    run["server_cpu_cores"] = round((tree_cpu_seconds(pid) - cpu) / run["seconds"], 2)
+    print(
+        f"  {level.key:>5}: {run['requests_per_second']:8.1f} req/s {run['texts_per_second']:8.1f}"
+        f" texts/s  p50 {run['p50_ms']:7.2f}  p99 {run['p99_ms']:7.2f} ms  errors"
+        f" {run['errors']}  CPU {run['server_cpu_cores']:.2f}",
+        flush=True,
+    )
+    return run
+
+
+def context(folder: Path, workdir: Path, python: str, cores: int, brum_env: dict) -> Context:
+    return Context(folder, free_port(), workdir, python, cores, brum_env)

@@ -1,0 +1,159 @@
+"""The peer benchmark's report: a markdown table and a plot (throughput, and p50/p99 latency,
+against concurrency, per server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MB = 1e6
+
+
+def _met(met: bool | None) -> str:
+    return "n/a" if met is None else ("**met**" if met else "**not met**")
+
+
+def _raw_rows(name: str, raw: dict) -> list[str]:
+    side, one = raw["one_thread_sessions_side_by_side"], raw["one_session_all_cores"]
+    return [
+        f"| {name} | {side['raw_batch32_texts_per_second']:.0f} | "
+        f"{one['raw_batch32_texts_per_second']:.0f} | {raw['session_run_p50_ms_1_thread']:.3f} | "
+        f"{raw['session_run_p50_ms_all_cores']:.3f} |"
+    ]
+
+
+def render_markdown(result: dict) -> str:
+    lines = [
+        f"# Peer benchmark: `{result['variant']}`",
+        "",
+        f"{result['date']}; {result['cores']} cores ({result['cpu']}); onnxruntime "
+        f"{result['onnxruntime']}; {result['seconds']:g} s per level, {result['texts']} CLINC150 "
+        "test utterances in rotation; load from wrk on the same machine.",
+        "",
+        f"`{result['command']}`",
+        "",
+        "## Servers",
+        "",
+        "| server | settings | ready s | RSS ready / after MB | label check |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in result["servers"].items():
+        if "skipped" in s:
+            lines.append(f"| {name} | skipped: {s['skipped']} | | | |")
+            continue
+        check = s.get("verified", {})
+        rss = f"{s['rss_ready_bytes'] / MB:.0f} / {s.get('rss_after_bytes', 0) / MB:.0f}"
+        mark = "ok" if check.get("match") else "**wrong**"
+        lines.append(
+            f"| {name} | {s['settings']} | {s['ready_seconds']:.2f} | {rss} | "
+            f"{mark}: {check.get('label')!r} |"
+        )
+    lines += [
+        "",
+        "## Load (conns x texts per request)",
+        "",
+        "| server | level | req/s | texts/s | p50 ms | p95 ms | p99 ms | errors | CPU cores |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in result["servers"].items():
+        for level, r in s.get("levels", {}).items():
+            lines.append(
+                f"| {name} | {level} | {r['requests_per_second']:.0f} | "
+                f"{r['texts_per_second']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['errors']} | {r['server_cpu_cores']:.2f} |"
+            )
+    lines += [
+        "",
+        "## Raw onnxruntime, in-process (no server)",
+        "",
+        "| when | batch 32, 1-thread sessions side by side, texts/s | batch 32, one "
+        "all-cores session, texts/s | session.run batch 1 p50 ms, 1 thread | all cores |",
+        "|---|---|---|---|---|",
+        *_raw_rows("before the first server", result["raw_before"]),
+        *_raw_rows("after the last server", result["raw_after"]),
+        "",
+        f"raw (best of both configurations and both brackets): "
+        f"**{result['raw']['raw_batch32_texts_per_second']:.0f} texts/s**.",
+        "",
+        "## brum against the best peer and raw",
+        "",
+        "| level | best peer | brum / best peer | brum / raw |",
+        "|---|---|---|---|",
+    ]
+    for level, r in result["ratios"].items():
+        over_peer = "n/a" if r["over_best_peer"] is None else f"{r['over_best_peer']:.2f}x"
+        lines.append(
+            f"| {level} | {r['best_peer'] or 'none'} | {over_peer} | {r['over_raw']:.2f} |"
+        )
+    lines += ["", "| goal | brum | target | |", "|---|---|---|---|"]
+    for g in result["goals"]:
+        lines.append(f"| {g['goal']} | {g['value']} | {g['target']} | {_met(g['met'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(13, 5))
+    for index, (name, s) in enumerate(result["servers"].items()):
+        levels = s.get("levels", {})
+        if not levels:
+            continue
+        colour = f"C{index}"
+        single = sorted(
+            (r["connections"], r) for r in levels.values() if r["texts_per_request"] == 1
+        )
+        x = [c for c, _ in single]
+        throughput.plot(
+            x, [r["texts_per_second"] for _, r in single], "o-", color=colour, label=name
+        )
+        latency.plot(x, [r["p50_ms"] for _, r in single], "o-", color=colour, label=f"{name} p50")
+        latency.plot(
+            x, [r["p99_ms"] for _, r in single], "o--", color=colour, alpha=0.6, label=f"{name} p99"
+        )
+        for r in levels.values():
+            if r["texts_per_request"] > 1:
+                throughput.plot(
+                    r["connections"],
+                    r["texts_per_second"],
+                    "s",
+                    color=colour,
+                    markerfacecolor="none",
+                    markersize=9,
+                )
+    throughput.axhline(
+        result["raw"]["raw_batch32_texts_per_second"],
+        color="grey",
+        ls=":",
+        label="raw onnxruntime, batch 32",
+    )
+    throughput.plot(
+        [],
+        [],
+        "s",
+        color="grey",
+        markerfacecolor="none",
+        label="8 texts per request (hollow squares)",
+    )
+    connections = sorted(
+        {r["connections"] for s in result["servers"].values() for r in s.get("levels", {}).values()}
+    )
+    for axis in (throughput, latency):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(connections, [str(c) for c in connections])
+        axis.set_xlabel("concurrent connections")
+        axis.grid(alpha=0.3)
+    throughput.set_ylim(bottom=0)
+    throughput.set_ylabel("texts / s")
+    throughput.set_title("throughput (1 text per request, unless marked)")
+    latency.set_yscale("log")
+    latency.set_ylabel("ms")
+    latency.set_title("latency, 1 text per request: p50 (solid), p99 (dashed)")
+    throughput.legend(fontsize=8)
+    latency.legend(fontsize=7, ncol=2)
+    figure.suptitle(f"{result['variant']}, {result['cores']} cores, {result['date']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
