@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := deploy/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format benchmark build-default verify-repository clean docker-test
+.PHONY: help serve test lint format benchmark benchmark-peers build-default verify-repository clean docker-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -55,6 +55,11 @@ format: $(VENV)/.dev  ## apply ruff's fixes and formatting
 
 benchmark: $(VENV)/.dev  ## serving benchmark of the shipped repository -> loadtests/results/
 	$(BIN)/python -m loadtests.serving_benchmark
+
+# Builds MLServer's and BentoML's own pinned environments under .cache/peers/ on first use.
+PEERS_ARGS ?=
+benchmark-peers: $(VENV)/.dev  ## brum vs naive FastAPI, KServe, MLServer, BentoML on one variant -> loadtests/results/peers/
+	$(BIN)/python -m loadtests.peers $(PEERS_ARGS)
 
 RECIPE ?= models/recipes/clinc150.yaml
 
