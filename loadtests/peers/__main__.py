@@ -4,7 +4,7 @@ onnxruntime. Load from wrk; writes peers-<variant>.md, .json and .png.
 
     python -m loadtests.peers [--variant NAME] [--servers brum,naive,kserve,mlserver,bentoml]
         [--seconds 10] [--levels 1x1,8x1,32x1,64x1,16x8] [--texts 1000] [--output DIR]
-        [--brum-env KEY=VALUE ...]
+        [--brum-env KEY=VALUE ...] [--peer-workers 0]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for brum (repeatable), e.g. BRUM_INTRA_OP_THREADS=2",
     )
+    parser.add_argument(
+        "--peer-workers",
+        type=int,
+        default=0,
+        help="worker processes of KServe, MLServer, BentoML (0: one per core, one-thread "
+        "sessions; 1: one process, a session on every core)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.servers.split(",")) - set(SERVERS)
     if unknown:
@@ -77,20 +85,21 @@ def test_texts(count: int) -> list[str]:
 
 def run_server(name: str, args, folder: Path, texts, reference, workdir: Path, cores: int) -> dict:
     server = SERVERS[name]
-    try:
-        python = ensure_venv(name, server.requirements) if server.requirements else sys.executable
-    except VenvError as exc:
-        print(f"  skipped: {exc}", flush=True)
-        return {"settings": server.settings, "skipped": f"its environment did not build: {exc}"}
     brum_env = dict(item.split("=", 1) for item in args.brum_env)
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
-    ctx = context(folder, scratch, str(python), cores, brum_env)
+    ctx = context(folder, scratch, sys.executable, cores, brum_env, args.peer_workers)
+    if server.requirements:
+        try:
+            ctx = replace(ctx, python=str(ensure_venv(name, server.requirements)))
+        except VenvError as exc:
+            print(f"  skipped: {exc}", flush=True)
+            return {"settings": ctx.describe(server), "skipped": f"no environment: {exc}"}
     levels = [Level.parse(level) for level in args.levels.split(",")]
     try:
         return measure(server, ctx, texts, reference, levels, args.seconds, args.warmup)
     except RuntimeError as exc:
         print(f"  failed: {exc}", flush=True)
-        return {"settings": server.settings, "skipped": f"failed: {str(exc)[:500]}"}
+        return {"settings": ctx.describe(server), "skipped": f"failed: {str(exc)[:500]}"}
 
 
 def main(argv: list[str] | None = None) -> int:

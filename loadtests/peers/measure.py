@@ -62,7 +62,7 @@ def measure(
         if not only_loopback(addresses):
             raise RuntimeError(f"listens beyond loopback: {sorted(addresses)}")
         result = {
-            "settings": server.settings,
+            "settings": ctx.describe(server),
             "ready_seconds": round(ready_seconds, 3),
             "rss_ready_bytes": tree_rss_bytes(pid),
             "listening": sorted(addresses),
@@ -104,5 +104,7 @@ def run_level(
     return run
 
 
-def context(folder: Path, workdir: Path, python: str, cores: int, brum_env: dict) -> Context:
-    return Context(folder, free_port(), workdir, python, cores, brum_env)
+def context(
+    folder: Path, workdir: Path, python: str, cores: int, brum_env: dict, peer_workers: int
+) -> Context:
+    return Context(folder, free_port(), workdir, python, cores, brum_env, peer_workers)

@@ -2,8 +2,10 @@
 the settings its own documentation recommends for a small CPU box, and how to speak its protocol.
 
 Every server gets the same cores. Where a framework can run its model in several processes, it
-gets one worker process per core, each with a one-thread onnxruntime session (more threads per
-worker would oversubscribe the cores), which is also what brum does with threads. Per-request
+gets by default one worker process per core, each with a one-thread onnxruntime session (more
+threads per worker would oversubscribe the cores), which is also what brum does with threads;
+``--peer-workers 1`` gives them one process whose session uses every core instead (faster at
+batch 1, slower saturated on some machines: measure both where it matters). Per-request
 logging is off where the framework has a setting for it, as brum runs at log level warning; the
 naive app keeps uvicorn's access log, as its user would.
 """
@@ -31,6 +33,19 @@ class Context:
     python: str
     cores: int
     brum_env: dict[str, str] = field(default_factory=dict)
+    peer_workers: int = 0  # worker processes of the framework peers; 0: one per core
+
+    @property
+    def workers(self) -> int:
+        return self.peer_workers or self.cores
+
+    @property
+    def threads(self) -> int:
+        """onnxruntime intra-op threads per worker: the cores shared out, at least one."""
+        return max(1, self.cores // self.workers)
+
+    def describe(self, server: Server) -> str:
+        return server.settings.format(workers=self.workers, threads=self.threads)
 
     @property
     def variant(self) -> str:
@@ -50,7 +65,7 @@ class Launch:
 @dataclass(frozen=True)
 class Server:
     name: str
-    settings: str  # what was chosen, and why
+    settings: str  # what was chosen, and why; {workers} and {threads} of the framework peers
     launch: Callable[[Context], Launch]
     path: Callable[[str], str]  # the prediction path for a variant name
     body: Callable[[list[str]], dict]  # texts -> one request's JSON body
@@ -82,10 +97,10 @@ def _kserve(ctx: Context) -> Launch:
     command = (
         "-m",
         "loadtests.peers.kserve_app",
-        *("--http_port", str(ctx.port), "--workers", str(ctx.cores)),
+        *("--http_port", str(ctx.port), "--workers", str(ctx.workers)),
         *("--enable_grpc", "false", "--enable_latency_logging", "false"),
     )
-    env = ctx.env(PEER_VARIANT=str(ctx.folder), PEER_THREADS="1")
+    env = ctx.env(PEER_VARIANT=str(ctx.folder), PEER_THREADS=str(ctx.threads))
     return Launch(command, env, f"/v1/models/{ctx.variant}")
 
 
@@ -95,7 +110,7 @@ def _mlserver(ctx: Context) -> Launch:
         "http_port": ctx.port,
         "grpc_port": free_port(),  # MLServer 1.7 always starts gRPC: on loopback too
         "metrics_port": free_port(),
-        "parallel_workers": ctx.cores,
+        "parallel_workers": ctx.workers,
         "debug": False,  # debug (the default) logs every request
         "metrics_dir": str(ctx.workdir / "mlserver-metrics"),
         "environments_dir": str(ctx.workdir / "mlserver-envs"),
@@ -105,7 +120,7 @@ def _mlserver(ctx: Context) -> Launch:
         "implementation": "loadtests.peers.mlserver_runtime.OnnxTextClassifier",
         "max_batch_size": 32,
         "max_batch_time": 0.005,
-        "parameters": {"uri": str(ctx.folder.resolve()), "extra": {"threads": 1}},
+        "parameters": {"uri": str(ctx.folder.resolve()), "extra": {"threads": ctx.threads}},
     }
     root = ctx.workdir / "mlserver"
     (root / ctx.variant).mkdir(parents=True)
@@ -120,8 +135,8 @@ def _bentoml(ctx: Context) -> Launch:
     command = ("-m", "bentoml_cli.cli", "serve", service, "--working-dir", str(ROOT))
     env = ctx.env(
         PEER_VARIANT=str(ctx.folder.resolve()),
-        PEER_THREADS="1",
-        PEER_WORKERS=str(ctx.cores),
+        PEER_THREADS=str(ctx.threads),
+        PEER_WORKERS=str(ctx.workers),
         BENTOML_HOME=str(ctx.workdir / "bentoml-home"),
         BENTOML_DO_NOT_TRACK="true",
     )
@@ -165,9 +180,9 @@ SERVERS = {
     ),
     "kserve": Server(
         "kserve",
-        "KServe 0.21 `ModelServer`, custom `kserve.Model`, V1 protocol; `--workers` = cores "
+        "KServe 0.21 `ModelServer`, custom `kserve.Model`, V1 protocol; `--workers {workers}` "
         "(its multi-process REST server: a sync predict holds the event loop, so one process runs "
-        "one request at a time), one-thread session each, gRPC and latency logging off",
+        "one request at a time), {threads}-thread session each, gRPC, access and latency logs off",
         _kserve,
         lambda variant: f"/v1/models/{variant}:predict",
         lambda texts: {"instances": texts},
@@ -175,9 +190,9 @@ SERVERS = {
     ),
     "mlserver": Server(
         "mlserver",
-        "MLServer 1.7.1, custom `MLModel`, V2 infer with a BYTES input; `parallel_workers` = "
-        "cores (its parallel inference: one inference process per core), one-thread session "
-        "each, adaptive batching `max_batch_size` 32, `max_batch_time` 5 ms, `debug` off",
+        "MLServer 1.7.1, custom `MLModel`, V2 infer with a BYTES input; `parallel_workers` "
+        "{workers} (its parallel inference: inference in worker processes), {threads}-thread "
+        "session each, adaptive batching `max_batch_size` 32, `max_batch_time` 5 ms, `debug` off",
         _mlserver,
         lambda variant: f"/v2/models/{variant}/infer",
         _v2_body,
@@ -186,7 +201,7 @@ SERVERS = {
     ),
     "bentoml": Server(
         "bentoml",
-        "BentoML 1.4.40 `@bentoml.service(workers=cores)`, one-thread session each, "
+        "BentoML 1.4.40 `@bentoml.service(workers={workers})`, {threads}-thread session each, "
         "`@bentoml.api(batchable=True, max_batch_size=32)`, default `max_latency_ms` "
         "(a 503 deadline, not a batching wait), access log off",
         _bentoml,
