@@ -144,7 +144,7 @@ def listening_addresses(pid: int) -> set[str]:
     inodes = set()
     for member in process_tree(pid):
         try:
-            links = [os.readlink(fd) for fd in Path(f"/proc/{member}/fd").iterdir()]
+            links = [str(fd.readlink()) for fd in Path(f"/proc/{member}/fd").iterdir()]
         except OSError:
             continue
         inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
