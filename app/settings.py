@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.runtime.session import available_cores
-
 SHIPPED_REPOSITORY = Path(__file__).resolve().parents[1] / "models" / "repository"
 
 
@@ -28,18 +26,29 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    intra_op_threads: int = Field(
-        1, ge=0, description="onnxruntime threads per session; 0 = one per core"
+    intra_op_threads: int | None = Field(
+        None,
+        ge=0,
+        description="onnxruntime threads per session; 0 = one per core; unset: chosen at start-up",
     )
     inter_op_threads: int = Field(1, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    # Measured (BENCHMARKS.md): on 2 cores, two one-thread batches side by side beat one batch
-    # on two threads in batch-1 latency (1.07 vs 1.32 ms) and in throughput (+20%).
     inference_workers: int = Field(
         0,
         ge=0,
-        description="batches run side by side per variant, each on its own thread off the event "
-        "loop; 0 = one per core with one-thread sessions, else 1",
+        description="batches run side by side per variant, each on its own thread; 0 = chosen "
+        "at start-up (one per core with one-thread sessions, or one on all cores)",
+    )
+    calibrate: bool = Field(
+        True,
+        description="with threads and workers unset, measure both ways of using the cores at "
+        "start-up and keep the faster; off: one-thread sessions, one batch per core",
+    )
+    inline_max_ms: float = Field(
+        10.0,
+        ge=0,
+        description="a lone request runs on the event-loop thread, without a hand-off to an "
+        "inference thread, if its variant answers one text within this at warm-up; 0 = never",
     )
     warmup_iterations: int = Field(3, ge=1, description="warm-up batches per variant before ready")
     verify_checksums: bool = Field(
@@ -81,15 +90,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     default_top_k: int = Field(5, ge=1)
 
-    @property
-    def concurrent_batches(self) -> int:
-        if self.inference_workers:
-            return self.inference_workers
-        return available_cores() if self.intra_op_threads == 1 else 1
-
     @model_validator(mode="after")
     def _one_thread_per_concurrent_batch(self) -> Settings:
-        if self.inference_workers > 1 and self.intra_op_threads != 1:
+        if self.inference_workers > 1 and self.intra_op_threads not in (None, 1):
             raise ValueError(
                 "BRUM_INFERENCE_WORKERS > 1 runs batches side by side, one thread each: "
                 "set BRUM_INTRA_OP_THREADS=1"

@@ -32,7 +32,8 @@ import numpy as np
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.core.experiment import EXPERIMENT_FILE, load_experiment
 from app.runtime.classifier import load_classifier
-from app.runtime.session import SessionConfig, available_cores
+from app.runtime.cores import available_cores
+from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
 from loadtests.processes import cpu_seconds, free_port, rss_bytes, running_service
 from loadtests.wrk import run_wrk

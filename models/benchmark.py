@@ -22,7 +22,8 @@ import numpy as np
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, write_card
 from app.runtime.classifier import load_classifier
-from app.runtime.session import SessionConfig, available_cores
+from app.runtime.cores import available_cores
+from app.runtime.session import SessionConfig
 from models.data import load_clinc150
 from models.evaluate import latency_batch1, round_metric, served_accuracy, throughput
 

@@ -23,5 +23,6 @@ def shipped_repository() -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real service on the shipped repository, shared by the read-mostly integration tests."""
-    with run_server(tmp_path_factory.mktemp("server"), {"BRUM_MAX_TEXTS_PER_REQUEST": "16"}) as s:
+    env = {"BRUM_MAX_TEXTS_PER_REQUEST": "16", "BRUM_CALIBRATE": "true"}
+    with run_server(tmp_path_factory.mktemp("server"), env) as s:
         yield s

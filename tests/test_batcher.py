@@ -1,11 +1,21 @@
-"""Batch planning: similar lengths together, within the size and padded-token budgets."""
+"""Batch planning: similar lengths together, within the size and padded-token budgets; the
+batcher shares waiting texts among free slots and runs a lone text inline on an idle process."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.core.batcher import plan_batches
+from app.core.batcher import Batcher, BatchPolicy, Occupancy, plan_batches
+from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.runtime.classifier import OnnxClassifier, load_classifier
+from app.runtime.session import SessionConfig
+from app.settings import SHIPPED_REPOSITORY
 
 
 def test_texts_are_sorted_by_length_and_cut_by_size():
@@ -32,3 +42,79 @@ def test_every_text_is_in_exactly_one_batch_within_budget(lengths, max_size, max
         assert len(batch) <= max_size
         longest = max(lengths[i] for i in batch)
         assert len(batch) == 1 or len(batch) * longest <= max_tokens
+
+
+# The Batcher itself, on a real onnxruntime session of the smallest shipped variant.
+
+SMALLEST = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A real thread pool that counts the batches handed to it."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> OnnxClassifier:
+    card = read_card(SMALLEST)
+    return load_classifier(
+        SMALLEST / MODEL_FILE, SMALLEST / TOKENIZER_FILE, card.max_length, SessionConfig(1)
+    )
+
+
+def run_batcher(classifier, policy, texts_per_request, inline=False, busy_elsewhere=False):
+    """Submit every request at once; the sizes of the batches run, the answers, the executor."""
+
+    async def scenario():
+        executor = CountingExecutor(policy.max_concurrent_batches)
+        occupancy = Occupancy()
+        occupancy.running = int(busy_elsewhere)
+        sizes: list[int] = []
+        batcher = Batcher(
+            classifier,
+            executor,
+            policy,
+            on_batch=lambda run: sizes.append(run.texts),
+            occupancy=occupancy,
+            inline=inline,
+        )
+        batcher.start()
+        try:
+            scored = await asyncio.gather(
+                *(batcher.submit(classifier.tokenize(texts)) for texts in texts_per_request)
+            )
+        finally:
+            await batcher.stop()
+            executor.shutdown()
+        return sizes, scored, executor.submitted
+
+    return asyncio.run(scenario())
+
+
+def test_waiting_texts_are_shared_evenly_among_free_batch_slots(classifier, clinc):
+    texts = clinc.splits["test"].texts[:32]
+    policy = BatchPolicy(max_batch_size=32, max_concurrent_batches=2)
+    sizes, scored, submitted = run_batcher(classifier, policy, [[t] for t in texts])
+    assert sizes == [16, 16] and submitted == 2
+    for text, answer in zip(texts, scored, strict=True):
+        alone = classifier.classify([text]).logits[0]
+        assert np.argmax(answer.logits[0]) == np.argmax(alone)
+
+
+def test_a_lone_text_runs_inline_only_when_nothing_else_runs(classifier, clinc):
+    text = clinc.splits["test"].texts[0]
+    policy = BatchPolicy(max_concurrent_batches=2)
+    expected = classifier.classify([text]).logits[0]
+    for inline, busy, handed_off in ((True, False, 0), (False, False, 1), (True, True, 1)):
+        sizes, (scored,), submitted = run_batcher(
+            classifier, policy, [[text]], inline=inline, busy_elsewhere=busy
+        )
+        assert (sizes, submitted) == ([1], handed_off), (inline, busy)
+        np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)

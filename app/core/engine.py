@@ -6,19 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from app.core.batcher import Batcher, BatchPolicy
-from app.core.card import VariantCard
+from app.core.batcher import Batcher, BatchPolicy, Occupancy
+from app.core.card import MODEL_FILE, TOKENIZER_FILE, VariantCard
 from app.core.errors import NotReady, QueueFull, QueueTimeout, TooManyTexts
 from app.core.experiment import EXPERIMENT_FILE, Experiment, load_experiment
 from app.core.feedback import FeedbackStore, Judgement
 from app.core.metrics import Metrics
+from app.core.placement import Placement, place
 from app.core.prediction import PredictionBatch, predictions_from_logits
-from app.core.registry import Registry, Variant, choose_default, load_variant, read_cards, warm_up
+from app.core.registry import (
+    WARMUP_TEXTS,
+    Registry,
+    Variant,
+    choose_default,
+    load_variant,
+    read_cards,
+    warm_up,
+)
+from app.runtime.calibration import Plan
+from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
+from app.runtime.tokenizer import load_tokenizer
 from app.settings import Settings
 
 logger = logging.getLogger("brum.engine")
@@ -31,14 +44,22 @@ def find_experiment(settings: Settings) -> Experiment | None:
     return load_experiment(path)
 
 
-def batch_policy(settings: Settings) -> BatchPolicy:
+def batch_policy(settings: Settings, plan: Plan) -> BatchPolicy:
     return BatchPolicy(
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait=settings.max_wait_ms / 1000,
         max_queue_texts=settings.max_queue_texts,
         queue_timeout=settings.queue_timeout_seconds,
-        max_concurrent_batches=settings.concurrent_batches,
+        max_concurrent_batches=plan.side_by_side,
+        threads_per_batch=plan.threads,
+    )
+
+
+def lone_run_seconds(variant: Variant, runs: int = 5) -> float:
+    """Median time of one text through the model: whether a lone request may run inline."""
+    return statistics.median(
+        variant.classifier.classify(WARMUP_TEXTS[1:]).inference_seconds for _ in range(runs)
     )
 
 
@@ -50,17 +71,11 @@ class Engine:
         self.batchers: dict[str, Batcher] = {}
         self.draining = False
         self.started_at = time.perf_counter()
-        # Either one batch at a time spread over the cores by onnxruntime, or several batches
-        # side by side on one thread each (BRUM_INFERENCE_WORKERS).
-        self.executor = ThreadPoolExecutor(
-            settings.concurrent_batches, thread_name_prefix="brum-infer"
-        )
-        self.policy = batch_policy(settings)
-        self.session_config = SessionConfig(
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-            graph_optimization_level=settings.graph_optimization_level,
-        )
+        # Set by load(), once the plan for the cores is known (configured or measured).
+        self.placement: Placement | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.policy: BatchPolicy | None = None
+        self.occupancy = Occupancy()
         self.feedback = FeedbackStore(settings.feedback_capacity)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         # Read and verify the cards now: a broken repository should stop start-up with its reason.
@@ -79,18 +94,41 @@ class Engine:
     def ready(self) -> bool:
         return self.registry is not None and not self.draining
 
-    def _load(self, cards: list[tuple[Path, VariantCard]]) -> dict[str, Variant]:
-        """Create each session and warm it up. Blocking: runs on the executor."""
-        variants: dict[str, Variant] = {}
+    def _place(self) -> Placement:
+        """The plan for the cores, measured on the default variant's model if not configured.
+        Blocking: runs off the event loop."""
+        folder, card = next((f, c) for f, c in self.cards if c.name == self.default_variant)
+        tokenizer = load_tokenizer(folder / TOKENIZER_FILE, card.max_length)
+        return place(self.settings, folder / MODEL_FILE, tokenizer, available_cores())
+
+    def _load(self, cards: list[tuple[Path, VariantCard]]) -> dict[str, tuple[Variant, bool]]:
+        """Create each session, warm it up and time a lone text: the variant and whether its
+        lone requests run inline. Blocking: runs off the event loop."""
+        assert self.placement is not None
+        config = SessionConfig(
+            intra_op_threads=self.placement.plan.threads,
+            inter_op_threads=self.settings.inter_op_threads,
+            graph_optimization_level=self.settings.graph_optimization_level,
+        )
+        variants: dict[str, tuple[Variant, bool]] = {}
         for folder, card in cards:
-            variant = load_variant(folder, card, self.session_config)
+            variant = load_variant(folder, card, config)
             seconds = warm_up(variant, self.settings.warmup_iterations)
-            logger.info("variant %s loaded and warmed up in %.3f s", card.name, seconds)
-            variants[card.name] = variant
+            lone = lone_run_seconds(variant)
+            inline = lone * 1000 <= self.settings.inline_max_ms
+            logger.info(
+                "variant %s loaded and warmed up in %.3f s; one text in %.3f ms%s",
+                card.name,
+                seconds,
+                lone * 1000,
+                ", lone requests run inline" if inline else "",
+            )
+            variants[card.name] = (variant, inline)
         return variants
 
-    def _start_batchers(self, variants: dict[str, Variant]) -> None:
-        for name, variant in variants.items():
+    def _start_batchers(self, variants: dict[str, tuple[Variant, bool]]) -> dict[str, Variant]:
+        assert self.executor is not None and self.policy is not None
+        for name, (variant, inline) in variants.items():
             batcher = Batcher(
                 variant.classifier,
                 self.executor,
@@ -98,17 +136,24 @@ class Engine:
                 on_batch=lambda run, name=name: self.metrics.observe_batch(name, run),
                 on_depth=self.metrics.queue_depth.labels(name).set,
                 on_running=self.metrics.batches_running.labels(name).set,
+                occupancy=self.occupancy,
+                inline=inline,
             )
             batcher.start()
             self.batchers[name] = batcher
             self.metrics.queue_capacity.labels(name).set(self.policy.max_queue_texts)
             self.metrics.publish_card(variant)
+        return {name: variant for name, (variant, _) in variants.items()}
 
     async def load(self) -> Registry:
-        """Load every variant off the event loop; the engine is ready only after warm-up."""
-        loop = asyncio.get_running_loop()
-        variants = await loop.run_in_executor(self.executor, self._load, self.cards)
-        self._start_batchers(variants)
+        """Choose the plan for the cores, then load every variant off the event loop; the engine
+        is ready only after warm-up."""
+        self.placement = await asyncio.to_thread(self._place)
+        self.metrics.publish_placement(self.placement)
+        plan = self.placement.plan
+        self.policy = batch_policy(self.settings, plan)
+        self.executor = ThreadPoolExecutor(plan.side_by_side, thread_name_prefix="brum-infer")
+        variants = self._start_batchers(await asyncio.to_thread(self._load, self.cards))
         self.registry = Registry(variants, self.default_variant)
         self.metrics.publish_experiment(self.experiment)
         elapsed = time.perf_counter() - self.started_at
@@ -224,14 +269,10 @@ class Engine:
         """Load the repository's new variants, warmed up before they can take traffic."""
         if self.registry is None:
             raise NotReady()
-        loop = asyncio.get_running_loop()
         verify = self.settings.verify_checksums
-        cards = await loop.run_in_executor(
-            self.executor, read_cards, self.settings.model_repository, verify
-        )
+        cards = await asyncio.to_thread(read_cards, self.settings.model_repository, verify)
         new = [(folder, card) for folder, card in cards if card.name not in self.variant_names]
-        variants = await loop.run_in_executor(self.executor, self._load, new)
-        self._start_batchers(variants)
+        variants = self._start_batchers(await asyncio.to_thread(self._load, new))
         self.cards = self.cards + new
         self.variant_names = self.variant_names | {card.name for _, card in new}
         self.registry = Registry({**self.registry.variants, **variants}, self.default_variant)
@@ -247,4 +288,5 @@ class Engine:
     async def close(self) -> None:
         for batcher in self.batchers.values():
             await batcher.stop()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)

@@ -14,6 +14,7 @@ from prometheus_client import (
 
 from app.core.batcher import BatchRun
 from app.core.experiment import Experiment
+from app.core.placement import Placement
 from app.core.registry import Variant
 
 # 0.5 ms to 1 s and a little beyond: int8 batch-1 inference sits around 1-2 ms on a CPU core.
@@ -190,6 +191,25 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("brum_ready", "1 once every variant is ready.", registry=r)
+        self.inference_plan = Gauge(
+            "brum_inference_plan_info",
+            "How the cores are used: threads per session, batches side by side, and whether "
+            "the plan was configured, calibrated at start-up or the default. Always 1.",
+            ["threads", "side_by_side", "source"],
+            registry=r,
+        )
+        self.calibration_throughput = Gauge(
+            "brum_calibration_texts_per_second",
+            "Start-up calibration: texts per second of each candidate plan on this machine.",
+            ["threads", "side_by_side"],
+            registry=r,
+        )
+        self.calibration_lone = Gauge(
+            "brum_calibration_lone_run_seconds",
+            "Start-up calibration: one text through the model with each candidate plan.",
+            ["threads", "side_by_side"],
+            registry=r,
+        )
         self.startup_duration = Gauge(
             "brum_startup_duration_seconds", "Time from start-up to ready.", registry=r
         )
@@ -204,6 +224,16 @@ class Metrics:
             self.model_parameters.labels(variant.name).set(card.metrics.parameters)
             self.model_accuracy.labels(variant.name).set(card.metrics.accuracy)
         self.variant_ready.labels(variant.name).set(1)
+
+    def publish_placement(self, placement: Placement) -> None:
+        plan = placement.plan
+        self.inference_plan.labels(str(plan.threads), str(plan.side_by_side), placement.source).set(
+            1
+        )
+        for m in placement.measurements:
+            labels = (str(m.plan.threads), str(m.plan.side_by_side))
+            self.calibration_throughput.labels(*labels).set(m.texts_per_second)
+            self.calibration_lone.labels(*labels).set(m.lone_seconds)
 
     def observe_batch(self, variant: str, run: BatchRun) -> None:
         self.inference_duration.labels(variant).observe(run.seconds)

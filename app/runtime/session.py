@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
+
+from app.runtime.cores import available_cores
 
 GRAPH_OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -23,16 +24,15 @@ class SessionConfig:
     graph_optimization_level: str = "all"
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
 def create_session(model_path: Path, config: SessionConfig) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads or available_cores()
     options.inter_op_num_threads = config.inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[config.graph_optimization_level]
-    # Spinning threads burn a core between requests; a server mostly waits.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The pool's threads spin while a run hands them one small kernel after another (waking a
+    # blocked thread for each costs more than the kernel on a VM), and stop spinning when the run
+    # ends: a server mostly waits, and idle spinning would burn its cores and its CPU quota.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

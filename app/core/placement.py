@@ -1,0 +1,62 @@
+"""How the service spends its cores: the plan the ``BRUM_*`` settings give, or, when they give
+none, the one measured on this machine at start-up (app/runtime/calibration.py)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.runtime.calibration import Measurement, Plan, calibrate
+from app.runtime.tokenizer import TextEncoder
+from app.settings import Settings
+
+logger = logging.getLogger("brum.placement")
+
+CALIBRATION_TEXT = "how do i transfer money from my checking to my savings account"
+
+
+@dataclass(frozen=True)
+class Placement:
+    plan: Plan
+    source: str  # "configured", "calibrated" or "default"
+    measurements: list[Measurement] = field(default_factory=list)
+
+
+def configured_plan(settings: Settings, cores: int) -> Plan | None:
+    """The plan the settings fix, if they fix one: either setting implies the other."""
+    threads, workers = settings.intra_op_threads, settings.inference_workers
+    if threads is None and not workers:
+        return None
+    if threads is None:
+        return Plan(1 if workers > 1 else cores, workers)
+    threads = threads or cores
+    return Plan(threads, workers or (cores if threads == 1 else 1))
+
+
+def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -> Placement:
+    plan = configured_plan(settings, cores)
+    if plan is not None:
+        placement = Placement(plan, "configured")
+    elif not settings.calibrate or cores == 1:
+        placement = Placement(Plan(1, cores), "default")
+    else:
+        chosen, measurements = calibrate(
+            model,
+            tokenizer,
+            cores,
+            CALIBRATION_TEXT,
+            texts_in_flight=settings.max_batch_size,
+            graph_optimization_level=settings.graph_optimization_level,
+        )
+        for m in measurements:
+            logger.info(
+                "calibration: %s: %.0f texts/s with %d in flight, lone text %.3f ms",
+                m.plan,
+                m.texts_per_second,
+                settings.max_batch_size,
+                m.lone_seconds * 1000,
+            )
+        placement = Placement(chosen.plan, "calibrated", measurements)
+    logger.info("inference plan (%s, %d cores): %s", placement.source, cores, placement.plan)
+    return placement
