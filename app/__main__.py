@@ -64,7 +64,10 @@ def main() -> None:
         # One process per container: scale out with replicas, not workers.
         workers=1,
     )
-    DrainingServer(config, app.state.engine, settings.drain_delay_seconds).run()
+    server = DrainingServer(config, app.state.engine, settings.drain_delay_seconds)
+    # Whether a request is the only one the process could be asked for: see Occupancy.
+    app.state.engine.occupancy.connections = lambda: len(server.server_state.connections)
+    server.run()
 
 
 if __name__ == "__main__":

@@ -69,12 +69,14 @@ def classifier() -> OnnxClassifier:
     )
 
 
-def run_batcher(classifier, policy, texts_per_request, inline=False, busy_elsewhere=False):
+def run_batcher(
+    classifier, policy, texts_per_request, inline=None, busy_elsewhere=False, connections=1
+):
     """Submit every request at once; the sizes of the batches run, the answers, the executor."""
 
     async def scenario():
         executor = CountingExecutor(policy.max_concurrent_batches)
-        occupancy = Occupancy()
+        occupancy = Occupancy(connections=lambda: connections)
         occupancy.running = int(busy_elsewhere)
         sizes: list[int] = []
         batcher = Batcher(
@@ -108,13 +110,27 @@ def test_waiting_texts_are_shared_evenly_among_free_batch_slots(classifier, clin
         assert np.argmax(answer.logits[0]) == np.argmax(alone)
 
 
-def test_a_lone_text_runs_inline_only_when_nothing_else_runs(classifier, clinc):
+@pytest.mark.parametrize(
+    ("inline", "busy_elsewhere", "connections", "handed_off"),
+    [
+        (True, False, 1, 0),  # the only connection, an idle process: on the loop
+        (False, False, 1, 1),  # no inline classifier (too slow for the loop)
+        (True, True, 1, 1),  # another variant's batch is running
+        (True, False, 2, 1),  # another connection may have a request behind this one
+    ],
+)
+def test_a_lone_text_runs_inline_only_when_nothing_else_can_run(
+    classifier, clinc, inline, busy_elsewhere, connections, handed_off
+):
     text = clinc.splits["test"].texts[0]
-    policy = BatchPolicy(max_concurrent_batches=2)
+    sizes, (scored,), submitted = run_batcher(
+        classifier,
+        BatchPolicy(max_concurrent_batches=2),
+        [[text]],
+        inline=classifier if inline else None,
+        busy_elsewhere=busy_elsewhere,
+        connections=connections,
+    )
+    assert (sizes, submitted) == ([1], handed_off)
     expected = classifier.classify([text]).logits[0]
-    for inline, busy, handed_off in ((True, False, 0), (False, False, 1), (True, True, 1)):
-        sizes, (scored,), submitted = run_batcher(
-            classifier, policy, [[text]], inline=inline, busy_elsewhere=busy
-        )
-        assert (sizes, submitted) == ([1], handed_off), (inline, busy)
-        np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)

@@ -6,9 +6,11 @@ variant takes what is queued, sorts the texts by length, cuts them into batches 
 runs each batch off the event loop and hands every caller its own rows, in its own order.
 
 It never waits for company it has no reason to expect: a lone request runs at once, and while
-nothing else runs anywhere in the process it runs on the event-loop thread itself (``inline``):
-handing one short run to a worker thread and back costs two thread wake-ups, a fifth of the run
-on a VM. Only while requests keep arriving does it wait for more, up to ``max_wait``. Under load,
+nothing else runs in the process and no other connection is open, it runs on the event-loop
+thread itself, on the
+``inline`` classifier (a session on every core, where that answers one text faster): handing one
+short run to a worker thread and back costs two thread wake-ups, a fifth of the run on a VM.
+Only while requests keep arriving does it wait for more, up to ``max_wait``. Under load,
 requests pile up while a batch runs, so batches fill by themselves; with several batches allowed
 side by side, what is waiting is shared evenly among the free slots, so that 32 requests become
 two batches of 16 on two cores, not one of 32 on one core while the other idles.
@@ -54,11 +56,19 @@ class BatchPolicy:
 
 
 class Occupancy:
-    """Batches running now across every variant of the process: a lone request runs inline only
-    while this is zero, so it never holds up another variant's batch."""
+    """What else the process is doing: batches running across every variant, and the HTTP
+    connections open. A request runs inline only with no batch running and a single connection:
+    while the loop runs the model it reads no socket, so concurrent requests would stay hidden
+    behind each inline run and every one of them would run inline in turn, never batched.
+    ``connections`` is set by the server that runs the app; unknown (None), nothing runs inline."""
 
-    def __init__(self) -> None:
+    def __init__(self, connections: Callable[[], int] | None = None) -> None:
         self.running = 0
+        self.connections = connections
+
+    @property
+    def idle(self) -> bool:
+        return self.running == 0 and self.connections is not None and self.connections() <= 1
 
 
 @dataclass(frozen=True)
@@ -141,12 +151,13 @@ class Batcher:
         on_depth: Callable[[int], None] = lambda depth: None,
         on_running: Callable[[int], None] = lambda running: None,
         occupancy: Occupancy | None = None,
-        inline: bool = False,
+        inline: OnnxClassifier | None = None,
     ) -> None:
         self.classifier = classifier
         self.executor = executor
         self.policy = policy
         self.occupancy = occupancy or Occupancy()
+        # Runs lone texts on the event-loop thread; None: every text goes through the queue.
         self.inline = inline
         self.on_batch = on_batch
         self.on_depth = on_depth
@@ -172,6 +183,8 @@ class Batcher:
         self._queue.clear()
 
     async def submit(self, encodings: Sequence[Encoding]) -> Scored:
+        if self._alone(encodings):
+            return self._run_inline(encodings)
         count = len(encodings)
         if self.queued_texts + count > self.policy.max_queue_texts:
             raise QueueFull(
@@ -192,6 +205,35 @@ class Batcher:
             raise
         finally:
             timer.cancel()
+
+    def _alone(self, encodings: Sequence[Encoding]) -> bool:
+        """One text from the only connection, and nothing queued or running in the process."""
+        return (
+            self.inline is not None
+            and len(encodings) == 1
+            and not self._queue
+            and not self._running
+            and self.occupancy.idle
+        )
+
+    def _run_inline(self, encodings: Sequence[Encoding]) -> Scored:
+        """Run a lone text on the event-loop thread: no queue, no hand-off to a worker thread.
+        Requests that arrive meanwhile wait in the socket buffers, then batch as usual."""
+        assert self.inline is not None
+        self.occupancy.running += 1
+        try:
+            # The process's CPU: nothing else runs, and a session on every core has helpers.
+            logits, run = _infer(self.inline, list(encodings), time.process_time)
+        finally:
+            self.occupancy.running -= 1
+        self.on_batch(run)
+        return Scored(
+            logits=logits,
+            token_counts=[run.tokens],
+            truncated=[bool(run.truncated)],
+            queue_seconds=0.0,
+            inference_seconds=run.seconds,
+        )
 
     def _expire(self, job: _Job) -> None:
         if job.started or job.future.done():
@@ -222,10 +264,6 @@ class Batcher:
             if not jobs:
                 self._slots.release()
                 continue
-            if self._runs_inline(jobs):
-                await self._run(jobs, inline=True)  # never suspends: the loop runs the model
-                self._slots.release()
-                continue
             task = asyncio.get_running_loop().create_task(self._run(jobs))
             self._running.add(task)
             self.on_running(len(self._running))
@@ -254,15 +292,6 @@ class Batcher:
         free = self.policy.max_concurrent_batches - len(self._running)
         return max(1, min(self.policy.max_batch_size, math.ceil(self.queued_texts / free)))
 
-    def _runs_inline(self, jobs: list[_Job]) -> bool:
-        return (
-            self.inline
-            and self.occupancy.running == 0
-            and len(jobs) == 1
-            and len(jobs[0].encodings) == 1
-            and not self.queued_texts
-        )
-
     def _take(self, limit: int) -> list[_Job]:
         """Queued jobs, oldest first, up to ``limit`` texts (at least one job)."""
         jobs: list[_Job] = []
@@ -281,7 +310,7 @@ class Batcher:
             self._change_depth(-len(job.encodings))
         return jobs
 
-    async def _run(self, jobs: list[_Job], inline: bool = False) -> None:
+    async def _run(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         slots = [(job, row) for job in jobs for row in range(len(job.encodings))]
         lengths = [len(job.encodings[row].ids) for job, row in slots]
@@ -293,12 +322,9 @@ class Batcher:
                 lengths, self.policy.max_batch_size, self.policy.max_batch_tokens
             ):
                 encodings = [slots[i][0].encodings[slots[i][1]] for i in batch]
-                if inline:
-                    logits, run = _infer(self.classifier, encodings, clock)
-                else:
-                    logits, run = await loop.run_in_executor(
-                        self.executor, _infer, self.classifier, encodings, clock
-                    )
+                logits, run = await loop.run_in_executor(
+                    self.executor, _infer, self.classifier, encodings, clock
+                )
                 self.on_batch(run)
                 for position, index in enumerate(batch):
                     job, row = slots[index]

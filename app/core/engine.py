@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ from app.core.registry import (
     warm_up,
 )
 from app.runtime.calibration import Plan
+from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
 from app.runtime.tokenizer import load_tokenizer
@@ -56,11 +56,10 @@ def batch_policy(settings: Settings, plan: Plan) -> BatchPolicy:
     )
 
 
-def lone_run_seconds(variant: Variant, runs: int = 5) -> float:
-    """Median time of one text through the model: whether a lone request may run inline."""
-    return statistics.median(
-        variant.classifier.classify(WARMUP_TEXTS[1:]).inference_seconds for _ in range(runs)
-    )
+def lone_run_seconds(classifier: OnnxClassifier, runs: int = 5) -> float:
+    """One text through the model, the fastest of a few runs (the least disturbed, and past
+    the first run's allocations): whether a lone request may run inline."""
+    return min(classifier.classify(WARMUP_TEXTS[1:]).inference_seconds for _ in range(runs))
 
 
 class Engine:
@@ -101,32 +100,58 @@ class Engine:
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE, card.max_length)
         return place(self.settings, folder / MODEL_FILE, tokenizer, available_cores())
 
-    def _load(self, cards: list[tuple[Path, VariantCard]]) -> dict[str, tuple[Variant, bool]]:
-        """Create each session, warm it up and time a lone text: the variant and whether its
-        lone requests run inline. Blocking: runs off the event loop."""
-        assert self.placement is not None
-        config = SessionConfig(
-            intra_op_threads=self.placement.plan.threads,
+    def _session_config(self, threads: int) -> SessionConfig:
+        return SessionConfig(
+            intra_op_threads=threads,
             inter_op_threads=self.settings.inter_op_threads,
             graph_optimization_level=self.settings.graph_optimization_level,
         )
-        variants: dict[str, tuple[Variant, bool]] = {}
+
+    def _inline_classifier(self, folder: Path, variant: Variant) -> OnnxClassifier | None:
+        """What runs the variant's lone texts on the event loop: its own session, or, with
+        one-thread sessions side by side, a session on every core where calibration found that
+        faster for one text; None if a lone text takes longer than BRUM_INLINE_MAX_MS."""
+        assert self.placement is not None
+        if self.settings.inline_max_ms == 0:
+            return None
+        chosen = variant.classifier
+        if self.placement.wide_lone_texts:
+            card = variant.card
+            chosen = load_classifier(
+                folder / MODEL_FILE,
+                folder / TOKENIZER_FILE,
+                card.max_length,
+                self._session_config(available_cores()),
+            )
+        lone = lone_run_seconds(chosen)
+        inline = lone * 1000 <= self.settings.inline_max_ms
+        logger.info(
+            "variant %s: one text in %.3f ms on %s; lone requests run %s",
+            variant.name,
+            lone * 1000,
+            "a session on every core" if chosen is not variant.classifier else "its session",
+            "inline" if inline else "through the queue",
+        )
+        return chosen if inline else None
+
+    def _load(
+        self, cards: list[tuple[Path, VariantCard]]
+    ) -> dict[str, tuple[Variant, OnnxClassifier | None]]:
+        """Create each session and warm it up; with it, what runs its lone texts inline.
+        Blocking: runs off the event loop."""
+        assert self.placement is not None
+        config = self._session_config(self.placement.plan.threads)
+        variants: dict[str, tuple[Variant, OnnxClassifier | None]] = {}
         for folder, card in cards:
             variant = load_variant(folder, card, config)
             seconds = warm_up(variant, self.settings.warmup_iterations)
-            lone = lone_run_seconds(variant)
-            inline = lone * 1000 <= self.settings.inline_max_ms
-            logger.info(
-                "variant %s loaded and warmed up in %.3f s; one text in %.3f ms%s",
-                card.name,
-                seconds,
-                lone * 1000,
-                ", lone requests run inline" if inline else "",
-            )
-            variants[card.name] = (variant, inline)
+            logger.info("variant %s loaded and warmed up in %.3f s", card.name, seconds)
+            variants[card.name] = (variant, self._inline_classifier(folder, variant))
         return variants
 
-    def _start_batchers(self, variants: dict[str, tuple[Variant, bool]]) -> dict[str, Variant]:
+    def _start_batchers(
+        self, variants: dict[str, tuple[Variant, OnnxClassifier | None]]
+    ) -> dict[str, Variant]:
         assert self.executor is not None and self.policy is not None
         for name, (variant, inline) in variants.items():
             batcher = Batcher(

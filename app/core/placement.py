@@ -16,11 +16,24 @@ logger = logging.getLogger("brum.placement")
 CALIBRATION_TEXT = "how do i transfer money from my checking to my savings account"
 
 
+# A session on every core serves lone texts only if it answered one this much faster.
+WIDE_LONE_GAIN = 0.9
+
+
 @dataclass(frozen=True)
 class Placement:
     plan: Plan
     source: str  # "configured", "calibrated" or "default"
     measurements: list[Measurement] = field(default_factory=list)
+
+    @property
+    def wide_lone_texts(self) -> bool:
+        """Whether lone texts, run inline, should get a session on every core of their own: a
+        side-by-side plan was chosen, and calibration saw a wide session answer one text
+        clearly faster."""
+        lone = {m.plan.threads: m.lone_seconds for m in self.measurements}
+        narrow, wide = self.plan.threads, max(lone, default=0)
+        return wide > narrow and lone[wide] < lone[narrow] * WIDE_LONE_GAIN
 
 
 def configured_plan(settings: Settings, cores: int) -> Plan | None:

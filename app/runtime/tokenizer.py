@@ -36,6 +36,15 @@ class TextEncoder:
 
     def pad(self, encodings: Sequence[Encoding]) -> EncodedBatch:
         """Pad to the longest encoding: a fixed length wastes compute on short texts."""
+        if len(encodings) == 1:  # a lone text needs no padding: three arrays straight from it
+            (encoding,) = encodings
+            input_ids = np.array([encoding.ids], dtype=np.int64)
+            return EncodedBatch(
+                input_ids,
+                np.ones_like(input_ids),
+                np.array([encoding.type_ids], dtype=np.int64),
+                [bool(encoding.overflowing)],
+            )
         longest = max(len(e.ids) for e in encodings)
         shape = (len(encodings), longest)
         input_ids = np.full(shape, self.pad_id, dtype=np.int64)

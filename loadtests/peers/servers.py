@@ -77,13 +77,13 @@ def _brum(ctx: Context) -> Launch:
     repository = ctx.workdir / "brum-repository"
     repository.mkdir(exist_ok=True)
     (repository / ctx.variant).symlink_to(ctx.folder.resolve(), target_is_directory=True)
-    env = ctx.env(
-        BRUM_MODEL_REPOSITORY=str(repository),
-        BRUM_HOST="127.0.0.1",
-        BRUM_PORT=str(ctx.port),
-        BRUM_LOG_LEVEL="warning",
-        **ctx.brum_env,
-    )
+    defaults = {
+        "BRUM_MODEL_REPOSITORY": str(repository),
+        "BRUM_HOST": "127.0.0.1",
+        "BRUM_PORT": str(ctx.port),
+        "BRUM_LOG_LEVEL": "warning",
+    }
+    env = ctx.env(**{**defaults, **ctx.brum_env})  # --brum-env overrides
     return Launch(("-m", "app"), env, "/readyz")
 
 
