@@ -10,7 +10,7 @@ from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
 from models.evaluate import predict_probabilities, served_accuracy
-from models.oos import tune_threshold
+from models.oos import apply_threshold, objective_share, tune_threshold
 
 VARIANTS = sorted(p.parent for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
 BUDGET_BYTES = 60 * 2**20
@@ -66,11 +66,13 @@ def test_threshold_was_tuned_on_validation_not_test(folder, clinc):
     validation = clinc.splits["validation"]
     probabilities = predict_probabilities(classifier, validation.texts, progress=False)
 
-    choice = tune_threshold(
-        probabilities,
-        np.asarray(validation.label_ids),
-        clinc.oos_id,
-        card.oos_threshold.objective,
-        card.oos_threshold.oos_share,
-    )
-    assert choice.threshold == pytest.approx(step.params["threshold"], abs=0.02)
+    truth = np.asarray(validation.label_ids)
+    objective, share = card.oos_threshold.objective, card.oos_threshold.oos_share
+    choice = tune_threshold(probabilities, truth, clinc.oos_id, objective, share)
+    # The objective is flat near its best: where int8 kernels differ (AVX2-only CPUs) its argmax
+    # moves far (0.24 against 0.47 seen for static int8), so compare what the thresholds score.
+    correct = apply_threshold(probabilities, clinc.oos_id, step.params["threshold"]) == truth
+    is_oos = truth == clinc.oos_id
+    weight = objective_share(objective, share, float(is_oos.mean()))
+    at_card = (1 - weight) * correct[~is_oos].mean() + weight * correct[is_oos].mean()
+    assert at_card == pytest.approx(choice.value, abs=0.005)
