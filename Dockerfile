@@ -37,5 +37,5 @@ EXPOSE 8000
 # The slim image has no curl: ask /healthz (liveness) with the standard library.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('BRUM_PORT', '8000'), timeout=2)"]
-# One process per container (threads from BRUM_INTRA_OP_THREADS); scale out with replicas.
+# One process per container (threads sized to its CPU limit at start-up); scale out with replicas.
 CMD ["python", "-m", "app"]

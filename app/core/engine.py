@@ -27,7 +27,6 @@ from app.core.registry import (
     read_cards,
     warm_up,
 )
-from app.runtime.calibration import Plan
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
@@ -44,9 +43,10 @@ def find_experiment(settings: Settings) -> Experiment | None:
     return load_experiment(path)
 
 
-def batch_policy(settings: Settings, plan: Plan) -> BatchPolicy:
+def batch_policy(settings: Settings, placement: Placement) -> BatchPolicy:
+    plan = placement.plan
     return BatchPolicy(
-        max_batch_size=settings.max_batch_size,
+        max_batch_size=placement.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait=settings.max_wait_ms / 1000,
         max_queue_texts=settings.max_queue_texts,
@@ -176,7 +176,7 @@ class Engine:
         self.placement = await asyncio.to_thread(self._place)
         self.metrics.publish_placement(self.placement)
         plan = self.placement.plan
-        self.policy = batch_policy(self.settings, plan)
+        self.policy = batch_policy(self.settings, self.placement)
         self.executor = ThreadPoolExecutor(plan.side_by_side, thread_name_prefix="brum-infer")
         variants = self._start_batchers(await asyncio.to_thread(self._load, self.cards))
         self.registry = Registry(variants, self.default_variant)

@@ -198,6 +198,12 @@ class Metrics:
             ["threads", "side_by_side", "source"],
             registry=r,
         )
+        self.batch_size_limit = Gauge(
+            "brum_batch_size_limit",
+            "Texts per batch the batchers cut: BRUM_MAX_BATCH_SIZE, or less where start-up "
+            "calibration found larger batches no cheaper per text.",
+            registry=r,
+        )
         self.calibration_throughput = Gauge(
             "brum_calibration_texts_per_second",
             "Start-up calibration: texts per second of each candidate plan on this machine.",
@@ -230,6 +236,7 @@ class Metrics:
         self.inference_plan.labels(str(plan.threads), str(plan.side_by_side), placement.source).set(
             1
         )
+        self.batch_size_limit.set(placement.max_batch_size)
         for m in placement.measurements:
             labels = (str(m.plan.threads), str(m.plan.side_by_side))
             self.calibration_throughput.labels(*labels).set(m.texts_per_second)

@@ -24,6 +24,7 @@ WIDE_LONE_GAIN = 0.9
 class Placement:
     plan: Plan
     source: str  # "configured", "calibrated" or "default"
+    max_batch_size: int  # texts per batch the batchers cut
     measurements: list[Measurement] = field(default_factory=list)
 
     @property
@@ -49,27 +50,41 @@ def configured_plan(settings: Settings, cores: int) -> Plan | None:
 
 def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -> Placement:
     plan = configured_plan(settings, cores)
+    largest = settings.max_batch_size
     if plan is not None:
-        placement = Placement(plan, "configured")
+        placement = Placement(plan, "configured", largest)
     elif not settings.calibrate or cores == 1:
-        placement = Placement(Plan(1, cores), "default")
+        placement = Placement(Plan(1, cores), "default", largest)
     else:
-        chosen, measurements = calibrate(
+        measured = calibrate(
             model,
             tokenizer,
             cores,
             CALIBRATION_TEXT,
-            texts_in_flight=settings.max_batch_size,
+            texts_in_flight=largest,
             graph_optimization_level=settings.graph_optimization_level,
         )
-        for m in measurements:
+        for m in measured.measurements:
             logger.info(
                 "calibration: %s: %.0f texts/s with %d in flight, lone text %.3f ms",
                 m.plan,
                 m.texts_per_second,
-                settings.max_batch_size,
+                largest,
                 m.lone_seconds * 1000,
             )
-        placement = Placement(chosen.plan, "calibrated", measurements)
-    logger.info("inference plan (%s, %d cores): %s", placement.source, cores, placement.plan)
+        logger.info(
+            "calibration: batches of %s texts: %s texts/s",
+            ", ".join(map(str, measured.batch_rates)),
+            ", ".join(f"{rate:.0f}" for rate in measured.batch_rates.values()),
+        )
+        # An explicit BRUM_MAX_BATCH_SIZE is a limit the operator chose: kept as it is.
+        size = largest if "max_batch_size" in settings.model_fields_set else measured.batch_size
+        placement = Placement(measured.chosen.plan, "calibrated", size, measured.measurements)
+    logger.info(
+        "inference plan (%s, %d cores): %s, batches of up to %d texts",
+        placement.source,
+        cores,
+        placement.plan,
+        placement.max_batch_size,
+    )
     return placement
