@@ -123,6 +123,7 @@ class Engine:
                 card.max_length,
                 self._session_config(available_cores()),
             )
+            warm_up(Variant(card.name, card, chosen, folder), self.settings.warmup_iterations)
         lone = lone_run_seconds(chosen)
         inline = lone * 1000 <= self.settings.inline_max_ms
         logger.info(
@@ -167,6 +168,7 @@ class Engine:
             batcher.start()
             self.batchers[name] = batcher
             self.metrics.queue_capacity.labels(name).set(self.policy.max_queue_texts)
+            self.metrics.inline_threads.labels(name).set(inline.threads if inline else 0)
             self.metrics.publish_card(variant)
         return {name: variant for name, (variant, _) in variants.items()}
 

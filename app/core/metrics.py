@@ -198,6 +198,13 @@ class Metrics:
             ["threads", "side_by_side", "source"],
             registry=r,
         )
+        self.inline_threads = Gauge(
+            "brum_inline_session_threads",
+            "Threads of the session a lone request on the only open connection runs on, on the "
+            "event-loop thread; 0: lone requests go through the queue like any other.",
+            ["variant"],
+            registry=r,
+        )
         self.batch_size_limit = Gauge(
             "brum_batch_size_limit",
             "Texts per batch the batchers cut: BRUM_MAX_BATCH_SIZE, or less where start-up "

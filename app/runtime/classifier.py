@@ -28,6 +28,10 @@ class OnnxClassifier:
     session: ort.InferenceSession
     input_names: tuple[str, ...]
 
+    @property
+    def threads(self) -> int:
+        return self.session.get_session_options().intra_op_num_threads
+
     def encode(self, texts: list[str]) -> EncodedBatch:
         return self.tokenizer.encode_batch(texts)
 

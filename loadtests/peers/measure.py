@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.peers.servers import Context, Server
 from loadtests.processes import (
@@ -82,7 +83,24 @@ def measure(
         for level in levels:
             result["levels"][level.key] = run_level(server, pid, endpoint, texts, level, seconds)
         result["rss_after_bytes"] = tree_rss_bytes(pid)
+        if server.name == "brum":
+            result["chosen"] = brum_choices(url)
+            print(f"  brum chose: {result['chosen']}")
     return result
+
+
+def brum_choices(url: str) -> dict:
+    """What brum measured and chose at start-up, from its /metrics: the run is read with it."""
+    chosen: dict = {}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == "brum_inference_plan_info":
+                chosen["plan"] = sample.labels
+            elif sample.name == "brum_batch_size_limit":
+                chosen["max_batch_size"] = int(sample.value)
+            elif sample.name == "brum_inline_session_threads":
+                chosen["inline_session_threads"] = int(sample.value)
+    return chosen
 
 
 def run_level(
