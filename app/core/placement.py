@@ -7,14 +7,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.registry import WARMUP_TEXTS
 from app.runtime.calibration import Measurement, Plan, calibrate
 from app.runtime.tokenizer import TextEncoder
 from app.settings import Settings
 
 logger = logging.getLogger("brum.placement")
-
-CALIBRATION_TEXT = "how do i transfer money from my checking to my savings account"
-
 
 # A session on every core serves lone texts only if it answered one this much faster.
 WIDE_LONE_GAIN = 0.9
@@ -60,7 +58,7 @@ def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -
             model,
             tokenizer,
             cores,
-            CALIBRATION_TEXT,
+            WARMUP_TEXTS[1],  # a typical utterance's length
             texts_in_flight=largest,
             graph_optimization_level=settings.graph_optimization_level,
         )
