@@ -65,8 +65,9 @@ def main() -> None:
         workers=1,
     )
     server = DrainingServer(config, app.state.engine, settings.drain_delay_seconds)
-    # Whether a request is the only one the process could be asked for: see Occupancy.
-    app.state.engine.occupancy.connections = lambda: len(server.server_state.connections)
+    # Whether a request is the only one the process could be asked for, and whether more can
+    # come: see Batcher and InferenceWorkers.
+    app.state.engine.connections = lambda: len(server.server_state.connections)
     server.run()
 
 

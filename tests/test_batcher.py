@@ -1,18 +1,20 @@
 """Batch planning: similar lengths together, within the size and padded-token budgets; the
-batcher shares waiting texts among free slots and runs a lone text inline on an idle process."""
+inference threads share waiting texts among themselves, and a lone text runs inline on an idle
+process."""
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.core.batcher import Batcher, BatchPolicy, Occupancy, plan_batches
+from app.core.batcher import Batcher, BatchPolicy, plan_batches
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.core.workers import InferenceWorkers
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
@@ -49,18 +51,6 @@ def test_every_text_is_in_exactly_one_batch_within_budget(lengths, max_size, max
 SMALLEST = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
 
 
-class CountingExecutor(ThreadPoolExecutor):
-    """A real thread pool that counts the batches handed to it."""
-
-    def __init__(self, workers: int) -> None:
-        super().__init__(workers)
-        self.submitted = 0
-
-    def submit(self, fn, /, *args, **kwargs):
-        self.submitted += 1
-        return super().submit(fn, *args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def classifier() -> OnnxClassifier:
     card = read_card(SMALLEST)
@@ -70,41 +60,48 @@ def classifier() -> OnnxClassifier:
 
 
 def run_batcher(
-    classifier, policy, texts_per_request, inline=None, busy_elsewhere=False, connections=1
+    classifier,
+    policy,
+    texts_per_request,
+    threads=2,
+    inline=None,
+    busy_elsewhere=False,
+    connections=None,
 ):
-    """Submit every request at once; the sizes of the batches run, the answers, the executor."""
+    """Submit every request at once; the sizes of the batches run, the answers, and the
+    threads each batch ran on. ``connections`` defaults to one per request."""
 
     async def scenario():
-        executor = CountingExecutor(policy.max_concurrent_batches)
-        occupancy = Occupancy(connections=lambda: connections)
-        occupancy.running = int(busy_elsewhere)
-        sizes: list[int] = []
+        count = len(texts_per_request) if connections is None else connections
+        workers = InferenceWorkers(threads, connections=lambda: count)
+        workers.running = int(busy_elsewhere)
+        batches: list[tuple[int, str]] = []
         batcher = Batcher(
             classifier,
-            executor,
+            workers,
             policy,
-            on_batch=lambda run: sizes.append(run.texts),
-            occupancy=occupancy,
+            on_batch=lambda run: batches.append((run.texts, threading.current_thread().name)),
             inline=inline,
         )
         batcher.start()
+        workers.start()
         try:
             scored = await asyncio.gather(
                 *(batcher.submit(classifier.tokenize(texts)) for texts in texts_per_request)
             )
         finally:
+            workers.running -= int(busy_elsewhere)
+            await workers.stop()
             await batcher.stop()
-            executor.shutdown()
-        return sizes, scored, executor.submitted
+        return batches, scored
 
     return asyncio.run(scenario())
 
 
 def test_waiting_texts_are_shared_evenly_among_free_batch_slots(classifier, clinc):
     texts = clinc.splits["test"].texts[:32]
-    policy = BatchPolicy(max_batch_size=32, max_concurrent_batches=2)
-    sizes, scored, submitted = run_batcher(classifier, policy, [[t] for t in texts])
-    assert sizes == [16, 16] and submitted == 2
+    batches, scored = run_batcher(classifier, BatchPolicy(max_batch_size=32), [[t] for t in texts])
+    assert sorted(batches) == [(16, "brum-infer-0"), (16, "brum-infer-1")]
     for text, answer in zip(texts, scored, strict=True):
         alone = classifier.classify([text]).logits[0]
         assert np.argmax(answer.logits[0]) == np.argmax(alone)
@@ -113,24 +110,25 @@ def test_waiting_texts_are_shared_evenly_among_free_batch_slots(classifier, clin
 @pytest.mark.parametrize(
     ("inline", "busy_elsewhere", "connections", "handed_off"),
     [
-        (True, False, 1, 0),  # the only connection, an idle process: on the loop
-        (False, False, 1, 1),  # no inline classifier (too slow for the loop)
-        (True, True, 1, 1),  # another variant's batch is running
-        (True, False, 2, 1),  # another connection may have a request behind this one
+        (True, False, 1, False),  # the only connection, an idle process: on the loop
+        (False, False, 1, True),  # no inline classifier (too slow for the loop)
+        (True, True, 1, True),  # another variant's batch is running
+        (True, False, 2, True),  # another connection may have a request behind this one
     ],
 )
 def test_a_lone_text_runs_inline_only_when_nothing_else_can_run(
     classifier, clinc, inline, busy_elsewhere, connections, handed_off
 ):
     text = clinc.splits["test"].texts[0]
-    sizes, (scored,), submitted = run_batcher(
+    batches, (scored,) = run_batcher(
         classifier,
-        BatchPolicy(max_concurrent_batches=2),
+        BatchPolicy(),
         [[text]],
         inline=classifier if inline else None,
         busy_elsewhere=busy_elsewhere,
         connections=connections,
     )
-    assert (sizes, submitted) == ([1], handed_off)
+    ((size, thread),) = batches
+    assert size == 1 and thread.startswith("brum-infer") == handed_off
     expected = classifier.classify([text]).logits[0]
     np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)

@@ -1,19 +1,24 @@
 """The start-up calibration: both ways of using the cores measured on the real model, the faster
-kept (a near tie goes to the faster lone answer), and the plan exported and honoured."""
+kept (a near tie goes to the faster lone answer), what a run costs fitted, and the plan and cost
+exported and honoured."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.batcher import plan_batches
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.runtime.calibration import (
+    PROBE_BATCH,
+    BatchCost,
     Measurement,
     Plan,
-    batch_sizes,
     calibrate,
     candidate_plans,
     choose,
+    fit_cost,
 )
 from app.runtime.cores import available_cores
 from app.runtime.tokenizer import load_tokenizer
@@ -25,31 +30,57 @@ SIDE_BY_SIDE, ONE_WIDE = Plan(1, 2), Plan(2, 1)
 def test_candidates_bracket_the_choice():
     assert candidate_plans(1) == [Plan(1, 1)]
     assert candidate_plans(4) == [Plan(1, 4), Plan(4, 1)]
-    assert batch_sizes(32) == [32, 16, 8]
-    assert batch_sizes(8) == [8] and batch_sizes(3) == [3]
 
 
 def test_the_faster_plan_wins_and_a_near_tie_goes_to_the_faster_lone_answer():
-    fast = Measurement(SIDE_BY_SIDE, texts_per_second=1000, lone_seconds=0.002)
-    slow = Measurement(ONE_WIDE, texts_per_second=700, lone_seconds=0.001)
+    cost = BatchCost(0.001, 0.0001)
+    fast = Measurement(SIDE_BY_SIDE, texts_per_second=1000, lone_seconds=0.002, cost=cost)
+    slow = Measurement(ONE_WIDE, texts_per_second=700, lone_seconds=0.001, cost=cost)
     assert choose([fast, slow]) is fast
-    close = Measurement(ONE_WIDE, texts_per_second=980, lone_seconds=0.001)
+    close = Measurement(ONE_WIDE, texts_per_second=980, lone_seconds=0.001, cost=cost)
     assert choose([fast, close]) is close
+
+
+def test_the_cost_of_a_run_is_fitted_through_both_timings():
+    # 2 ms for one text of 10 tokens, 9 ms for 8 of them: 0.1 ms a token, 1 ms a run.
+    cost = fit_cost(0.002, 0.009, 8, 10)
+    assert cost.per_token == pytest.approx(1e-4) and cost.overhead == pytest.approx(1e-3)
+    assert cost.seconds(8, 10) == pytest.approx(0.009)
+    # Batches no dearer than one text (noise, or a machine that batches for free): fill them.
+    assert fit_cost(0.002, 0.0019, 8, 10) == BatchCost(0.002, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("cost", "cut"),
+    [
+        # A run costs far more than padding: one batch, however uneven.
+        (BatchCost(0.010, 1e-6), [[0, 1, 2, 3]]),
+        # Padding costs more than a run: the long text runs on its own.
+        (BatchCost(0.001, 1e-4), [[0, 1, 2], [3]]),
+        # No overhead at all: no text is padded.
+        (BatchCost(0.0, 1e-4), [[0], [1], [2], [3]]),
+    ],
+)
+def test_batches_are_cut_where_the_measured_cost_is_least(cost, cut):
+    assert plan_batches([4, 5, 6, 60], max_size=32, max_tokens=4096, cost=cost) == cut
 
 
 def test_calibration_measures_every_candidate_on_the_real_model():
     folder = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
     tokenizer = load_tokenizer(folder / TOKENIZER_FILE, read_card(folder).max_length)
-    measured = calibrate(
-        folder / MODEL_FILE, tokenizer, 2, "what is my balance", texts_in_flight=16, seconds=0.05
-    )
+    text = "what is my balance"
+    measured = calibrate(folder / MODEL_FILE, tokenizer, [SIDE_BY_SIDE, ONE_WIDE], text)
     measurements = measured.measurements
     assert [m.plan for m in measurements] == [SIDE_BY_SIDE, ONE_WIDE]
     assert all(m.texts_per_second > 0 and 0 < m.lone_seconds < 1 for m in measurements)
     assert measured.chosen in measurements
-    assert set(measured.batch_rates) == {16, 8} and all(measured.batch_rates.values())
-    best = max(measured.batch_rates.values())
-    assert measured.batch_rates[measured.batch_size] >= best * 0.95
+    tokens = tokenizer.encode_batch([text]).input_ids.shape[1]
+    for m in measurements:
+        # The fitted cost agrees with the lone run, timed apart from it (the cost with the
+        # plan's batches side by side, so perhaps slower), and the probe batch is no cheaper.
+        one = m.cost.seconds(1, tokens)
+        assert 0.5 * m.lone_seconds <= one <= 3 * m.lone_seconds
+        assert m.cost.seconds(PROBE_BATCH, tokens) >= one
 
 
 def test_the_service_exports_the_plan_it_runs(server):
@@ -70,4 +101,7 @@ def test_the_service_exports_the_plan_it_runs(server):
     assert (plan.labels["threads"], plan.labels["side_by_side"]) in measured
     assert "inference plan (calibrated" in server.logs()
     (limit,) = [s.value for s in samples if s.name == "brum_batch_size_limit"]
-    assert limit in batch_sizes(32)  # measured: BRUM_MAX_BATCH_SIZE is left at its default
+    assert limit == 32  # BRUM_MAX_BATCH_SIZE's default: a cap, the cost decides the cut
+    cost = {s.labels["part"]: s.value for s in samples if s.name == "brum_batch_cost_seconds"}
+    assert cost.keys() == {"overhead", "token"} and 0 < sum(cost.values()) < 0.5
+    assert cost["token"] > 0 or cost["overhead"] > 0

@@ -16,6 +16,7 @@ from app.core.batcher import plan_batches
 from app.core.card import OosThreshold, read_card, write_card
 from app.core.prediction import predictions_from_logits
 from app.core.registry import load_variant
+from app.runtime.calibration import BatchCost
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY, Settings
 from tests.server import run_server, wait_for
@@ -37,6 +38,16 @@ def scrape(server) -> dict[tuple[str, tuple], float]:
 
 def value(samples, name, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def served_batches(samples, lengths: list[int]) -> list[list[int]]:
+    """How the service cuts one request's texts: by the batch limit and run cost it exports."""
+    limit = int(value(samples, "brum_batch_size_limit"))
+    cost = BatchCost(
+        value(samples, "brum_batch_cost_seconds", part="overhead"),
+        value(samples, "brum_batch_cost_seconds", part="token"),
+    )
+    return plan_batches(lengths, limit, Settings().max_batch_tokens, cost)
 
 
 def test_liveness_and_readiness(server):
@@ -67,10 +78,9 @@ def test_predictions_on_clinc150_test_utterances_match_the_labels_and_the_runtim
     # them (dynamic int8 scales each batch on its own: the cut changes the scores a little).
     folder = SHIPPED_REPOSITORY / DEFAULT
     variant = load_variant(folder, read_card(folder), SessionConfig(intra_op_threads=1))
-    limit = int(scrape(server)[("brum_batch_size_limit", ())])
     lengths = [len(e.ids) for e in variant.classifier.tokenize(texts)]
     logits = np.zeros((len(texts), len(variant.card.labels)), dtype=np.float32)
-    for batch in plan_batches(lengths, limit, Settings().max_batch_tokens):
+    for batch in served_batches(scrape(server), lengths):
         logits[batch] = variant.classifier.classify([texts[i] for i in batch]).logits
     local = predictions_from_logits(variant.card, logits, lengths, [False] * len(texts), 3)
     assert labels == [p.label for p in local]
@@ -128,10 +138,9 @@ def test_request_id_is_honoured_or_generated(server):
 
 def test_metrics_move_as_requests_are_served(server):
     before = scrape(server)
+    texts = ["set a timer", "play music"]
     with server.client() as client:
-        assert (
-            client.post(PREDICT, json={"texts": ["set a timer", "play music"]}).status_code == 200
-        )
+        assert client.post(PREDICT, json={"texts": texts}).status_code == 200
         assert client.post(PREDICT, json={"text": ""}).status_code == 422
         raw = client.get("/metrics", follow_redirects=False)
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/plain")
@@ -145,7 +154,10 @@ def test_metrics_move_as_requests_are_served(server):
         value(after, "brum_requests_total", **bad)
         == value(before, "brum_requests_total", **bad) + 1
     )
-    for name, delta in [("brum_texts_total", 2), ("brum_inference_duration_seconds_count", 1)]:
+    folder = SHIPPED_REPOSITORY / DEFAULT
+    tokenized = load_variant(folder, read_card(folder), SessionConfig()).classifier.tokenize(texts)
+    runs = len(served_batches(before, [len(e.ids) for e in tokenized]))
+    for name, delta in [("brum_texts_total", 2), ("brum_inference_duration_seconds_count", runs)]:
         assert value(after, name, variant=DEFAULT) == value(before, name, variant=DEFAULT) + delta
     assert (
         value(after, "brum_tokens_total", variant=DEFAULT)

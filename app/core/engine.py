@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
-from app.core.batcher import Batcher, BatchPolicy, Occupancy
+from app.core.batcher import Batcher, BatchPolicy
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, VariantCard
 from app.core.errors import NotReady, QueueFull, QueueTimeout, TooManyTexts
 from app.core.experiment import EXPERIMENT_FILE, Experiment, load_experiment
@@ -27,6 +27,7 @@ from app.core.registry import (
     read_cards,
     warm_up,
 )
+from app.core.workers import InferenceWorkers
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
@@ -51,8 +52,8 @@ def batch_policy(settings: Settings, placement: Placement) -> BatchPolicy:
         max_wait=settings.max_wait_ms / 1000,
         max_queue_texts=settings.max_queue_texts,
         queue_timeout=settings.queue_timeout_seconds,
-        max_concurrent_batches=plan.side_by_side,
         threads_per_batch=plan.threads,
+        cost=placement.cost,
     )
 
 
@@ -72,9 +73,10 @@ class Engine:
         self.started_at = time.perf_counter()
         # Set by load(), once the plan for the cores is known (configured or measured).
         self.placement: Placement | None = None
-        self.executor: ThreadPoolExecutor | None = None
+        self.workers: InferenceWorkers | None = None
         self.policy: BatchPolicy | None = None
-        self.occupancy = Occupancy()
+        # Open HTTP connections, set by the server that runs the app (see Batcher, "lone").
+        self.connections: Callable[[], int] | None = None
         self.feedback = FeedbackStore(settings.feedback_capacity)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         # Read and verify the cards now: a broken repository should stop start-up with its reason.
@@ -153,16 +155,15 @@ class Engine:
     def _start_batchers(
         self, variants: dict[str, tuple[Variant, OnnxClassifier | None]]
     ) -> dict[str, Variant]:
-        assert self.executor is not None and self.policy is not None
+        assert self.workers is not None and self.policy is not None
         for name, (variant, inline) in variants.items():
             batcher = Batcher(
                 variant.classifier,
-                self.executor,
+                self.workers,
                 self.policy,
                 on_batch=lambda run, name=name: self.metrics.observe_batch(name, run),
                 on_depth=self.metrics.queue_depth.labels(name).set,
                 on_running=self.metrics.batches_running.labels(name).set,
-                occupancy=self.occupancy,
                 inline=inline,
             )
             batcher.start()
@@ -179,7 +180,8 @@ class Engine:
         self.metrics.publish_placement(self.placement)
         plan = self.placement.plan
         self.policy = batch_policy(self.settings, self.placement)
-        self.executor = ThreadPoolExecutor(plan.side_by_side, thread_name_prefix="brum-infer")
+        self.workers = InferenceWorkers(plan.side_by_side, self.connections)
+        self.workers.start()
         variants = self._start_batchers(await asyncio.to_thread(self._load, self.cards))
         self.registry = Registry(variants, self.default_variant)
         self.metrics.publish_experiment(self.experiment)
@@ -313,7 +315,7 @@ class Engine:
         logger.info("draining: no longer ready")
 
     async def close(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         for batcher in self.batchers.values():
             await batcher.stop()
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)

@@ -207,8 +207,15 @@ class Metrics:
         )
         self.batch_size_limit = Gauge(
             "brum_batch_size_limit",
-            "Texts per batch the batchers cut: BRUM_MAX_BATCH_SIZE, or less where start-up "
-            "calibration found larger batches no cheaper per text.",
+            "Texts per batch the batchers cut, at most: BRUM_MAX_BATCH_SIZE.",
+            registry=r,
+        )
+        self.batch_cost = Gauge(
+            "brum_batch_cost_seconds",
+            "What one run costs with the chosen plan, as the batchers cut batches by it: "
+            "part=overhead per run, part=token per token of the padded batch. Measured at "
+            "start-up; overhead 1, token 0 (always fill batches) when not measured.",
+            ["part"],
             registry=r,
         )
         self.calibration_throughput = Gauge(
@@ -244,6 +251,8 @@ class Metrics:
             1
         )
         self.batch_size_limit.set(placement.max_batch_size)
+        self.batch_cost.labels("overhead").set(placement.cost.overhead)
+        self.batch_cost.labels("token").set(placement.cost.per_token)
         for m in placement.measurements:
             labels = (str(m.plan.threads), str(m.plan.side_by_side))
             self.calibration_throughput.labels(*labels).set(m.texts_per_second)

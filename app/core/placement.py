@@ -1,5 +1,6 @@
 """How the service spends its cores: the plan the ``BRUM_*`` settings give, or, when they give
-none, the one measured on this machine at start-up (app/runtime/calibration.py)."""
+none, the one measured on this machine at start-up (app/runtime/calibration.py); and what a run
+costs with that plan, measured either way unless ``BRUM_CALIBRATE=false``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.registry import WARMUP_TEXTS
-from app.runtime.calibration import Measurement, Plan, calibrate
+from app.runtime.calibration import (
+    FILL_BATCHES,
+    BatchCost,
+    Measurement,
+    Plan,
+    calibrate,
+    candidate_plans,
+)
 from app.runtime.tokenizer import TextEncoder
 from app.settings import Settings
 
@@ -22,7 +30,8 @@ WIDE_LONE_GAIN = 0.9
 class Placement:
     plan: Plan
     source: str  # "configured", "calibrated" or "default"
-    max_batch_size: int  # texts per batch the batchers cut
+    max_batch_size: int  # texts per batch the batchers cut, at most
+    cost: BatchCost = FILL_BATCHES  # of one run: where the batchers cut
     measurements: list[Measurement] = field(default_factory=list)
 
     @property
@@ -49,35 +58,28 @@ def configured_plan(settings: Settings, cores: int) -> Plan | None:
 def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -> Placement:
     plan = configured_plan(settings, cores)
     largest = settings.max_batch_size
-    if plan is not None:
-        placement = Placement(plan, "configured", largest)
-    elif not settings.calibrate or cores == 1:
-        placement = Placement(Plan(1, cores), "default", largest)
+    if not settings.calibrate:
+        placement = Placement(plan or Plan(1, cores), "configured" if plan else "default", largest)
     else:
         measured = calibrate(
             model,
             tokenizer,
-            cores,
+            [plan] if plan else candidate_plans(cores),
             WARMUP_TEXTS[1],  # a typical utterance's length
-            texts_in_flight=largest,
             graph_optimization_level=settings.graph_optimization_level,
         )
         for m in measured.measurements:
             logger.info(
-                "calibration: %s: %.0f texts/s with %d in flight, lone text %.3f ms",
+                "calibration: %s: %.0f texts/s, lone text %.3f ms, a run %.3f ms + %.4f ms a token",
                 m.plan,
                 m.texts_per_second,
-                largest,
                 m.lone_seconds * 1000,
+                m.cost.overhead * 1000,
+                m.cost.per_token * 1000,
             )
-        logger.info(
-            "calibration: batches of %s texts: %s texts/s",
-            ", ".join(map(str, measured.batch_rates)),
-            ", ".join(f"{rate:.0f}" for rate in measured.batch_rates.values()),
-        )
-        # An explicit BRUM_MAX_BATCH_SIZE is a limit the operator chose: kept as it is.
-        size = largest if "max_batch_size" in settings.model_fields_set else measured.batch_size
-        placement = Placement(measured.chosen.plan, "calibrated", size, measured.measurements)
+        chosen = measured.chosen
+        source = "configured" if plan else "calibrated"
+        placement = Placement(chosen.plan, source, largest, chosen.cost, measured.measurements)
     logger.info(
         "inference plan (%s, %d cores): %s, batches of up to %d texts",
         placement.source,

@@ -8,15 +8,17 @@ service runs the model both ways for a fraction of a second, and keeps the plan 
 the most texts per second with the same number of texts in flight as a full batch; a plan within
 ``LATENCY_TIE`` of the best on throughput wins if it answers a lone text faster.
 
-The largest batch is measured too: bigger batches are not always cheaper per text. On one 2-core
-machine here a one-thread session ran batches of 8 as fast per text as batches of 32, and batches
-of 64 20% slower (their activations outgrow the caches), so cutting at 8 lost nothing and made
-every batch four times shorter. The chosen plan runs full batches of each candidate size, and the
-smallest size within ``LATENCY_TIE`` of the best throughput is kept.
+What a run costs is measured too, for each plan with its batches side by side as under load:
+runs of one text and of ``PROBE_BATCH`` copies of it give a fixed overhead per run and a price
+per token (``BatchCost``), by which the batcher decides where to cut (app/core/batcher.py).
+Whether batching pays depends on the machine as much as the plan does: one 2-core VM here ran
+one-text batches of real utterances 1.7x faster than batches of 32 (padding included, and no
+overhead per run to speak of); another ran batches of 32 17% faster per text.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,24 @@ from app.runtime.tokenizer import EncodedBatch, TextEncoder
 
 # Throughput this close to the best counts as a tie, decided by lone-text latency.
 LATENCY_TIE = 0.05
+# Texts per run of the larger probe.
+PROBE_BATCH = 8
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    """Seconds one run takes: ``overhead`` per run plus ``per_token`` per token of the padded
+    batch."""
+
+    overhead: float
+    per_token: float
+
+    def seconds(self, texts: int, longest: int) -> float:
+        return self.overhead + self.per_token * texts * longest
+
+
+# Overhead only: the fewest runs are the cheapest, so batches are always filled.
+FILL_BATCHES = BatchCost(overhead=1.0, per_token=0.0)
 
 
 @dataclass(frozen=True)
@@ -45,8 +65,16 @@ class Plan:
 @dataclass(frozen=True)
 class Measurement:
     plan: Plan
-    texts_per_second: float
-    lone_seconds: float  # median batch-1 run
+    texts_per_second: float  # with runs of one text or of PROBE_BATCH, whichever did more
+    lone_seconds: float  # one text, nothing else running: the fastest of a few runs
+    cost: BatchCost  # of one run, with the plan's batches side by side
+
+
+def fit_cost(one: float, probe: float, size: int, tokens: int) -> BatchCost:
+    """The overhead per run and price per token through two timings: a run of one text of
+    ``tokens`` tokens took ``one`` seconds, a run of ``size`` of them ``probe`` seconds."""
+    per_token = max(0.0, (probe - one) / ((size - 1) * tokens))
+    return BatchCost(overhead=max(0.0, one - per_token * tokens), per_token=per_token)
 
 
 def candidate_plans(cores: int) -> list[Plan]:
@@ -89,97 +117,65 @@ def _throughput(
 class Calibration:
     chosen: Measurement
     measurements: list[Measurement]  # one per candidate plan
-    batch_size: int  # the largest batch worth cutting, with the chosen plan
-    batch_rates: dict[int, float]  # texts per second of the chosen plan at each batch size
 
 
 @dataclass(frozen=True)
 class _Trial:
     plan: Plan
     run: Callable[[EncodedBatch], object]
-    batch: EncodedBatch
-    lone: EncodedBatch
-    tokenizer: TextEncoder
-    text: str
-
-    def full_batches(self, size: int) -> EncodedBatch:
-        return self.tokenizer.encode_batch([self.text] * size)
+    one: EncodedBatch
+    probe: EncodedBatch
 
     def lone_seconds(self, runs: int) -> float:
         """The fastest of a few runs: the least disturbed."""
         timings = []
         for _ in range(runs):
             started = time.perf_counter()
-            self.run(self.lone)
+            self.run(self.one)
             timings.append(time.perf_counter() - started)
         return min(timings)
 
 
-def _trial(
-    model: Path, tokenizer: TextEncoder, plan: Plan, text: str, texts_in_flight: int, level: str
-) -> _Trial:
+def _trial(model: Path, tokenizer: TextEncoder, plan: Plan, text: str, level: str) -> _Trial:
     session = create_session(model, SessionConfig(plan.threads, 1, level))
     run = OnnxClassifier(tokenizer, session, tuple(i.name for i in session.get_inputs())).run
-    batch = tokenizer.encode_batch([text] * max(1, texts_in_flight // plan.side_by_side))
-    trial = _Trial(plan, run, batch, tokenizer.encode_batch([text]), tokenizer, text)
+    trial = _Trial(
+        plan, run, tokenizer.encode_batch([text]), tokenizer.encode_batch([text] * PROBE_BATCH)
+    )
     # First runs allocate, and concurrent ones each need their own buffers: keep them out.
-    _throughput(run, batch, plan.side_by_side, seconds=0)
-    trial.lone_seconds(runs=2)
+    for batch in (trial.one, trial.probe):
+        _throughput(run, batch, plan.side_by_side, seconds=0)
     return trial
-
-
-def batch_sizes(largest: int) -> list[int]:
-    """Candidate batch sizes: the configured largest, halved down to 8."""
-    sizes = [largest]
-    while sizes[-1] // 2 >= 8:
-        sizes.append(sizes[-1] // 2)
-    return sizes
-
-
-def _best_batch_size(
-    trial: _Trial, sizes: list[int], seconds: float, rounds: int
-) -> tuple[int, dict[int, float]]:
-    # New shapes allocate in the first round; the best round of each size is kept.
-    batches = {size: trial.full_batches(size) for size in sizes}
-    rates = dict.fromkeys(sizes, 0.0)
-    for _ in range(rounds):
-        for size, batch in batches.items():
-            rate = _throughput(trial.run, batch, trial.plan.side_by_side, seconds)
-            rates[size] = max(rates[size], rate)
-    best = max(rates.values())
-    return min(s for s, r in rates.items() if r >= best * (1 - LATENCY_TIE)), rates
 
 
 def calibrate(
     model: Path,
     tokenizer: TextEncoder,
-    cores: int,
+    plans: list[Plan],
     text: str,
-    texts_in_flight: int,
-    seconds: float = 0.06,
+    seconds: float = 0.04,
     rounds: int = 2,
     graph_optimization_level: str = "all",
 ) -> Calibration:
-    """Measure every candidate plan on this machine, in alternating rounds so that a passing
-    disturbance hits one round of each rather than one plan, and keep each plan's best; then
-    the chosen plan's largest useful batch, up to ``texts_in_flight``."""
-    trials = [
-        _trial(model, tokenizer, plan, text, texts_in_flight, graph_optimization_level)
-        for plan in candidate_plans(cores)
-    ]
-    best: dict[Plan, Measurement] = {}
+    """Measure every plan on this machine, in alternating rounds so that a passing disturbance
+    hits one round of each rather than one plan, and keep each plan's best figures."""
+    trials = [_trial(model, tokenizer, plan, text, graph_optimization_level) for plan in plans]
+    rates: dict[tuple[Plan, int], float] = {}
+    lone: dict[Plan, float] = {}
     for _ in range(rounds):
         for trial in trials:
-            rate = _throughput(trial.run, trial.batch, trial.plan.side_by_side, seconds)
-            measured = Measurement(trial.plan, rate, trial.lone_seconds(runs=5))
-            kept = best.get(trial.plan)
-            best[trial.plan] = Measurement(
-                trial.plan,
-                max(rate, kept.texts_per_second if kept else 0.0),
-                min(measured.lone_seconds, kept.lone_seconds if kept else float("inf")),
-            )
-    measurements = [best[trial.plan] for trial in trials]
-    chosen = choose(measurements)
-    trial = next(t for t in trials if t.plan == chosen.plan)
-    size, rates = _best_batch_size(trial, batch_sizes(texts_in_flight), seconds, rounds)
-    return Calibration(chosen, measurements, size, rates)
+            for batch in (trial.one, trial.probe):
+                rate = _throughput(trial.run, batch, trial.plan.side_by_side, seconds)
+                key = (trial.plan, len(batch.input_ids))
+                rates[key] = max(rate, rates.get(key, 0.0))
+            lone[trial.plan] = min(trial.lone_seconds(runs=3), lone.get(trial.plan, math.inf))
+    measurements = []
+    for trial in trials:
+        plan, tokens = trial.plan, trial.one.input_ids.shape[1]
+        one, probe = rates[(plan, 1)], rates[(plan, PROBE_BATCH)]
+        # Seconds per run of each stream: the streams ran side by side.
+        cost = fit_cost(
+            plan.side_by_side / one, plan.side_by_side * PROBE_BATCH / probe, PROBE_BATCH, tokens
+        )
+        measurements.append(Measurement(plan, max(one, probe), lone[plan], cost))
+    return Calibration(choose(measurements), measurements)

@@ -98,6 +98,10 @@ def brum_choices(url: str) -> dict:
                 chosen["plan"] = sample.labels
             elif sample.name == "brum_batch_size_limit":
                 chosen["max_batch_size"] = int(sample.value)
+            elif sample.name == "brum_batch_cost_seconds":
+                chosen.setdefault("batch_cost_ms", {})[sample.labels["part"]] = round(
+                    sample.value * 1000, 4
+                )
             elif sample.name == "brum_inline_session_threads":
                 chosen["inline_session_threads"] = int(sample.value)
     return chosen

@@ -1,0 +1,117 @@
+"""The inference threads: one per batch that may run at once, shared by every variant's batcher.
+
+A thread that finishes a batch forms and starts the next one itself, under the batchers' shared
+lock, with no round trip through the event loop. When batches were planned on the loop, each
+finished batch waited for the loop, busy with HTTP, to plan the next: five loop iterations in
+which the core sat idle, 28% of the time with one-text batches on a 2-core VM (BENCHMARKS.md).
+The loop now only queues requests and, once a batch is done, resolves its callers' futures.
+
+A free thread takes the variant whose oldest request has waited longest. It waits for company
+only while some may come: while requests keep arriving (one in the last quarter of
+``max_wait``), for at most ``max_wait``, and never once every open connection already has its
+request queued or running (HTTP/1.1 sends one request per connection at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.core.batcher import Batcher, Job
+
+
+class InferenceWorkers:
+    def __init__(self, count: int, connections: Callable[[], int] | None = None) -> None:
+        self.count = count
+        # Open HTTP connections, set by the server that runs the app; None: unknown.
+        self.connections = connections
+        self.lock = threading.Condition()
+        self.batchers: list[Batcher] = []
+        self.running = 0  # batches running, inline ones included
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    @property
+    def idle(self) -> bool:
+        """No batch running and at most one connection open: nothing else can be asked of the
+        process while a lone request runs on the event-loop thread."""
+        return self.running == 0 and self.connections is not None and self.connections() <= 1
+
+    def attach(self, batcher: Batcher) -> None:
+        with self.lock:
+            self.batchers.append(batcher)
+
+    def start(self) -> None:
+        for index in range(self.count):
+            thread = threading.Thread(target=self._work, name=f"brum-infer-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    async def stop(self) -> None:
+        """Finish the batches running, start no more."""
+        with self.lock:
+            self._stopping = True
+            self.lock.notify_all()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
+        self._threads.clear()
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                picked = self._next_batch()
+            if picked is None:
+                return
+            batcher, jobs = picked
+            try:
+                batcher.run(jobs)
+            finally:
+                with self.lock:
+                    self.running -= 1
+                    batcher.finished()
+
+    def _next_batch(self) -> tuple[Batcher, list[Job]] | None:
+        """Wait for queued texts, then take a batch of them. Called with the lock held."""
+        while not self._stopping:
+            batcher = self._longest_waiting()
+            if batcher is None:
+                self.lock.wait()
+                continue
+            self._gather(batcher)
+            jobs = batcher.take(self._share(batcher))
+            if jobs:
+                self.running += 1
+                batcher.started()
+                return batcher, jobs
+        return None
+
+    def _longest_waiting(self) -> Batcher | None:
+        heads = [(b.oldest(), b) for b in self.batchers]
+        waiting = [(enqueued, b) for enqueued, b in heads if enqueued is not None]
+        return min(waiting, key=lambda head: head[0])[1] if waiting else None
+
+    def _expecting_more(self) -> bool:
+        in_flight = sum(b.requests_in_flight for b in self.batchers)
+        return self.connections is None or self.connections() > in_flight
+
+    def _gather(self, batcher: Batcher) -> None:
+        policy = batcher.policy
+        glance = policy.max_wait / 4
+        deadline = time.perf_counter() + policy.max_wait
+        while batcher.queued_texts < policy.max_batch_size and self._expecting_more():
+            now = time.perf_counter()
+            if now >= deadline or now - batcher.last_arrival > glance:
+                return
+            self.lock.wait(min(deadline - now, glance))
+
+    def _share(self, batcher: Batcher) -> int:
+        """Texts for the batch about to start: what is waiting, split evenly among the free
+        threads (this one included), at most a full batch, so that 32 waiting requests become
+        two batches of 16 on two cores, not one of 32 while the other core idles."""
+        free = max(1, self.count - self.running)
+        return max(1, min(batcher.policy.max_batch_size, math.ceil(batcher.queued_texts / free)))
