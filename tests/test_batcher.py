@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.core.batcher import Batcher, BatchPolicy, plan_batches
+from app.core.batcher import Batcher, BatchPolicy
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.core.workers import InferenceWorkers
+from app.runtime.batching import plan_batches
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY

@@ -1,5 +1,5 @@
 """The start-up calibration: both ways of using the cores measured on the real model, the faster
-kept (a near tie goes to the faster lone answer), what a run costs fitted, and the plan and cost
+kept (a near tie goes to batches side by side), what a run costs fitted, and the plan and cost
 exported and honoured."""
 
 from __future__ import annotations
@@ -8,17 +8,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.batcher import plan_batches
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.calibration import (
+    LENGTH_SPREAD,
     PROBE_BATCH,
-    BatchCost,
     Measurement,
     Plan,
     calibrate,
     candidate_plans,
     choose,
     fit_cost,
+    predicted_throughput,
 )
 from app.runtime.cores import available_cores
 from app.runtime.tokenizer import load_tokenizer
@@ -32,13 +33,25 @@ def test_candidates_bracket_the_choice():
     assert candidate_plans(4) == [Plan(1, 4), Plan(4, 1)]
 
 
-def test_the_faster_plan_wins_and_a_near_tie_goes_to_the_faster_lone_answer():
+def test_the_faster_plan_wins_and_a_near_tie_goes_to_batches_side_by_side():
     cost = BatchCost(0.001, 0.0001)
-    fast = Measurement(SIDE_BY_SIDE, texts_per_second=1000, lone_seconds=0.002, cost=cost)
-    slow = Measurement(ONE_WIDE, texts_per_second=700, lone_seconds=0.001, cost=cost)
-    assert choose([fast, slow]) is fast
-    close = Measurement(ONE_WIDE, texts_per_second=980, lone_seconds=0.001, cost=cost)
-    assert choose([fast, close]) is close
+    wide = Measurement(ONE_WIDE, texts_per_second=1000, lone_seconds=0.001, cost=cost)
+    slower = Measurement(SIDE_BY_SIDE, texts_per_second=900, lone_seconds=0.002, cost=cost)
+    assert choose([slower, wide]) is wide
+    close = Measurement(SIDE_BY_SIDE, texts_per_second=960, lone_seconds=0.002, cost=cost)
+    assert choose([close, wide]) is close
+
+
+def test_throughput_is_predicted_with_padding_and_each_plans_cut():
+    # No overhead per run: every text runs alone, padded to nothing, whatever the plan.
+    per_token = BatchCost(0.0, 1e-4)
+    rate = predicted_throughput(SIDE_BY_SIDE, per_token, 10, in_flight=32, max_tokens=4096)
+    lengths = [max(2, round(10 * f)) for f in LENGTH_SPREAD]
+    assert rate == pytest.approx(2 * 16 / (sum(lengths) * 1e-4))
+    # Overhead only: one full batch per stream, 32 texts a run either way.
+    overhead = BatchCost(0.01, 0.0)
+    assert predicted_throughput(ONE_WIDE, overhead, 10, 32, 4096) == pytest.approx(3200)
+    assert predicted_throughput(SIDE_BY_SIDE, overhead, 10, 32, 4096) == pytest.approx(3200)
 
 
 def test_the_cost_of_a_run_is_fitted_through_both_timings():

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.batcher import plan_batches
 from app.core.card import OosThreshold, read_card, write_card
 from app.core.prediction import predictions_from_logits
 from app.core.registry import load_variant
-from app.runtime.calibration import BatchCost
+from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY, Settings
 from tests.server import run_server, wait_for

@@ -5,12 +5,9 @@ inference thread (app/core/workers.py) takes what is queued, sorts the texts by 
 into batches bounded by ``max_batch_size`` and the ``max_batch_tokens`` budget (texts x longest
 text, i.e. with padding), runs them and hands every caller its own rows, in its own order.
 
-Where to cut is decided by what a run costs on this machine (``BatchCost``, measured at
-start-up): a fixed overhead per run plus a price per padded token. Where the overhead is large,
-full batches win; where it is small, a short text padded to a long one's length costs more than
-a run of its own. On one 2-core VM here, batches of 32 real utterances ran at 137 texts/s and
-the same texts one by one at 236, with no overhead to speak of; on another, batches of 32 were
-17% faster per text than one by one.
+Where to cut is decided by what a run costs on this machine (app/runtime/batching.py): on one
+2-core VM here, batches of 32 real utterances ran at 137 texts/s and the same texts one by one at
+236; on another, batches of 32 were 17% faster per text than one by one.
 
 A lone request (one text, the only open connection, nothing queued or running) runs on the
 event-loop thread itself, on the ``inline`` classifier (a session on every core, where that
@@ -26,7 +23,6 @@ Backpressure: at most ``max_queue_texts`` texts wait; past that a request is ref
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -37,7 +33,7 @@ from tokenizers import Encoding
 
 from app.core.errors import QueueFull, QueueTimeout
 from app.core.workers import InferenceWorkers
-from app.runtime.calibration import FILL_BATCHES, BatchCost
+from app.runtime.batching import FILL_BATCHES, BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier
 
 
@@ -118,36 +114,6 @@ def _infer(
         cpu_seconds=cpu_clock() - cpu,
     )
     return logits.astype(np.float32, copy=False), run
-
-
-def plan_batches(
-    lengths: Sequence[int], max_size: int, max_tokens: int, cost: BatchCost = FILL_BATCHES
-) -> list[list[int]]:
-    """Indices sorted by length, cut where the batches cost least in all, each holding
-    <= max_size texts and, padded to its longest, <= max_tokens tokens (a single longer text
-    still gets a batch of its own). Of equally cheap cuts, the one with the longest last
-    batches."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    ordered = [lengths[i] for i in order]
-    # least[end]: the cheapest way to run the ``end`` shortest texts; start[end]: where its last
-    # batch begins. Batches are runs of neighbours in length order: no cheaper cut skips one.
-    least = [0.0] + [math.inf] * len(ordered)
-    start = [0] * (len(ordered) + 1)
-    for end in range(1, len(ordered) + 1):
-        longest = ordered[end - 1]
-        for first in range(end - 1, max(end - max_size, 0) - 1, -1):
-            size = end - first
-            if size > 1 and size * longest > max_tokens:
-                break
-            total = least[first] + cost.seconds(size, longest)
-            if total < least[end]:
-                least[end], start[end] = total, first
-    batches: list[list[int]] = []
-    end = len(ordered)
-    while end:
-        batches.append(order[start[end] : end])
-        end = start[end]
-    return batches[::-1]
 
 
 class Batcher:

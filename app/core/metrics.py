@@ -220,7 +220,8 @@ class Metrics:
         )
         self.calibration_throughput = Gauge(
             "brum_calibration_texts_per_second",
-            "Start-up calibration: texts per second of each candidate plan on this machine.",
+            "Start-up calibration: texts per second each candidate plan's measured cost predicts "
+            "for a full batch of texts of typical lengths in flight.",
             ["threads", "side_by_side"],
             registry=r,
         )

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.registry import WARMUP_TEXTS
+from app.runtime.batching import FILL_BATCHES, BatchCost
 from app.runtime.calibration import (
-    FILL_BATCHES,
-    BatchCost,
     Measurement,
     Plan,
     calibrate,
@@ -66,6 +65,8 @@ def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -
             tokenizer,
             [plan] if plan else candidate_plans(cores),
             WARMUP_TEXTS[1],  # a typical utterance's length
+            in_flight=largest,
+            max_tokens=settings.max_batch_tokens,
             graph_optimization_level=settings.graph_optimization_level,
         )
         for m in measured.measurements:

@@ -4,16 +4,22 @@ Two ways to run a model on C cores bracket the choice: C batches side by side, e
 one-thread session, or one batch at a time on a C-thread session. Which wins depends on the
 hardware, not only on the core count: on one 2-core machine side by side was 20% faster, on
 another of the same kind one two-thread batch was 50% faster (BENCHMARKS.md). So at start-up the
-service runs the model both ways for a fraction of a second, and keeps the plan that classifies
-the most texts per second with the same number of texts in flight as a full batch; a plan within
-``LATENCY_TIE`` of the best on throughput wins if it answers a lone text faster.
+service runs the model both ways for a fraction of a second, with each plan's batches side by
+side as under load: runs of one text and of ``PROBE_BATCH`` copies of it give the plan's cost of
+a run, a fixed overhead plus a price per token (app/runtime/batching.py), by which the batcher
+will cut. Whether batching pays depends on the machine as much as the plan does: one 2-core VM
+here ran one-text batches of real utterances 1.7x faster than batches of 32 (padding included,
+and no overhead per run to speak of); another ran batches of 32 17% faster per text.
 
-What a run costs is measured too, for each plan with its batches side by side as under load:
-runs of one text and of ``PROBE_BATCH`` copies of it give a fixed overhead per run and a price
-per token (``BatchCost``), by which the batcher decides where to cut (app/core/batcher.py).
-Whether batching pays depends on the machine as much as the plan does: one 2-core VM here ran
-one-text batches of real utterances 1.7x faster than batches of 32 (padding included, and no
-overhead per run to speak of); another ran batches of 32 17% faster per text.
+Copies of one text have no padding, so they flatter large batches: the plans are compared on the
+texts per second their costs predict for a full batch of texts in flight with a realistic spread
+of lengths (``LENGTH_SPREAD``), each plan cutting them as it would. Within ``TIE`` of the best,
+the plan with the most batches side by side wins. Calibration runs without the event loop, and
+under load the loop takes a share of a core: it preempts one thread of a session on every core
+and stalls the whole run, while beside it one-thread batches lose only that share. On a 2-core VM
+here the two plans were predicted 5% apart and served real traffic 13% apart (BENCHMARKS.md).
+Lone texts lose nothing by it: they get a session on every core of their own, inline, where that
+answers them faster (app/core/placement.py).
 """
 
 from __future__ import annotations
@@ -25,30 +31,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier
 from app.runtime.session import SessionConfig, create_session
 from app.runtime.tokenizer import EncodedBatch, TextEncoder
 
-# Throughput this close to the best counts as a tie, decided by lone-text latency.
-LATENCY_TIE = 0.05
+# Predicted throughput this close to the best counts as a tie.
+TIE = 0.05
 # Texts per run of the larger probe.
 PROBE_BATCH = 8
-
-
-@dataclass(frozen=True)
-class BatchCost:
-    """Seconds one run takes: ``overhead`` per run plus ``per_token`` per token of the padded
-    batch."""
-
-    overhead: float
-    per_token: float
-
-    def seconds(self, texts: int, longest: int) -> float:
-        return self.overhead + self.per_token * texts * longest
-
-
-# Overhead only: the fewest runs are the cheapest, so batches are always filled.
-FILL_BATCHES = BatchCost(overhead=1.0, per_token=0.0)
+# Token lengths of texts in flight, relative to a typical utterance's: the spread of CLINC150's
+# and BANKING77's test splits (5th to 95th percentile: 0.55x to 2.4x the median).
+LENGTH_SPREAD = (0.55, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 1, 1, 1.1, 1.2, 1.3, 1.4, 1.6, 1.9, 2.4)
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ class Plan:
 @dataclass(frozen=True)
 class Measurement:
     plan: Plan
-    texts_per_second: float  # with runs of one text or of PROBE_BATCH, whichever did more
+    texts_per_second: float  # predicted for a full batch of texts of LENGTH_SPREAD in flight
     lone_seconds: float  # one text, nothing else running: the fastest of a few runs
     cost: BatchCost  # of one run, with the plan's batches side by side
 
@@ -77,6 +71,19 @@ def fit_cost(one: float, probe: float, size: int, tokens: int) -> BatchCost:
     return BatchCost(overhead=max(0.0, one - per_token * tokens), per_token=per_token)
 
 
+def predicted_throughput(
+    plan: Plan, cost: BatchCost, tokens: int, in_flight: int, max_tokens: int
+) -> float:
+    """Texts per second of ``plan`` with ``in_flight`` texts around ``tokens`` long (spread as
+    ``LENGTH_SPREAD``) shared among its batches side by side, each cut where ``cost`` says."""
+    per_batch = max(1, in_flight // plan.side_by_side)
+    spread = [LENGTH_SPREAD[i % len(LENGTH_SPREAD)] for i in range(per_batch)]
+    lengths = [max(2, round(tokens * factor)) for factor in spread]
+    runs = plan_batches(lengths, per_batch, max_tokens, cost)
+    seconds = sum(cost.seconds(len(run), max(lengths[i] for i in run)) for run in runs)
+    return plan.side_by_side * per_batch / seconds
+
+
 def candidate_plans(cores: int) -> list[Plan]:
     if cores == 1:
         return [Plan(1, 1)]
@@ -85,8 +92,8 @@ def candidate_plans(cores: int) -> list[Plan]:
 
 def choose(measurements: list[Measurement]) -> Measurement:
     best = max(m.texts_per_second for m in measurements)
-    close = [m for m in measurements if m.texts_per_second >= best * (1 - LATENCY_TIE)]
-    return min(close, key=lambda m: m.lone_seconds)
+    close = [m for m in measurements if m.texts_per_second >= best * (1 - TIE)]
+    return max(close, key=lambda m: (m.plan.side_by_side, m.texts_per_second))
 
 
 def _throughput(
@@ -153,6 +160,8 @@ def calibrate(
     tokenizer: TextEncoder,
     plans: list[Plan],
     text: str,
+    in_flight: int = 32,
+    max_tokens: int = 4096,
     seconds: float = 0.04,
     rounds: int = 2,
     graph_optimization_level: str = "all",
@@ -177,5 +186,6 @@ def calibrate(
         cost = fit_cost(
             plan.side_by_side / one, plan.side_by_side * PROBE_BATCH / probe, PROBE_BATCH, tokens
         )
-        measurements.append(Measurement(plan, max(one, probe), lone[plan], cost))
+        rate = predicted_throughput(plan, cost, tokens, in_flight, max_tokens)
+        measurements.append(Measurement(plan, rate, lone[plan], cost))
     return Calibration(choose(measurements), measurements)
