@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from models.data import load_clinc150
+from models.sources.clinc150 import load_clinc150
 
 REPOSITORY = Path(__file__).resolve().parent / "repository"
 

@@ -24,8 +24,8 @@ from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, write_card
 from app.runtime.classifier import load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
-from models.data import load_clinc150
 from models.evaluate import latency_batch1, round_metric, served_accuracy, throughput
+from models.sources.clinc150 import load_clinc150
 
 BOOK = [
     {

@@ -1,29 +1,22 @@
-"""CLINC150 intent detection, read from the dataset's original JSON or from the Hugging Face hub.
+"""A labelled text-classification dataset in memory: its label set and its splits.
 
-Splits are ``train``, ``validation`` and ``test``; the out-of-scope examples are folded into each
-split under the label ``oos``, as in the ``clinc_oos`` hub dataset. Labels are sorted by name so
-that the label ids are stable across machines, configurations and sources.
+Every source (models/sources/) ends here, in ``from_examples``: the label set is fixed from the
+training split, in a stable order (the names a source gives, else sorted), so that label ids are
+the same across machines, file orders and sources; a label that only validation or test has is an
+error, as is a dataset of fewer than two labels. The out-of-scope handling (threshold, ``oos``
+metrics) applies only when the dataset names an out-of-scope label.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-OOS_LABEL = "oos"
-CONFIG_FILES = {"plus": "data_oos_plus.json", "full": "data_full.json"}
-SPLIT_KEYS = {
-    "train": ("train", "oos_train"),
-    "validation": ("val", "oos_val"),
-    "test": ("test", "oos_test"),
-}
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clinc150"
+SPLITS = ("train", "validation", "test")
 
 
 class DatasetError(ValueError):
-    """The dataset is missing or not in the expected format."""
+    """The dataset is missing or not in the expected format; the message names where."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +33,9 @@ class TextClassificationData:
     name: str
     labels: tuple[str, ...]
     splits: dict[str, Split]
+    oos_label: str | None = None
+    # How each split was made: "given", or carved from which, how much, with which seed.
+    splits_made: dict[str, str] = field(default_factory=dict)
 
     @property
     def label_to_id(self) -> dict[str, int]:
@@ -47,74 +43,44 @@ class TextClassificationData:
 
     @property
     def oos_id(self) -> int | None:
-        return self.label_to_id.get(OOS_LABEL)
+        return None if self.oos_label is None else self.label_to_id[self.oos_label]
 
 
-def default_dir() -> Path:
-    return Path(os.environ.get("BRUM_CLINC150_DIR", DEFAULT_DIR))
-
-
-def load_clinc150(
-    directory: str | Path | None = None, config: str = "plus"
+def from_examples(
+    name: str,
+    examples: dict[str, list[tuple[str, str]]],
+    label_order: Sequence[str] | None = None,
+    oos_label: str | None = None,
+    where: dict[str, str] | None = None,
 ) -> TextClassificationData:
-    """Load CLINC150 from the original ``data_*.json`` files of the dataset's release."""
-    if config not in CONFIG_FILES:
+    """Splits of (text, label) pairs -> the dataset. ``label_order``: the names in the order the
+    source defines them (a ``ClassLabel``'s, or a names list); ``where``: what to call each
+    split in errors (its file)."""
+    where = where or {}
+    seen = {label for _, label in examples["train"]}
+    if len(seen) < 2:
         raise DatasetError(
-            f"unknown CLINC150 configuration {config!r}; choose from {sorted(CONFIG_FILES)}"
+            f"{where.get('train', 'train')}: the training split has {len(seen)} label(s) "
+            f"({sorted(seen)}); a classifier needs at least two"
         )
-    path = Path(directory) if directory is not None else default_dir()
-    if path.is_dir():
-        path = path / CONFIG_FILES[config]
-    if not path.is_file():
+    if label_order is None:
+        labels = tuple(sorted(seen))
+    else:
+        labels = tuple(label for label in dict.fromkeys(label_order) if label in seen)
+    for split, rows in examples.items():
+        for row, (_, label) in enumerate(rows, 1):
+            if label not in seen:
+                raise DatasetError(
+                    f"{where.get(split, split)}: row {row} has label {label!r}, which the "
+                    f"training split never has ({len(labels)} labels there)"
+                )
+    if oos_label is not None and oos_label not in seen:
         raise DatasetError(
-            f"CLINC150 file not found: {path} (set BRUM_CLINC150_DIR or pass the folder holding "
-            f"{CONFIG_FILES[config]})"
+            f"the out-of-scope label {oos_label!r} is not among the training split's labels"
         )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
-    examples = {split: _read_examples(raw, keys, path) for split, keys in SPLIT_KEYS.items()}
-    return _build(f"clinc150-{config}", examples)
-
-
-def load_clinc150_from_hub(config: str = "plus") -> TextClassificationData:
-    """Load the same splits through ``datasets.load_dataset("clinc_oos", config)``."""
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DatasetError("loading from the hub needs the `datasets` package") from exc
-    hub = datasets.load_dataset("clinc_oos", config)
-    examples = {}
-    for split in SPLIT_KEYS:
-        names = hub[split].features["intent"].names
-        examples[split] = [(row["text"], names[row["intent"]]) for row in hub[split]]
-    return _build(f"clinc150-{config}", examples)
-
-
-def _read_examples(raw: object, keys: tuple[str, ...], path: Path) -> list[tuple[str, str]]:
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{path}: expected a JSON object with keys {list(keys)}")
-    examples: list[tuple[str, str]] = []
-    for key in keys:
-        if key not in raw:
-            raise DatasetError(f"{path}: missing key {key!r}")
-        for index, item in enumerate(raw[key]):
-            if not (
-                isinstance(item, list)
-                and len(item) == 2
-                and all(isinstance(field, str) for field in item)
-            ):
-                raise DatasetError(f"{path}: {key}[{index}] is not a [text, intent] pair: {item!r}")
-            examples.append((item[0], item[1]))
-    return examples
-
-
-def _build(name: str, examples: dict[str, list[tuple[str, str]]]) -> TextClassificationData:
-    labels = tuple(sorted({label for rows in examples.values() for _, label in rows}))
     label_to_id = {label: i for i, label in enumerate(labels)}
     splits = {
         split: Split([text for text, _ in rows], [label_to_id[label] for _, label in rows])
         for split, rows in examples.items()
     }
-    return TextClassificationData(name=name, labels=labels, splits=splits)
+    return TextClassificationData(name, labels, splits, oos_label)

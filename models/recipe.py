@@ -22,10 +22,54 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SplitSizes(_Strict):
+    """What is carved, stratified by label and seeded, where the source lacks a split: test from
+    a source that is one file, validation from the training split (never from test)."""
+
+    test: float = Field(0.2, gt=0, lt=1, description="share of the one file carved as test")
+    validation: float = Field(0.1, gt=0, lt=1, description="share of train carved as validation")
+    seed: int = 0
+
+
 class DatasetSpec(_Strict):
-    name: str = "clinc150"
-    config: str = "plus"
-    path: Path | None = None
+    """Where the labelled texts come from (models/sources/). ``source`` is inferred when not
+    given: ``hub_id`` -> hub; ``train`` or a file ``path`` -> files; a folder ``path`` written
+    by ``save_to_disk`` -> saved; ``name: clinc150`` -> CLINC150's own JSON."""
+
+    source: Literal["clinc150", "files", "saved", "hub"] | None = None
+    name: str | None = Field(None, description="the dataset's name in cards and reports")
+    config: str | None = Field(None, description="CLINC150's plus/full; a hub configuration")
+    path: Path | None = Field(None, description="CLINC150's folder, one data file or a saved one")
+    train: Path | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    hub_id: str | None = None
+    format: Literal["csv", "tsv", "json", "parquet"] | None = Field(
+        None, description="of the files; by default from their suffix (.jsonl is json)"
+    )
+    delimiter: str | None = Field(None, description="of CSV files; sniffed by default")
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = Field(
+        None, description="the names of integer labels, in id order (else a ClassLabel's)"
+    )
+    oos_label: str | None = Field(
+        None, description="the out-of-scope label: threshold and oos metrics only with one"
+    )
+    empty_texts: Literal["drop", "refuse"] = "drop"
+    split: SplitSizes = SplitSizes()
+
+    @property
+    def kind(self) -> str:
+        if self.source is not None:
+            return self.source
+        if self.hub_id is not None:
+            return "hub"
+        if self.train is not None or (self.path is not None and self.path.is_file()):
+            return "files"
+        if self.path is not None and self.name != "clinc150":
+            return "saved"
+        return "clinc150"
 
 
 class TeacherSpec(_Strict):

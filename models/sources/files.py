@@ -1,0 +1,62 @@
+"""Data files: CSV or TSV (delimiter given or sniffed), JSON Lines, Parquet — one per split
+(``train``, optional ``validation`` and ``test``), or one for all (``path``), read by the
+``datasets`` library's own builders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import datasets
+
+from models.data import DatasetError, TextClassificationData
+from models.recipe import DatasetSpec
+from models.sources.tables import assemble
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "json"}
+SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
+BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet"}
+
+
+def load(spec: DatasetSpec) -> TextClassificationData:
+    if spec.train is not None:
+        given = {"train": spec.train, "validation": spec.validation, "test": spec.test}
+        paths = {split: path for split, path in given.items() if path is not None}
+    elif spec.path is not None:
+        paths = {"train": spec.path}
+    else:
+        raise DatasetError("dataset: give the files (train, optional validation and test) or path")
+    tables = {split: (read_file(path, spec), str(path)) for split, path in paths.items()}
+    return assemble(spec.name or paths["train"].stem, tables, spec)
+
+
+def read_file(path: Path, spec: DatasetSpec) -> datasets.Dataset:
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    kind = spec.format or SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DatasetError(
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
+            f"set dataset.format to one of {sorted(BUILDERS)}"
+        )
+    options: dict[str, object] = {}
+    if kind in {"csv", "tsv"}:
+        # Only an empty field is missing: "NA" or "null" is text to classify.
+        options = {"delimiter": spec.delimiter or _delimiter(path, kind), "keep_default_na": False}
+    try:
+        return datasets.load_dataset(
+            BUILDERS[kind], data_files={"rows": str(path)}, split="rows", **options
+        )
+    except Exception as exc:  # the builders raise many kinds; the message is what matters
+        raise DatasetError(f"{path}: cannot be read as {kind}: {exc}") from exc
+
+
+def _delimiter(path: Path, kind: str) -> str:
+    if kind == "tsv":
+        return "\t"
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        sample = handle.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","

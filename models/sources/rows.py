@@ -1,0 +1,66 @@
+"""One table of a ``datasets`` source -> (text, label) pairs, with errors that name the table,
+the row and the column."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import datasets
+
+from models.data import DatasetError
+from models.recipe import DatasetSpec
+
+logger = logging.getLogger("brum.data")
+
+
+@dataclass(frozen=True)
+class Table:
+    rows: list[tuple[str, str]]
+    label_names: list[str] | None  # in id order, where the source defines them
+    dropped_empty: int
+
+
+def read_rows(dataset: datasets.Dataset, spec: DatasetSpec, where: str) -> Table:
+    """``where`` names the table in errors: a file, or a saved or hub dataset's split."""
+    columns = dataset.column_names
+    for role, column in (("text", spec.text_column), ("label", spec.label_column)):
+        if column not in columns:
+            raise DatasetError(
+                f"{where}: no {role} column {column!r}; the columns are {columns} "
+                f"(set dataset.{role}_column)"
+            )
+    feature = dataset.features[spec.label_column]
+    names = feature.names if isinstance(feature, datasets.ClassLabel) else spec.label_names
+    rows: list[tuple[str, str]] = []
+    dropped = 0
+    texts, labels = dataset[spec.text_column], dataset[spec.label_column]
+    for row, (text, label) in enumerate(zip(texts, labels, strict=True), 1):
+        if text is None or not str(text).strip():
+            if spec.empty_texts == "refuse":
+                raise DatasetError(
+                    f"{where}: row {row} has an empty text in column {spec.text_column!r} "
+                    "(dataset.empty_texts: refuse; 'drop' drops and counts them)"
+                )
+            dropped += 1
+            continue
+        rows.append((str(text), _label(label, names, where, row, spec.label_column)))
+    if dropped:
+        logger.warning("%s: dropped %d empty or whitespace-only texts", where, dropped)
+    return Table(rows, list(names) if names else None, dropped)
+
+
+def _label(value: object, names: list[str] | None, where: str, row: int, column: str) -> str:
+    if isinstance(value, float) and value.is_integer():  # an integer column with gaps
+        value = int(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        raise DatasetError(f"{where}: row {row} has no label in column {column!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and names is not None:
+        if not 0 <= value < len(names):
+            raise DatasetError(
+                f"{where}: row {row} has label {value}, not an index into the "
+                f"{len(names)} label names"
+            )
+        return names[value]
+    return str(value)
