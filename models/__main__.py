@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from models.sources import load_dataset
 from models.sources.clinc150 import load_clinc150
 
 REPOSITORY = Path(__file__).resolve().parent / "repository"
@@ -128,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         from models.teacher import train_teacher
 
         recipe = load_recipe(args.recipe)
-        data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
+        data = load_dataset(recipe.dataset)
         print(f"teacher ready: {train_teacher(recipe, data, args.runs)}")
     elif args.command == "search":
         from models.recipe import load_recipe
         from models.search import search_distillation
 
         recipe = load_recipe(args.recipe)
-        data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
+        data = load_dataset(recipe.dataset)
         spec = recipe.student(args.student)
         result = search_distillation(recipe, spec, data, args.runs, args.trials, args.epochs)
         print(json.dumps(result["best"], indent=2))
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         from models.recipe import load_recipe
 
         recipe = load_recipe(args.recipe)
-        data = load_clinc150(recipe.dataset.path, recipe.dataset.config)
+        data = load_dataset(recipe.dataset)
         if args.command == "teacher-variant":
             package = PackageConfig(
                 quantization=args.quantization,

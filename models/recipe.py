@@ -33,8 +33,9 @@ class SplitSizes(_Strict):
 
 class DatasetSpec(_Strict):
     """Where the labelled texts come from (models/sources/). ``source`` is inferred when not
-    given: ``hub_id`` -> hub; ``train`` or a file ``path`` -> files; a folder ``path`` written
-    by ``save_to_disk`` -> saved; ``name: clinc150`` -> CLINC150's own JSON."""
+    given: ``hub_id`` -> hub; ``train``, or a ``path`` that is a file or has a suffix -> files;
+    a folder ``path`` (written by ``save_to_disk``) -> saved; else CLINC150's own JSON, from
+    ``path`` when ``name: clinc150``."""
 
     source: Literal["clinc150", "files", "saved", "hub"] | None = None
     name: str | None = Field(None, description="the dataset's name in cards and reports")
@@ -65,7 +66,10 @@ class DatasetSpec(_Strict):
             return self.source
         if self.hub_id is not None:
             return "hub"
-        if self.train is not None or (self.path is not None and self.path.is_file()):
+        path = self.path
+        if self.train is not None or (
+            path is not None and (path.is_file() or (not path.is_dir() and path.suffix))
+        ):
             return "files"
         if self.path is not None and self.name != "clinc150":
             return "saved"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from app.settings import SHIPPED_REPOSITORY
-from models.data import TextClassificationData, load_clinc150
+from models.data import TextClassificationData
+from models.sources.clinc150 import load_clinc150
 from tests.server import Server, run_server
 
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from models.data import DatasetError, default_dir, load_clinc150
+from models.data import DatasetError
+from models.sources.clinc150 import default_dir, load_clinc150
 
 
 def test_plus_configuration_has_the_published_split_sizes(clinc):

@@ -1,23 +1,22 @@
-"""Dataset sources, keyed by the recipe's ``dataset.source``: each turns a ``DatasetSpec`` into a
-``TextClassificationData``. Files, saved datasets and hub datasets are read by the ``datasets``
-library's own loaders; what they give is checked and split the same way (models/sources/rows.py,
-models/sources/carve.py)."""
+"""Dataset sources, keyed by the recipe's ``dataset.source``: each module's ``load`` turns a
+``DatasetSpec`` into a ``TextClassificationData``. Files, saved datasets and hub datasets are
+read by the ``datasets`` library's own loaders, imported only when one is used; what they give is
+checked and split the same way (models/sources/tables.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from models.data import TextClassificationData
 from models.recipe import DatasetSpec
-from models.sources import clinc150, files, hub, saved
 
-SOURCES: dict[str, Callable[[DatasetSpec], TextClassificationData]] = {
-    "clinc150": clinc150.load,
-    "files": files.load,
-    "saved": saved.load,
-    "hub": hub.load,
+SOURCES = {
+    "clinc150": "models.sources.clinc150",
+    "files": "models.sources.files",
+    "saved": "models.sources.saved",
+    "hub": "models.sources.hub",
 }
 
 
 def load_dataset(spec: DatasetSpec) -> TextClassificationData:
-    return SOURCES[spec.kind](spec)
+    return importlib.import_module(SOURCES[spec.kind]).load(spec)

@@ -1,0 +1,203 @@
+"""Dataset sources: files of every kind, saved and integer-labelled datasets, carved splits, and
+a clear error for every kind of bad data, naming the file, the row or the column."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+import pytest
+
+from models.data import DatasetError
+from models.recipe import DatasetSpec
+from models.sources import load_dataset
+
+BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+
+INTENTS = {
+    "greet": ["hello there", "hi", "good morning", "hey you", "greetings", "howdy"],
+    "bye": ["goodbye", "see you", "bye now", "farewell", "later", "ciao for now"],
+    "thanks": ["thank you", "thanks a lot", "cheers", "much obliged", "ta", "thanks mate"],
+}
+
+
+def rows(intents=INTENTS) -> list[tuple[str, str]]:
+    return [(text, label) for label, texts in intents.items() for text in texts]
+
+
+def write_csv(path: Path, pairs, header=("utterance", "intent"), delimiter=",") -> Path:
+    lines = [delimiter.join(header)] + [f"{t}{delimiter}{label}" for t, label in pairs]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def spec(**fields) -> DatasetSpec:
+    return DatasetSpec(text_column="utterance", label_column="intent", **fields)
+
+
+def test_csv_with_its_own_column_names_and_no_validation_split(tmp_path):
+    train = write_csv(tmp_path / "train.csv", rows())
+    test = write_csv(tmp_path / "test.csv", [("hello", "greet"), ("bye bye", "bye")])
+    data = load_dataset(spec(train=train, test=test))
+    assert data.labels == ("bye", "greet", "thanks") and data.oos_id is None
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    assert sizes == {"train": 15, "validation": 3, "test": 2}
+    # Stratified: every label in both train and the carved validation split.
+    for name in ("train", "validation"):
+        assert set(data.splits[name].label_ids) == {0, 1, 2}
+    assert data.splits_made["validation"].startswith("carved from train: 0.1")
+    assert data.splits_made["test"] == "given"
+    # Seeded: the same carve every time; another seed, another carve.
+    assert load_dataset(spec(train=train, test=test)).splits == data.splits
+    other = load_dataset(spec(train=train, test=test, split={"seed": 1}))
+    assert other.splits["validation"].texts != data.splits["validation"].texts
+
+
+@pytest.mark.parametrize("kind", ["tsv", "semicolons", "jsonl", "parquet"])
+def test_every_file_format_reads_the_same(tmp_path, kind):
+    pairs = rows()
+    if kind == "tsv":
+        path = write_csv(tmp_path / "all.tsv", pairs, delimiter="\t")
+    elif kind == "semicolons":  # sniffed
+        path = write_csv(tmp_path / "all.csv", pairs, delimiter=";")
+    elif kind == "jsonl":
+        path = tmp_path / "all.jsonl"
+        path.write_text("".join(json.dumps({"utterance": t, "intent": i}) + "\n" for t, i in pairs))
+    else:
+        path = tmp_path / "all.parquet"
+        table = {"utterance": [t for t, _ in pairs], "intent": [i for _, i in pairs]}
+        datasets.Dataset.from_dict(table).to_parquet(str(path))
+    data = load_dataset(spec(path=path))
+    # One file: test, then validation, carved from it, stratified.
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    assert sizes == {"train": 12, "validation": 3, "test": 3}  # one of each label each
+    texts = [t for split in data.splits.values() for t in split.texts]
+    assert sorted(texts) == sorted(t for t, _ in pairs)
+    assert data.name == "all" and data.splits_made["test"].startswith("carved from train: 0.2")
+
+
+def test_saved_dataset_dict_with_class_label_integers(tmp_path):
+    names = ["negative", "positive"]
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
+    )
+    split = {"sentence": ["great", "awful", "lovely", "bad", "fine", "poor"]}
+    split["label"] = [1, 0, 1, 0, 1, 0]
+    saved = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(split, features=features),
+            "dev": datasets.Dataset.from_dict(split, features=features).select([0, 1]),
+            "test": datasets.Dataset.from_dict(split, features=features).select([2, 3]),
+        }
+    )
+    saved.save_to_disk(str(tmp_path / "sst"))
+    data = load_dataset(DatasetSpec(path=tmp_path / "sst", text_column="sentence"))
+    assert data.labels == ("negative", "positive")  # the ClassLabel's order, not sorted by luck
+    assert data.splits["validation"].texts == ["great", "awful"]
+    assert data.splits["validation"].label_ids == [1, 0]
+    assert all(made == "given" for made in data.splits_made.values())
+
+
+def test_integer_labels_take_their_names_from_the_recipe(tmp_path):
+    names = ["zebra", "apple", "mango"]  # deliberately not sorted
+    texts = [text for text, _ in rows()]
+    pairs = [(text, str(index // 6)) for index, text in enumerate(texts)]
+    path = write_csv(tmp_path / "ints.csv", pairs)
+    data = load_dataset(spec(path=path, label_names=names))
+    assert data.labels == tuple(names)  # id order, as named
+    for split in data.splits.values():
+        for text, label in zip(split.texts, split.label_ids, strict=True):
+            assert label == texts.index(text) // 6
+    with pytest.raises(DatasetError, match=r"ints\.csv: row \d+ has label 2, not an index"):
+        load_dataset(spec(path=path, label_names=names[:2]))
+
+
+def test_the_out_of_scope_label_is_only_what_the_dataset_names(tmp_path):
+    path = write_csv(tmp_path / "all.csv", rows())
+    assert load_dataset(spec(path=path)).oos_id is None
+    named = load_dataset(spec(path=path, oos_label="bye"))
+    assert named.labels[named.oos_id] == "bye"
+    with pytest.raises(DatasetError, match="out-of-scope label 'oos' is not among"):
+        load_dataset(spec(path=path, oos_label="oos"))
+
+
+def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
+    pairs = [*rows(), ("   ", "greet"), ("", "bye")]
+    path = write_csv(tmp_path / "gaps.csv", pairs)
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        data = load_dataset(spec(path=path))
+    assert sum(len(s) for s in data.splits.values()) == 18
+    assert "dropped 2 empty or whitespace-only texts" in caplog.text
+    assert "2 empty texts dropped" in data.splits_made["train"]
+    with pytest.raises(DatasetError, match=r"gaps\.csv: row 19 has an empty text in column"):
+        load_dataset(spec(path=path, empty_texts="refuse"))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: spec(path=d / "nowhere.csv"), r"nowhere\.csv: file not found"),
+        (
+            lambda d: DatasetSpec(path=write_csv(d / "a.csv", rows())),
+            r"a\.csv: no text column 'text'; the columns are \['utterance', 'intent'\]",
+        ),
+        (
+            lambda d: spec(
+                train=write_csv(d / "tr.csv", rows()),
+                test=write_csv(d / "te.csv", [("hi", "greet"), ("what", "weather")]),
+            ),
+            r"te\.csv: row 2 has label 'weather', which the training split never has",
+        ),
+        (
+            lambda d: spec(path=write_csv(d / "one.csv", [(t, "greet") for t, _ in rows()])),
+            r"one\.csv: the training split has 1 label\(s\) \(\['greet'\]\)",
+        ),
+        (
+            lambda d: spec(path=write_csv(d / "small.csv", [*rows(), ("rare one", "rare")])),
+            r"small\.csv: label 'rare' has 1 example, too few to carve a stratified test split",
+        ),
+        (
+            lambda d: spec(path=write_csv(d / "data.txt", rows())),
+            r"data\.txt: cannot tell the format from the suffix '\.txt'",
+        ),
+        (
+            lambda d: spec(path=d, source="saved"),
+            r"not a folder written by save_to_disk",
+        ),
+    ],
+)
+def test_bad_data_is_a_clear_error(tmp_path, make, message):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(make(tmp_path))
+
+
+def test_texts_in_both_train_and_test_are_counted(tmp_path, caplog):
+    train = write_csv(tmp_path / "train.csv", rows())
+    test = write_csv(tmp_path / "test.csv", [("hello there", "greet"), ("hi", "greet")])
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        load_dataset(spec(train=train, test=test))
+    assert "2 test text(s) also appear in the training split" in caplog.text
+
+
+def test_the_source_is_inferred_from_what_the_recipe_gives(tmp_path):
+    assert DatasetSpec().kind == "clinc150"
+    assert DatasetSpec(name="clinc150", config="plus").kind == "clinc150"
+    assert DatasetSpec(hub_id="banking77").kind == "hub"
+    assert DatasetSpec(train=tmp_path / "t.csv").kind == "files"
+    assert DatasetSpec(path=write_csv(tmp_path / "a.csv", rows())).kind == "files"
+    assert DatasetSpec(path=tmp_path).kind == "saved"
+
+
+def test_banking77_as_shipped_no_validation_split_no_out_of_scope():
+    data = load_dataset(
+        DatasetSpec(
+            train=BANKING77 / "train.csv", test=BANKING77 / "test.csv", label_column="category"
+        )
+    )
+    assert len(data.labels) == 77 and data.oos_id is None
+    assert len(data.splits["test"]) == 3080
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 10003
+    assert 950 <= len(data.splits["validation"]) <= 1050
+    assert set(data.splits["validation"].label_ids) == set(range(77))
