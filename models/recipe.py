@@ -78,6 +78,11 @@ class DatasetSpec(_Strict):
 
 class TeacherSpec(_Strict):
     base: str
+    fine_tuned: bool = Field(
+        False,
+        description="base is already fine-tuned for these labels: its id2label is mapped onto "
+        "the dataset's and it is not trained again",
+    )
     finetune: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from models.adopt import adopt_teacher
 from models.augment import AugmentSpec, augment
 from models.checkpoints import resolve
 from models.data import TextClassificationData
@@ -29,7 +30,10 @@ def train_teacher(recipe: Recipe, data: TextClassificationData, runs: Path) -> P
     workdir = teacher_dir(recipe, runs)
     base = resolve(recipe.teacher.base)
     config = FinetuneConfig(**recipe.teacher.finetune)
-    model_dir = finetune(base.path, data, workdir / "finetune", config)
+    if recipe.teacher.fine_tuned:
+        model_dir = adopt_teacher(base.path, data, workdir / "finetune", config)
+    else:
+        model_dir = finetune(base.path, data, workdir / "finetune", config)
     logits_path = workdir / LOGITS_FILE
     if not logits_path.is_file():
         print("==> teacher logits on the training split", flush=True)
