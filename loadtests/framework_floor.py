@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from app.transport.schemas import LabelScore, Prediction, PredictRequest, PredictResponse
 from loadtests.wrk import run_wrk
-from models.data import load_clinc150
+from models.sources.clinc150 import load_clinc150
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = PredictResponse(

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # locust puts only this folder on the path
     sys.path.insert(0, str(ROOT))
 
-from models.data import load_clinc150  # noqa: E402
+from models.sources.clinc150 import load_clinc150  # noqa: E402
 
 logger = logging.getLogger("brum.locust")
 STICKY_HEADER = "X-User-ID"

@@ -37,7 +37,7 @@ from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
 from loadtests.processes import cpu_seconds, free_port, rss_bytes, running_service
 from loadtests.wrk import run_wrk
-from models.data import load_clinc150
+from models.sources.clinc150 import load_clinc150
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results"

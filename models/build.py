@@ -274,6 +274,8 @@ def measure(
         dataset=data.name,
         split="test",
         examples=report.examples,
+        split_sizes={name: len(split) for name, split in data.splits.items()},
+        split_origins=data.splits_made or None,
         accuracy=round(report.accuracy, 4),
         accuracy_without_threshold=(
             round(served.alone_without_threshold.accuracy, 4) if rejection else None

@@ -38,7 +38,8 @@ def subset(data: TextClassificationData, intents: tuple[str, ...]) -> TextClassi
             (t, keep[y]) for t, y in zip(split.texts, split.label_ids, strict=True) if y in keep
         ]
         splits[name] = Split([t for t, _ in rows], [y for _, y in rows])
-    return TextClassificationData("clinc150-subset", tuple(sorted(intents)), splits)
+    oos = data.oos_label if data.oos_label in intents else None
+    return TextClassificationData("clinc150-subset", tuple(sorted(intents)), splits, oos)
 
 
 @pytest.fixture(scope="module")

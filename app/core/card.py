@@ -67,6 +67,10 @@ class OfflineMetrics(_Strict):
     dataset: str
     split: str
     examples: int
+    split_sizes: dict[str, int] | None = Field(None, description="examples in each split")
+    split_origins: dict[str, str] | None = Field(
+        None, description="how each split was made: given, or carved from which, how, seed"
+    )
     # Answers served one text at a time. Under dynamic int8 an answer can change with the other
     # texts in its batch; the batched figures say by how much.
     accuracy: float

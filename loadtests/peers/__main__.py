@@ -30,7 +30,7 @@ from loadtests.peers.render import render_markdown, render_plot
 from loadtests.peers.servers import SERVERS
 from loadtests.peers.venvs import VenvError, ensure_venv
 from loadtests.processes import ROOT
-from models.data import load_clinc150
+from models.sources.clinc150 import load_clinc150
 
 DEFAULT_LEVELS = "1x1,8x1,32x1,64x1,16x8"
 
