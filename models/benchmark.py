@@ -24,7 +24,10 @@ from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, write_card
 from app.runtime.classifier import load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
+from models.data import TextClassificationData
 from models.evaluate import latency_batch1, round_metric, served_accuracy, throughput
+from models.recipe import load_recipe
+from models.sources import load_dataset
 from models.sources.clinc150 import load_clinc150
 
 BOOK = [
@@ -43,10 +46,17 @@ BOOK = [
 ]
 
 
-def measure_variant(folder: Path, samples: int) -> dict:
+def test_data(recipe: Path | None) -> TextClassificationData:
+    """The recipe's dataset; without one, CLINC150 (the shipped repository's)."""
+    if recipe is None:
+        return load_clinc150()
+    return load_dataset(load_recipe(recipe).dataset)
+
+
+def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> dict:
     """Runs inside the worker subprocess: one variant, all figures."""
     card = read_card(folder)
-    data = load_clinc150()
+    data = test_data(recipe)
     test = data.splits["test"]
     rng = np.random.default_rng(0)
     sample = [test.texts[i] for i in rng.permutation(len(test))[:samples]]
@@ -83,19 +93,18 @@ def measure_variant(folder: Path, samples: int) -> dict:
     return result
 
 
-def run_all(folders: list[Path], samples: int) -> list[dict]:
+def run_all(folders: list[Path], samples: int, recipe: Path | None = None) -> list[dict]:
     rows = []
     for folder in folders:
         print(f"==> {folder.name}", file=sys.stderr, flush=True)
+        worker = ["--worker", str(folder), "--samples", str(samples)]
         output = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "models.benchmark",
-                "--worker",
-                str(folder),
-                "--samples",
-                str(samples),
+                *worker,
+                *(["--recipe", str(recipe)] if recipe else []),
             ],
             capture_output=True,
             text=True,
@@ -146,13 +155,29 @@ def pareto_front(rows: list[dict]) -> set[str]:
     return {b["variant"] for b in rows if not any(beats(a, b) for a in rows if a is not b)}
 
 
-def render_markdown(rows: list[dict], reference: str, command: str, when: datetime) -> str:
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def describe(data: TextClassificationData) -> str:
+    oos = f", {data.oos_label} a class" if data.oos_label else ", no out-of-scope class"
+    return f"{data.name} ({len(data.splits['test']):,} utterances, {len(data.labels)} labels{oos})"
+
+
+def render_markdown(
+    rows: list[dict],
+    reference: str,
+    command: str,
+    when: datetime,
+    book: bool = True,
+    dataset: str = "CLINC150 plus (5,500 utterances, 151 labels, oos a class)",
+) -> str:
     teacher = next(r for r in rows if r["variant"] == reference)
     cores = teacher["all_threads"]
     lines = [
         f"PerformanceBenchmark, {when.isoformat(timespec='seconds')}, `{command}`",
         "",
-        "Test split of CLINC150 plus (5,500 utterances, 151 labels, oos a class). "
+        f"Test split of {dataset}. "
         "Accuracy, in-scope and oos recall: each utterance served alone (batch 1); "
         f"batched: in length-sorted batches of {teacher['batched_size']}, and the share of "
         "answers that batching changed. "
@@ -170,8 +195,8 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
     for r in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
         lat = r["latency_1t"]
         lines.append(
-            f"| {r['variant']} | {r['accuracy']:.4f} | {r['in_scope_accuracy']:.4f} "
-            f"| {r['oos_recall']:.4f} | {r['accuracy_batched']:.4f} "
+            f"| {r['variant']} | {r['accuracy']:.4f} | {_share(r['in_scope_accuracy'])} "
+            f"| {_share(r['oos_recall'])} | {r['accuracy_batched']:.4f} "
             f"| {r['answers_changed_by_batching']:.2%} | {r['size_bytes'] / 1e6:.1f} "
             f"| {(r['parameters'] or 0) / 1e6:.1f} "
             f"| {lat['p50_ms']:.2f} / {lat['p95_ms']:.2f} / {lat['p99_ms']:.2f} "
@@ -182,7 +207,7 @@ def render_markdown(rows: list[dict], reference: str, command: str, when: dateti
             f"| {teacher['latency_1t']['p50_ms'] / lat['p50_ms']:.1f}x "
             f"| {'yes' if r['variant'] in front else ''} |"
         )
-    for b in BOOK:
+    for b in BOOK if book else []:
         lines.append(
             f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | "
             f"| | {b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | | |"
@@ -254,20 +279,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", help="variant the ratios are against (default: the largest)")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--no-card-update", action="store_true")
+    parser.add_argument(
+        "--recipe", type=Path, help="measure on this recipe's test split (default: CLINC150)"
+    )
     args = parser.parse_args(argv)
     if args.worker is not None:
-        print(json.dumps(measure_variant(args.worker, args.samples)))
+        print(json.dumps(measure_variant(args.worker, args.samples, args.recipe)))
         return 0
     folders = sorted(
         {p.parent.resolve() for repo in args.repositories for p in repo.glob("*/variant.json")}
     )
     when = datetime.now(UTC).replace(microsecond=0)
-    rows = run_all(folders, args.samples)
+    if not folders:
+        raise SystemExit(f"no variant folders (*/variant.json) in {args.repositories}")
+    rows = run_all(folders, args.samples, args.recipe)
+    # The book's CLINC150 figures belong beside CLINC150 results only.
+    book = args.recipe is None or load_recipe(args.recipe).dataset.kind == "clinc150"
     for row in rows:
         row["samples"] = args.samples
     reference = args.reference or max(rows, key=lambda r: r["size_bytes"])["variant"]
     command = "python -m models benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = render_markdown(rows, reference, command, when)
+    table = render_markdown(rows, reference, command, when, book, describe(test_data(args.recipe)))
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "benchmark.md").write_text(table + "\n")
@@ -278,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 "command": command,
                 "reference": reference,
                 "rows": rows,
-                "book": BOOK,
+                "book": BOOK if book else [],
             },
             indent=2,
         )

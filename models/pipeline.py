@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -225,3 +226,36 @@ def teacher_variant(
     return package_variant(
         name, trained, base, lineage, data, teacher_dir(recipe, runs), repository, package
     )
+
+
+def build_students(
+    recipe: Recipe,
+    data: TextClassificationData,
+    runs: Path,
+    repository: Path,
+    only: list[str] | None = None,
+) -> Iterator[Path]:
+    """Every student of the recipe (or those named in ``only``), in recipe order."""
+    for spec in recipe.students:
+        if only and spec.name not in only:
+            continue
+        package = PackageConfig(
+            quantization=spec.quantization,
+            per_channel=spec.per_channel,
+            oos_objective=recipe.oos.objective,
+            oos_share=recipe.oos.share,
+        )
+        yield build_student(recipe, spec, data, runs, repository, package)
+
+
+def build_teacher_variant(
+    recipe: Recipe,
+    data: TextClassificationData,
+    runs: Path,
+    repository: Path,
+    quantization: str = "none",
+) -> Path:
+    package = PackageConfig(
+        quantization=quantization, oos_objective=recipe.oos.objective, oos_share=recipe.oos.share
+    )
+    return teacher_variant(recipe, data, runs, repository, package)

@@ -42,6 +42,7 @@ def test_csv_with_its_own_column_names_and_no_validation_split(tmp_path):
     test = write_csv(tmp_path / "test.csv", [("hello", "greet"), ("bye bye", "bye")])
     data = load_dataset(spec(train=train, test=test))
     assert data.labels == ("bye", "greet", "thanks") and data.oos_id is None
+    assert data.name == tmp_path.name  # train.csv: named after its folder
     sizes = {name: len(split) for name, split in data.splits.items()}
     assert sizes == {"train": 15, "validation": 3, "test": 2}
     # Stratified: every label in both train and the carved validation split.
@@ -59,14 +60,14 @@ def test_csv_with_its_own_column_names_and_no_validation_split(tmp_path):
 def test_every_file_format_reads_the_same(tmp_path, kind):
     pairs = rows()
     if kind == "tsv":
-        path = write_csv(tmp_path / "all.tsv", pairs, delimiter="\t")
+        path = write_csv(tmp_path / "intents.tsv", pairs, delimiter="\t")
     elif kind == "semicolons":  # sniffed
-        path = write_csv(tmp_path / "all.csv", pairs, delimiter=";")
+        path = write_csv(tmp_path / "intents.csv", pairs, delimiter=";")
     elif kind == "jsonl":
-        path = tmp_path / "all.jsonl"
+        path = tmp_path / "intents.jsonl"
         path.write_text("".join(json.dumps({"utterance": t, "intent": i}) + "\n" for t, i in pairs))
     else:
-        path = tmp_path / "all.parquet"
+        path = tmp_path / "intents.parquet"
         table = {"utterance": [t for t, _ in pairs], "intent": [i for _, i in pairs]}
         datasets.Dataset.from_dict(table).to_parquet(str(path))
     data = load_dataset(spec(path=path))
@@ -75,7 +76,7 @@ def test_every_file_format_reads_the_same(tmp_path, kind):
     assert sizes == {"train": 12, "validation": 3, "test": 3}  # one of each label each
     texts = [t for split in data.splits.values() for t in split.texts]
     assert sorted(texts) == sorted(t for t, _ in pairs)
-    assert data.name == "all" and data.splits_made["test"].startswith("carved from train: 0.2")
+    assert data.name == "intents" and data.splits_made["test"].startswith("carved from train: 0.2")
 
 
 def test_saved_dataset_dict_with_class_label_integers(tmp_path):

@@ -27,7 +27,13 @@ def load(spec: DatasetSpec) -> TextClassificationData:
     else:
         raise DatasetError("dataset: give the files (train, optional validation and test) or path")
     tables = {split: (read_file(path, spec), str(path)) for split, path in paths.items()}
-    return assemble(spec.name or paths["train"].stem, tables, spec)
+    return assemble(spec.name or dataset_name(paths["train"]), tables, spec)
+
+
+def dataset_name(train: Path) -> str:
+    """The file's stem, or its folder's name for a file named after its split."""
+    generic = {"train", "training", "data", "all", "dataset"}
+    return train.parent.resolve().name if train.stem.lower() in generic else train.stem
 
 
 def read_file(path: Path, spec: DatasetSpec) -> datasets.Dataset:

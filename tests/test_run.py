@@ -1,0 +1,90 @@
+"""From data to a served repository in two commands: ``init`` on a CSV with its own column names
+and no validation split, then ``run`` on a tiny BERT teacher and student, served by a real
+server."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import httpx
+import pytest
+import yaml
+
+from app.core.card import read_card
+from app.core.experiment import EXPERIMENT_FILE
+from models.__main__ import main
+from models.recipe import load_recipe
+from tests.server import run_server
+from tests.test_pipeline import INTENTS, subset
+from tests.tiny import save_tiny_bert
+
+pytestmark = pytest.mark.pipeline
+
+
+def write_split(path, data, split):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["utterance", "intent"])
+        s = data.splits[split]
+        writer.writerows((t, data.labels[y]) for t, y in zip(s.texts, s.label_ids, strict=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, clinc):
+    root = tmp_path_factory.mktemp("run")
+    data = subset(clinc, INTENTS)
+    train = write_split(root / "train.csv", data, "train")
+    test = write_split(root / "test.csv", data, "test")
+    recipe = root / "recipe.yaml"
+    argv = ["init", "--train", str(train), "--test", str(test), "--name", "tiny"]
+    assert (
+        main([*argv, "--text-column", "utterance", "--label-column", "intent", "-o", str(recipe)])
+        == 0
+    )
+    written = yaml.safe_load(recipe.read_text())
+    # A tiny model stands in for the pretrained checkpoints; a few steps stand in for epochs.
+    base = str(save_tiny_bert(root / "base", clinc.splits["train"].texts, hidden=64, layers=2))
+    quick = {"max_steps": 15, "batch_size": 16, "max_length": 32, "learning_rate": 3e-3}
+    written["teacher"].update(base=base, finetune={**written["teacher"]["finetune"], **quick})
+    first = written["students"][0]
+    first.update(base=base, layers=[0], distill={**first["distill"], **quick})
+    del first["vocabulary"]
+    written["students"] = [first]
+    written["experiment"]["arms"] = [{"variant": first["name"], "weight": 1}]
+    recipe.write_text(yaml.safe_dump(written, sort_keys=False))
+    repository = root / "served"
+    assert (
+        main(["run", str(recipe), "--runs", str(root / "runs"), "--repository", str(repository)])
+        == 0
+    )
+    return root, repository, written
+
+
+def test_init_sizes_the_recipe_to_the_data(made):
+    root, _, written = made
+    dataset = written["dataset"]
+    assert (dataset["text_column"], dataset["label_column"]) == ("utterance", "intent")
+    assert "oos" not in written  # the data names no out-of-scope label
+    assert written["teacher"]["finetune"]["epochs"] == 10  # a few hundred texts: more passes
+    assert load_recipe(root / "recipe.yaml").dataset.kind == "files"
+
+
+def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
+    root, repository, written = made
+    (name,) = [s["name"] for s in written["students"]]
+    card = read_card(repository / name)
+    assert card.labels == sorted(INTENTS) and card.oos_threshold is None
+    assert card.metrics.split_sizes["validation"] > 0
+    assert card.metrics.split_origins["validation"].startswith("carved from train")
+    assert (repository / EXPERIMENT_FILE).is_file()
+    benchmark = root / "runs" / "tiny" / "benchmark"
+    rows = json.loads((benchmark / "benchmark.json").read_text())["rows"]
+    assert {row["variant"] for row in rows} == {name, "tiny-teacher-fp32"}
+    assert (benchmark / "benchmark.png").stat().st_size > 0
+    assert "book" not in (benchmark / "benchmark.md").read_text()
+    with run_server(root, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
+        answer = httpx.post(server.url + "/v1/predict", json={"text": "what is the weather"})
+    assert answer.status_code == 200
+    assert answer.json()["predictions"][0]["label"] in INTENTS
