@@ -121,6 +121,18 @@ def init(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_model(args: argparse.Namespace) -> int:
+    from models.importing import import_variant
+    from models.recipe import load_recipe
+
+    dataset = load_recipe(args.recipe).dataset if args.recipe else None
+    folder = import_variant(
+        args.source, args.name, args.repository, args.quantization, dataset, args.max_length
+    )
+    print(f"wrote {folder}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from models.run import run_recipe
 
@@ -159,6 +171,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--repository", type=Path, help="where to ship (default: runs/<name>/repository)"
     )
+
+    p = command("import", import_model, "make a model you already have a served variant")
+    p.add_argument("source", type=Path, help="an optimum ONNX export, or a fine-tuned checkpoint")
+    p.add_argument("--name", required=True, help="variant name (folder in the repository)")
+    p.add_argument("--repository", type=Path, default=RUNS / "repository")
+    p.add_argument(
+        "--quantization",
+        choices=["none", "dynamic"],
+        default="dynamic",
+        help="dynamic: fuse and quantize to int8; none: serve the graph as it is",
+    )
+    p.add_argument("--recipe", type=Path, help="measure on this recipe's test split")
+    p.add_argument("--max-length", type=int, help="default: the tokenizer's, up to 512")
 
     p = command("resolve", resolve_checkpoint, "fetch and verify a pretrained checkpoint")
     p.add_argument("reference", help="local directory, hub id, or a pinned offline id")

@@ -297,12 +297,13 @@ def write_variant(
     name: str,
     base: ResolvedCheckpoint,
     lineage: list[LineageStep],
-    metrics: OfflineMetrics,
+    metrics: OfflineMetrics | None,
     data: TextClassificationData,
     max_length: int,
     files: dict[str, Path],
     repository: Path,
     rejection: OosThreshold | None = None,
+    description: str | None = None,
 ) -> Path:
     folder = repository / name
     staging = repository / f".{name}.tmp"
@@ -315,7 +316,8 @@ def write_variant(
             shutil.copyfile(base.path / license_file, staging / license_file)
     card = VariantCard(
         name=name,
-        description=f"{base.reference} fine-tuned on {data.name}, "
+        description=description
+        or f"{base.reference} fine-tuned on {data.name}, "
         + " -> ".join(step.step for step in lineage),
         labels=list(data.labels),
         max_length=max_length,

@@ -60,6 +60,13 @@ def discover(repository: Path) -> list[Path]:
     if not repository.is_dir():
         raise CardError(f"model repository {repository} is not a directory")
     folders = sorted(p.parent for p in repository.glob(f"*/{CARD_FILE}"))
+    for model in sorted(repository.glob(f"*/{MODEL_FILE}")):
+        if not (model.parent / CARD_FILE).is_file() and not model.parent.name.startswith("."):
+            raise CardError(
+                f"{model.parent}: a model without a card ({CARD_FILE}); make it a variant with "
+                f"`python -m models import {model.parent} --name {model.parent.name.lower()} "
+                f"--repository {repository}`"
+            )
     if not folders:
         raise CardError(f"model repository {repository} holds no variant (no */{CARD_FILE})")
     return folders

@@ -1,0 +1,136 @@
+"""``python -m models import``: a model you already have, as a served variant with a card.
+
+Two kinds of source: an ONNX folder exactly as ``optimum-cli export onnx --task
+text-classification`` writes it (``model.onnx``, ``config.json`` with ``id2label``, tokenizer
+files), served as it is or quantized to int8; or a fine-tuned Hugging Face checkpoint, exported
+with optimum, fused and quantized as brum's own variants are. Labels come from ``id2label``, in
+id order; the lineage says ``imported``, with the source's sha256. With test data (a recipe's
+dataset), the card gets offline metrics on its test split, labels matched by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.core.card import MODEL_FILE, TOKENIZER_FILE, LineageStep, sha256_file
+from models.build import PackageConfig, measure, stage, write_serving_tokenizer, write_variant
+from models.checkpoints import WEIGHT_FILES, ResolvedCheckpoint
+from models.data import DatasetError, TextClassificationData, from_examples
+from models.recipe import DatasetSpec
+
+DEFAULT_MAX_LENGTH = 128
+
+
+def source_labels(config: dict, source: Path) -> list[str]:
+    id2label = config.get("id2label")
+    if not id2label:
+        raise DatasetError(f"{source}/config.json: no id2label; the variant's labels come from it")
+    ids = sorted(int(i) for i in id2label)
+    if ids != list(range(len(ids))):
+        raise DatasetError(f"{source}/config.json: id2label ids are not 0..{len(ids) - 1}: {ids}")
+    return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in ids]
+
+
+def max_length_of(source: Path, config: dict, given: int | None) -> int:
+    """``given``, else the tokenizer's ``model_max_length`` within the model's positions."""
+    if given is not None:
+        return given
+    positions = config.get("max_position_embeddings", DEFAULT_MAX_LENGTH)
+    tokenizer_config = source / "tokenizer_config.json"
+    declared = DEFAULT_MAX_LENGTH
+    if tokenizer_config.is_file():
+        declared = json.loads(tokenizer_config.read_text()).get("model_max_length", declared)
+    return int(min(declared, positions, 512))
+
+
+def in_model_order(data: TextClassificationData, labels: list[str]) -> TextClassificationData:
+    """The data with label ids in the model's output order; its labels must be the model's."""
+    if set(data.labels) != set(labels):
+        raise DatasetError(
+            f"the model's labels are not the test data's: only in the model "
+            f"{sorted(set(labels) - set(data.labels))}, only in the data "
+            f"{sorted(set(data.labels) - set(labels))}"
+        )
+    examples = {
+        split: [(t, data.labels[y]) for t, y in zip(s.texts, s.label_ids, strict=True)]
+        for split, s in data.splits.items()
+    }
+    return from_examples(data.name, examples, labels, data.oos_label)
+
+
+def import_variant(
+    source: Path,
+    name: str,
+    repository: Path,
+    quantization: str = "dynamic",
+    dataset: DatasetSpec | None = None,
+    max_length: int | None = None,
+    workdir: Path | None = None,
+) -> Path:
+    from models.export import count_initializer_elements, export_onnx, optimize_graph, quantize_int8
+    from models.sources import load_dataset
+
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise DatasetError(f"{source}: no config.json (an optimum export or a checkpoint has one)")
+    if not (source / TOKENIZER_FILE).is_file():
+        raise DatasetError(f"{source}: no {TOKENIZER_FILE} (a fast tokenizer is needed to serve)")
+    config = json.loads(config_path.read_text())
+    labels = source_labels(config, source)
+    length = max_length_of(source, config, max_length)
+    workdir = workdir or Path("runs") / "import" / name
+    onnx_source = source / MODEL_FILE
+    if onnx_source.is_file():
+        kind, weights, exported = "onnx", onnx_source, onnx_source
+        steps = []
+    else:
+        weights = next((source / w for w in WEIGHT_FILES if (source / w).is_file()), None)
+        if weights is None:
+            raise DatasetError(f"{source}: neither {MODEL_FILE} nor {' / '.join(WEIGHT_FILES)}")
+        kind = "checkpoint"
+        stage("export to ONNX (optimum)")
+        exported = export_onnx(source, workdir / "export" / MODEL_FILE)
+        steps = [LineageStep(step="export_onnx", params={"exporter": "optimum"})]
+    served = exported
+    if quantization == "dynamic":
+        stage("fuse graph and quantize dynamic int8")
+        for step in ("fused", "int8"):
+            (workdir / step).mkdir(parents=True, exist_ok=True)
+        fused = optimize_graph(exported, workdir / "fused" / MODEL_FILE, config_path)
+        served = quantize_int8(fused, workdir / "int8" / MODEL_FILE)
+        steps += [
+            LineageStep(step="optimize_graph", params={"tool": "onnxruntime.transformers"}),
+            LineageStep(step="quantize_dynamic", params={"weight_type": "int8"}),
+        ]
+    tokenizer = write_serving_tokenizer(
+        source / TOKENIZER_FILE, workdir / TOKENIZER_FILE, length, config.get("pad_token_id")
+    )
+    sha = sha256_file(weights)
+    base = ResolvedCheckpoint(str(source), source, weights.name, sha, "imported")
+    lineage = [
+        LineageStep(step="imported", params={"from": str(source), "kind": kind, "sha256": sha}),
+        *steps,
+    ]
+    metrics = None
+    data = TextClassificationData(name, tuple(labels), {})
+    if dataset is not None:
+        from app.runtime.classifier import load_classifier
+        from app.runtime.session import SessionConfig
+
+        stage("evaluate on the test split")
+        data = in_model_order(load_dataset(dataset), labels)
+        classifier = load_classifier(served, tokenizer, length, SessionConfig(intra_op_threads=1))
+        parameters = count_initializer_elements(exported)
+        metrics = measure(classifier, served, data, parameters, PackageConfig())
+    folder = write_variant(
+        name,
+        base,
+        lineage,
+        metrics,
+        data,
+        length,
+        {MODEL_FILE: served, TOKENIZER_FILE: tokenizer},
+        repository,
+    )
+    return folder

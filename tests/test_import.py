@@ -1,0 +1,110 @@
+"""Import what users already have: a tiny BERT exported by ``optimum-cli`` in the test, served by
+a real server with the answers of onnxruntime on the exported graph itself; a fine-tuned
+checkpoint exported and quantized on import; a model without a card refused by the service with
+the command that makes one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer
+
+from app.core.card import read_card, verify_files
+from models.importing import import_variant
+from models.recipe import DatasetSpec
+from tests.server import run_server
+from tests.test_adopt import TEXTS, fine_tuned_checkpoint
+
+pytestmark = pytest.mark.pipeline
+
+LABELS = {0: "thanks", 1: "bye", 2: "greet"}
+QUESTIONS = ["hello there", "see you tomorrow", "thank you so much for everything"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("import")
+    checkpoint = fine_tuned_checkpoint(root, LABELS)
+    cli = Path(sys.executable).parent / "optimum-cli"
+    command = [str(cli), "export", "onnx", "--model", str(checkpoint)]
+    command += ["--task", "text-classification", str(root / "onnx")]
+    subprocess.run(command, check=True, capture_output=True)
+    return root
+
+
+def raw_scores(model: Path, texts: list[str]) -> np.ndarray:
+    """The exported graph's own logits, one text at a time, through onnxruntime directly."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(model.parent / "tokenizer.json"))
+    tokenizer.no_padding()
+    rows = []
+    for text in texts:
+        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in {i.name for i in session.get_inputs()}:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        rows.append(session.run(None, feeds)[0][0])
+    return np.stack(rows)
+
+
+def test_an_optimum_export_is_served_as_it_is(exported, tmp_path):
+    repository = tmp_path / "repository"
+    folder = import_variant(
+        exported / "onnx", "tiny-imported", repository, quantization="none", workdir=tmp_path / "w"
+    )
+    card = read_card(folder)
+    verify_files(folder, card)
+    assert card.labels == ["thanks", "bye", "greet"]  # id2label, in id order
+    imported = card.lineage[0]
+    assert imported.step == "imported" and imported.params["kind"] == "onnx"
+    assert imported.params["sha256"] == card.base.sha256 and card.metrics is None
+    expected = raw_scores(exported / "onnx" / "model.onnx", QUESTIONS)
+    with run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
+        for text, scores in zip(QUESTIONS, expected, strict=True):
+            body = {"text": text, "top_k": 3}
+            answer = httpx.post(server.url + "/v1/predict", json=body).json()["predictions"][0]
+            probabilities = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+            assert answer["label"] == LABELS[int(np.argmax(scores))]
+            served = {t["label"]: t["score"] for t in answer["top_k"]}
+            for index, label in LABELS.items():
+                assert served[label] == pytest.approx(probabilities[index], abs=1e-5)
+
+
+def test_a_checkpoint_is_exported_quantized_and_measured(exported, tmp_path):
+    rows = [(text, label) for label, texts in TEXTS.items() for text in texts]
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows * 3))
+    folder = import_variant(
+        exported / "tuned",
+        "tiny-checkpoint-int8",
+        tmp_path / "repository",
+        dataset=DatasetSpec(path=data),
+        workdir=tmp_path / "w",
+    )
+    card = read_card(folder)
+    assert [s.step for s in card.lineage] == [
+        "imported",
+        "export_onnx",
+        "optimize_graph",
+        "quantize_dynamic",
+    ]
+    assert card.lineage[0].params["kind"] == "checkpoint"
+    assert card.metrics is not None and card.metrics.examples > 0
+    assert 0 <= card.metrics.accuracy <= 1
+
+
+def test_the_service_refuses_a_model_without_a_card_and_names_the_command(exported, tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(exported / "onnx", repository / "mine")
+    env = {"BRUM_MODEL_REPOSITORY": str(repository)}
+    with pytest.raises(RuntimeError, match="server exited"), run_server(tmp_path, env):
+        pass
+    log = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
+    assert "a model without a card" in log and "python -m models import" in log
