@@ -65,6 +65,7 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
         "size_bytes": (folder / MODEL_FILE).stat().st_size,
         "parameters": card.metrics.parameters if card.metrics else None,
         "lineage": [step.step for step in card.lineage],
+        "dataset": describe(data),
     }
     cores = available_cores()
     for threads in sorted({1, cores}):
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         row["samples"] = args.samples
     reference = args.reference or max(rows, key=lambda r: r["size_bytes"])["variant"]
     command = "python -m models benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = render_markdown(rows, reference, command, when, book, describe(test_data(args.recipe)))
+    # Every worker measured on the same test split: its description is theirs.
+    table = render_markdown(rows, reference, command, when, book, rows[0]["dataset"])
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "benchmark.md").write_text(table + "\n")
