@@ -75,6 +75,26 @@ class Settings(BaseSettings):
     feedback_capacity: int = Field(
         100_000, ge=1, description="recent requests remembered for POST /v1/feedback"
     )
+    feedback_key: SecretStr | None = Field(
+        None,
+        description="key shared by every replica (a Secret); set: each answer carries a signed "
+        "feedback token that any replica can judge",
+    )
+    feedback_ttl_seconds: int = Field(
+        86_400, ge=1, description="how long after a prediction its feedback is accepted"
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="shared store of the replicas (redis://host:6379/0): judgments counted once "
+        "across replicas, predictions by request id, the admin API's experiment, rescans; unset: "
+        "this process only",
+    )
+    sync_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="how often to re-read the experiment (file and shared store) and check for "
+        "rescans asked of any replica; 0 = never",
+    )
     admin_token: SecretStr | None = Field(
         None, description="bearer token of the /admin API; unset: the admin API is off"
     )

@@ -316,7 +316,7 @@ def test_admin_is_off_without_a_token_and_checks_it(repository, tmp_path):
         assert client.post("/v1/models/sluggish/predict", json={"text": "hi"}).status_code == 200
         assert metric(server, "brum_variant_ready", variant="sluggish") == 1
     log = next((tmp_path / "admin").glob("server-*.log")).read_text()
-    assert "experiment replaced" in log and "admin call refused" in log
+    assert "experiment (admin)" in log and "admin call refused" in log
 
 
 def test_sigterm_stops_readiness_then_drains_every_accepted_request(

@@ -36,6 +36,8 @@ from app.core.workers import InferenceWorkers
 from app.runtime.batching import FILL_BATCHES, BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier
 
+DRAIN_POLL_SECONDS = 0.01
+
 
 @dataclass(frozen=True)
 class BatchPolicy:
@@ -160,6 +162,13 @@ class Batcher:
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(QueueTimeout("the service is shutting down"))
+
+    async def drain(self) -> None:
+        """Answer what was accepted, then leave the inference threads: for a variant replaced or
+        removed, which takes no new requests."""
+        while self.requests_in_flight:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        self.workers.detach(self)
 
     async def submit(self, encodings: Sequence[Encoding]) -> Scored:
         if self._alone(encodings):

@@ -1,6 +1,6 @@
 """The engine: loads the registry in the background, batches each variant's requests, routes
-requests through the experiment, scores the shadow, remembers predictions for feedback, and
-records the metrics that compare variants."""
+requests through the experiment, scores the shadow, judges feedback, records the metrics that
+compare variants, and follows what the replicas share (the experiment, repository rescans)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.core.batcher import Batcher, BatchPolicy
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, VariantCard
-from app.core.errors import NotReady, QueueFull, QueueTimeout, TooManyTexts
-from app.core.experiment import EXPERIMENT_FILE, Experiment, load_experiment
-from app.core.feedback import FeedbackStore, Judgement
+from app.core.coordination import (
+    Coordination,
+    CoordinationUnavailable,
+    LocalCoordination,
+    RedisCoordination,
+)
+from app.core.errors import BrumError, NotReady, QueueFull, QueueTimeout, TooManyTexts
+from app.core.experiment import EXPERIMENT_FILE, Experiment, ExperimentError, load_experiment
+from app.core.experiment_source import ExperimentSource, experiment_hash
+from app.core.feedback import (
+    AlreadyJudged,
+    FeedbackError,
+    Judgement,
+    Ledger,
+    MemoryLedger,
+    RedisLedger,
+    Served,
+    TokenSigner,
+    UnknownRequest,
+)
 from app.core.metrics import Metrics
 from app.core.placement import Placement, place
 from app.core.prediction import PredictionBatch, predictions_from_logits
@@ -23,10 +41,12 @@ from app.core.registry import (
     Registry,
     Variant,
     choose_default,
+    fingerprint,
     load_variant,
     read_cards,
     warm_up,
 )
+from app.core.store import connect
 from app.core.workers import InferenceWorkers
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.cores import available_cores
@@ -37,11 +57,23 @@ from app.settings import Settings
 logger = logging.getLogger("brum.engine")
 
 
+def experiment_path(settings: Settings) -> Path:
+    return settings.experiment or settings.model_repository / EXPERIMENT_FILE
+
+
 def find_experiment(settings: Settings) -> Experiment | None:
-    path = settings.experiment or settings.model_repository / EXPERIMENT_FILE
+    path = experiment_path(settings)
     if settings.experiment is None and not path.is_file():
         return None
     return load_experiment(path)
+
+
+@dataclass(frozen=True)
+class Rescan:
+    added: list[str]
+    replaced: list[str]
+    removed: list[str]
+    kept: dict[str, str]  # removed from the repository but still needed: why
 
 
 def batch_policy(settings: Settings, placement: Placement) -> BatchPolicy:
@@ -68,7 +100,9 @@ class Engine:
         self.settings = settings
         self.metrics = metrics or Metrics(settings.cpu_hour_price, settings.currency)
         self.registry: Registry | None = None
-        self.batchers: dict[str, Batcher] = {}
+        # By variant object, not name: a request that holds a variant being replaced is served
+        # by the batcher (and model) it was routed to.
+        self.batchers: dict[Variant, Batcher] = {}
         self.draining = False
         self.started_at = time.perf_counter()
         # Set by load(), once the plan for the cores is known (configured or measured).
@@ -77,7 +111,31 @@ class Engine:
         self.policy: BatchPolicy | None = None
         # Open HTTP connections, set by the server that runs the app (see Batcher, "lone").
         self.connections: Callable[[], int] | None = None
-        self.feedback = FeedbackStore(settings.feedback_capacity)
+        self.store = connect(settings.redis_url) if settings.redis_url else None
+        self.ledger: Ledger = (
+            RedisLedger(
+                self.store, settings.feedback_ttl_seconds, self.metrics.feedback_records_dropped.inc
+            )
+            if self.store is not None
+            else MemoryLedger(settings.feedback_capacity)
+        )
+        key = settings.feedback_key
+        self.signer = (
+            TokenSigner(key.get_secret_value().encode(), settings.feedback_ttl_seconds)
+            if key
+            else None
+        )
+        self.coordination: Coordination = (
+            RedisCoordination(self.store) if self.store is not None else LocalCoordination()
+        )
+        self.experiment_source = ExperimentSource(
+            experiment_path(settings), settings.experiment is not None, self.coordination
+        )
+        self._rescans_seen = 0
+        self._rescan_lock = asyncio.Lock()
+        self._sync_error: str | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._follower: asyncio.Task[None] | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         # Read and verify the cards now: a broken repository should stop start-up with its reason.
         self.cards: list[tuple[Path, VariantCard]] = read_cards(
@@ -86,6 +144,7 @@ class Engine:
         # Kept beside the cards, not derived per call: routes and metrics look it up per request.
         self.variant_names = frozenset(card.name for _, card in self.cards)
         self.experiment = find_experiment(settings)
+        self.experiment_origin = "file" if self.experiment else "none"
         if self.experiment is not None:
             self.experiment.check_variants(self.variant_names)
         requested = settings.default_variant or (self.experiment and self.experiment.default)
@@ -167,7 +226,7 @@ class Engine:
                 inline=inline,
             )
             batcher.start()
-            self.batchers[name] = batcher
+            self.batchers[variant] = batcher
             self.metrics.queue_capacity.labels(name).set(self.policy.max_queue_texts)
             self.metrics.inline_threads.labels(name).set(inline.threads if inline else 0)
             self.metrics.publish_card(variant)
@@ -175,7 +234,7 @@ class Engine:
 
     async def load(self) -> Registry:
         """Choose the plan for the cores, then load every variant off the event loop; the engine
-        is ready only after warm-up."""
+        is ready only after warm-up, and once it runs the shared experiment."""
         self.placement = await asyncio.to_thread(self._place)
         self.metrics.publish_placement(self.placement)
         plan = self.placement.plan
@@ -184,7 +243,14 @@ class Engine:
         self.workers.start()
         variants = self._start_batchers(await asyncio.to_thread(self._load, self.cards))
         self.registry = Registry(variants, self.default_variant)
-        self.metrics.publish_experiment(self.experiment)
+        self.metrics.publish_experiment(
+            self.experiment, self.experiment_origin, experiment_hash(self.experiment)
+        )
+        # Rescans asked for before this replica started are in what it just loaded.
+        self._rescans_seen = await self._quietly(self.coordination.rescans(), 0)
+        await self.sync()
+        if self.settings.sync_seconds > 0:
+            self._follower = asyncio.get_running_loop().create_task(self._follow())
         elapsed = time.perf_counter() - self.started_at
         self.metrics.startup_duration.set(elapsed)
         self.metrics.ready.set(1)
@@ -211,14 +277,18 @@ class Engine:
         request_id: str | None = None,
         routed: bool = False,
     ) -> PredictionBatch:
-        """Classify through the variant's batcher. With ``request_id`` the answer is remembered
-        for feedback; a ``routed`` request may also be scored by the experiment's shadow."""
+        """Classify through the variant's batcher. With ``request_id`` the answer can be judged
+        by feedback (and carries a feedback token when a key is set); a ``routed`` request may
+        also be scored by the experiment's shadow."""
         limit = self.settings.max_texts_per_request
         if len(texts) > limit:
             raise TooManyTexts(f"{len(texts)} texts in one request; the limit is {limit}")
         batch = await self._score(variant, texts, top_k or self.settings.default_top_k)
         if request_id is not None:
-            self.feedback.remember(request_id, variant.name, batch.labels, variant.label_set)
+            served = Served(request_id, variant.name, batch.labels, int(time.time()))
+            self.ledger.remember(served)
+            if self.signer is not None:
+                batch = replace(batch, feedback_token=self.signer.sign(served))
         experiment = self.experiment
         if routed and experiment is not None and experiment.shadows():
             self._shadow(experiment, variant, texts, batch.labels)
@@ -227,7 +297,7 @@ class Engine:
     async def _score(self, variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
         encodings = variant.classifier.tokenize(texts)
         try:
-            scored = await self.batchers[variant.name].submit(encodings)
+            scored = await self.batchers[variant].submit(encodings)
         except QueueFull:
             self.metrics.queue_rejections.labels(variant.name, "full").inc()
             raise
@@ -276,37 +346,192 @@ class Engine:
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
-    def judge(self, request_id: str, label: str, index: int) -> Judgement:
-        judgement = self.feedback.judge(request_id, label, index)
+    async def judge(
+        self, request_id: str | None, label: str, index: int, token: str | None = None
+    ) -> Judgement:
+        """Judge one served text: from its feedback token (any replica, no lookup) or its
+        request id; counted once, whichever replica gets the call."""
+        if token is not None:
+            if self.signer is None:
+                raise FeedbackError("feedback tokens are off: BRUM_FEEDBACK_KEY is not set")
+            served = self.signer.open(token)
+            if request_id is not None and request_id != served.request_id:
+                raise FeedbackError(
+                    f"the feedback token is of request {served.request_id!r}, not {request_id!r}"
+                )
+        else:
+            assert request_id is not None
+            found = await self.ledger.recall(request_id)
+            if found is None:
+                window = (
+                    f"the last {self.settings.feedback_capacity} requests of this replica"
+                    if isinstance(self.ledger, MemoryLedger)
+                    else f"{self.settings.feedback_ttl_seconds} s"
+                )
+                raise UnknownRequest(
+                    f"no recent prediction with request id {request_id!r} (remembered: {window}; "
+                    "send the response's feedback_token to judge it on any replica)"
+                )
+            served = found
+        self._check_judgement(served, label, index)
+        if not await self.ledger.claim(served.request_id, index):
+            raise AlreadyJudged(f"text {index} of request {served.request_id!r} was already judged")
+        judgement = Judgement(served.request_id, index, served.variant, served.labels[index], label)
         outcome = "correct" if judgement.correct else "incorrect"
         self.metrics.feedback.labels(judgement.variant, outcome).inc()
         return judgement
 
-    def replace_experiment(self, experiment: Experiment | None) -> None:
+    def _check_judgement(self, served: Served, label: str, index: int) -> None:
+        if not 0 <= index < len(served.labels):
+            raise FeedbackError(
+                f"index {index} is out of range: request {served.request_id!r} had "
+                f"{len(served.labels)} text(s)"
+            )
+        variant = self.registry.variants.get(served.variant) if self.registry else None
+        if variant is None:
+            raise UnknownRequest(f"variant {served.variant!r} is no longer served")
+        if label not in variant.label_set:
+            raise FeedbackError(f"unknown label {label!r} for variant {served.variant!r}")
+
+    def _apply_experiment(self, experiment: Experiment | None, origin: str) -> None:
         """Swap the experiment in one assignment: a request sees the old one or the new one."""
         if experiment is not None:
             experiment.check_variants(self.variant_names)
-        old, self.experiment = self.experiment, experiment
-        self.metrics.publish_experiment(experiment)
+        old = self.experiment
+        if experiment == old and origin == self.experiment_origin:
+            return
+        self.experiment, self.experiment_origin = experiment, origin
+        self.metrics.publish_experiment(experiment, origin, experiment_hash(experiment))
         logger.info(
-            "experiment replaced: %s -> %s",
+            "experiment (%s): %s -> %s",
+            origin,
             old.model_dump_json() if old else None,
             experiment.model_dump_json() if experiment else None,
         )
 
-    async def rescan(self) -> list[str]:
-        """Load the repository's new variants, warmed up before they can take traffic."""
+    async def set_experiment(self, experiment: Experiment | None) -> None:
+        """The admin API's change: checked, written to the shared source so that every replica
+        takes it at its next sync, and taken here at once."""
+        if experiment is not None:
+            experiment.check_variants(self.variant_names)
+        await self.experiment_source.override(experiment)
+        self._apply_experiment(experiment, "admin")
+
+    async def sync(self) -> None:
+        """Take the shared experiment if it changed, and rescan if a replica was asked to.
+        A failure keeps what runs, and says so once per distinct failure (log and metric)."""
+        try:
+            resolved = await self.experiment_source.resolve()
+            self._apply_experiment(resolved.experiment, resolved.source)
+            rescans = await self.coordination.rescans()
+        except (ExperimentError, BrumError) as exc:
+            message = str(exc)
+            if message != self._sync_error:
+                reason = "store" if isinstance(exc, CoordinationUnavailable) else "invalid"
+                self.metrics.experiment_sync_errors.labels(reason).inc()
+                logger.error("kept the running experiment: %s", message)
+            self._sync_error = message
+            return
+        if self._sync_error is not None:
+            logger.info("experiment source readable and valid again")
+            self._sync_error = None
+        if rescans != self._rescans_seen:
+            self._rescans_seen = rescans
+            await self.rescan()
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_seconds)
+            try:
+                await self.sync()
+            except Exception:  # a sync must never stop the syncing
+                logger.exception("sync failed")
+
+    @staticmethod
+    async def _quietly(call, default):
+        try:
+            return await call
+        except BrumError:
+            return default
+
+    def _needed(self) -> dict[str, str]:
+        """Variants that must stay loaded, and why."""
+        needed = {self.default_variant: "the default variant"}
+        experiment = self.experiment
+        if experiment is not None:
+            named = [arm.variant for arm in experiment.arms]
+            if experiment.default:
+                named.append(experiment.default)
+            if experiment.shadow:
+                named.append(experiment.shadow.variant)
+            needed.update({name: f"named by experiment {experiment.name!r}" for name in named})
+        return needed
+
+    async def ask_rescan(self) -> Rescan:
+        """Rescan here, and have every other replica rescan at its next sync."""
+        self._rescans_seen = await self.coordination.ask_rescan()
+        return await self.rescan()
+
+    async def rescan(self) -> Rescan:
+        """Bring the loaded variants in line with the repository: load new ones, replace those
+        whose files changed (warmed up before they take traffic; the old one finishes what it
+        was given), unload removed ones once their queues are empty."""
         if self.registry is None:
             raise NotReady()
-        verify = self.settings.verify_checksums
-        cards = await asyncio.to_thread(read_cards, self.settings.model_repository, verify)
-        new = [(folder, card) for folder, card in cards if card.name not in self.variant_names]
-        variants = self._start_batchers(await asyncio.to_thread(self._load, new))
-        self.cards = self.cards + new
-        self.variant_names = self.variant_names | {card.name for _, card in new}
-        self.registry = Registry({**self.registry.variants, **variants}, self.default_variant)
-        logger.info("repository rescanned: added %s", sorted(variants) or "nothing")
-        return sorted(variants)
+        async with self._rescan_lock:
+            verify = self.settings.verify_checksums
+            cards = await asyncio.to_thread(read_cards, self.settings.model_repository, verify)
+            found = {card.name: (folder, card) for folder, card in cards}
+            loaded = self.registry.variants
+            added = [name for name in found if name not in loaded]
+            replaced = [
+                name
+                for name, (folder, card) in found.items()
+                if name in loaded and fingerprint(folder, card) != loaded[name].fingerprint
+            ]
+            needed = self._needed()
+            gone = sorted(set(loaded) - set(found))
+            kept = {name: needed[name] for name in gone if name in needed}
+            removed = [name for name in gone if name not in kept]
+            fresh = self._start_batchers(
+                await asyncio.to_thread(self._load, [found[n] for n in added + replaced])
+            )
+            variants = {
+                name: variant
+                for name, variant in {**loaded, **fresh}.items()
+                if name not in removed
+            }
+            self.registry = Registry(variants, self.default_variant)
+            self.cards = [(v.folder, v.card) for _, v in sorted(variants.items())]
+            self.variant_names = frozenset(variants)
+            for name in replaced + removed:
+                self._retire(loaded[name], forget=name in removed)
+        report = Rescan(sorted(added), sorted(replaced), removed, kept)
+        for change in ("added", "replaced", "removed"):
+            self.metrics.rescans.labels(change).inc(len(getattr(report, change)))
+        for name, why in kept.items():
+            logger.warning("variant %s was removed from the repository but stays: %s", name, why)
+        logger.info(
+            "repository rescanned: added %s, replaced %s, removed %s",
+            report.added or "nothing",
+            report.replaced or "nothing",
+            report.removed or "nothing",
+        )
+        return report
+
+    def _retire(self, variant: Variant, forget: bool) -> None:
+        batcher = self.batchers[variant]
+
+        async def retire() -> None:
+            await batcher.drain()
+            del self.batchers[variant]
+            if forget:
+                self.metrics.forget_variant(variant)
+            logger.info("variant %s: old model unloaded (%s)", variant.name, variant.folder)
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def drain(self) -> None:
         """Stop being ready; requests already accepted still finish."""
@@ -315,7 +540,13 @@ class Engine:
         logger.info("draining: no longer ready")
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.workers is not None:
             await self.workers.stop()
         for batcher in self.batchers.values():
             await batcher.stop()
+        await self.ledger.close()
+        if self.store is not None:
+            await self.store.aclose()

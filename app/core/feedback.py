@@ -1,15 +1,41 @@
-"""Online accuracy: recent predictions remembered by request id, judged when the truth arrives.
+"""Online accuracy: a served prediction is judged once per text, by any replica, when its true
+label arrives.
 
-The store is bounded: past ``capacity`` requests the oldest are forgotten, so feedback must come
-within the last ``capacity`` requests. Each text of a request can be judged once.
+Why it is built this way: behind a load balancer the feedback call rarely reaches the replica
+that served the prediction, and a replica may restart in between. So nothing the judgment needs
+may live in one process:
+
+- With a shared key (``BRUM_FEEDBACK_KEY``, a Kubernetes Secret), every answer carries a
+  *feedback token*: the request id, the variant, the served labels and the time, signed with
+  HMAC-SHA256. Any replica verifies it with no lookup; the prediction path pays one HMAC (a few
+  microseconds), not a round trip.
+- With a shared store (``BRUM_REDIS_URL``), a judgment is recorded there with ``SET NX`` so the
+  same text is refused on every replica the second time; and each prediction is also written
+  there under its request id, behind the answer (many in one round trip), for clients that kept
+  only the id.
+- With neither, one replica remembers its recent predictions in memory, as a single process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from app.core.errors import BrumError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger("brum.feedback")
 
 
 class FeedbackError(BrumError):
@@ -24,12 +50,25 @@ class AlreadyJudged(FeedbackError):
     status_code = 409
 
 
-@dataclass
-class Remembered:
+class ExpiredToken(FeedbackError):
+    status_code = 410
+
+
+class StoreUnavailable(FeedbackError):
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Retry-After": "1"})
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a prediction answered: all a judgment needs."""
+
+    request_id: str
     variant: str
-    labels: list[str]  # the served labels, one per text
-    known_labels: frozenset[str]
-    judged: set[int] = field(default_factory=set)
+    labels: list[str]  # one per text
+    issued: int  # unix seconds
 
 
 @dataclass(frozen=True)
@@ -45,37 +84,187 @@ class Judgement:
         return self.predicted == self.label
 
 
-class FeedbackStore:
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _dump(served: Served) -> bytes:
+    return json.dumps(asdict(served), separators=(",", ":")).encode()
+
+
+def _load(data: bytes) -> Served:
+    fields = json.loads(data)
+    return Served(fields["request_id"], fields["variant"], list(fields["labels"]), fields["issued"])
+
+
+class TokenSigner:
+    """``<payload>.<signature>``, both base64url: readable by the client, forged by no one
+    without the key."""
+
+    def __init__(self, key: bytes, ttl_seconds: int) -> None:
+        self._key = key
+        self.ttl_seconds = ttl_seconds
+
+    def _signature(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def sign(self, served: Served) -> str:
+        payload = _b64(_dump(served))
+        return f"{payload}.{self._signature(payload)}"
+
+    def open(self, token: str, now: float | None = None) -> Served:
+        payload, _, signature = token.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._signature(payload).encode()):
+            raise FeedbackError("invalid feedback token: not signed by this service's key")
+        try:
+            served = _load(_unb64(payload))
+        except (ValueError, KeyError, TypeError) as exc:  # signed, so only a key shared elsewhere
+            raise FeedbackError(f"invalid feedback token: {exc}") from None
+        age = (time.time() if now is None else now) - served.issued
+        if age > self.ttl_seconds:
+            raise ExpiredToken(
+                f"feedback token of request {served.request_id!r} expired: issued {age:.0f} s "
+                f"ago, judgments are accepted for {self.ttl_seconds} s"
+            )
+        return served
+
+
+class Ledger(Protocol):
+    """Where predictions are found by request id, and judgments are counted once."""
+
+    def remember(self, served: Served) -> None: ...
+
+    async def recall(self, request_id: str) -> Served | None: ...
+
+    async def claim(self, request_id: str, index: int) -> bool:
+        """Record the judgment of one text; False if it was judged before."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryLedger:
+    """One process's memory: the last ``capacity`` predictions and their judgments."""
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._records: OrderedDict[str, Remembered] = OrderedDict()
+        self._served: OrderedDict[str, Served] = OrderedDict()
+        self._judged: OrderedDict[str, set[int]] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._served)
 
-    def remember(
-        self, request_id: str, variant: str, labels: list[str], known: frozenset[str]
+    def remember(self, served: Served) -> None:
+        self._served[served.request_id] = served
+        self._served.move_to_end(served.request_id)
+        while len(self._served) > self.capacity:
+            self._served.popitem(last=False)
+
+    async def recall(self, request_id: str) -> Served | None:
+        return self._served.get(request_id)
+
+    async def claim(self, request_id: str, index: int) -> bool:
+        judged = self._judged.setdefault(request_id, set())
+        self._judged.move_to_end(request_id)
+        if index in judged:
+            return False
+        judged.add(index)
+        while len(self._judged) > self.capacity:
+            self._judged.popitem(last=False)
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+SERVED_KEY = "brum:served:"
+JUDGED_KEY = "brum:judged:"
+# Predictions waiting to be written past this many (the store is down or slow) are dropped,
+# oldest first, and counted: the prediction path never waits for the store.
+PENDING_LIMIT = 20_000
+# A feedback call can overtake the write of its prediction (it is written after the answer):
+# look again after the writer's next round trips before answering 404.
+RECALL_RETRIES = (0.01, 0.05, 0.2)
+
+
+class RedisLedger:
+    """A Redis (or Valkey) shared by the replicas. Keys expire with the feedback window."""
+
+    def __init__(
+        self, client: Redis, ttl_seconds: int, on_dropped: Callable[[int], None] = lambda n: None
     ) -> None:
-        self._records[request_id] = Remembered(variant, labels, known)
-        self._records.move_to_end(request_id)
-        while len(self._records) > self.capacity:
-            self._records.popitem(last=False)
+        self._client = client
+        self.ttl_seconds = ttl_seconds
+        self._on_dropped = on_dropped
+        self._pending: list[Served] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
 
-    def judge(self, request_id: str, label: str, index: int = 0) -> Judgement:
-        record = self._records.get(request_id)
-        if record is None:
-            raise UnknownRequest(
-                f"no recent prediction with request id {request_id!r} (the service remembers "
-                f"the last {self.capacity} requests)"
+    def remember(self, served: Served) -> None:
+        self._pending.append(served)
+        if len(self._pending) > PENDING_LIMIT:
+            dropped = len(self._pending) - PENDING_LIMIT
+            del self._pending[:dropped]
+            self._on_dropped(dropped)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._wake.set()
+
+    async def _write(self) -> None:
+        """Write what is pending, one pipeline per round trip; while the store is down, keep it
+        (bounded by PENDING_LIMIT) and retry."""
+        while self._pending or not self._closing:
+            if not self._pending:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                await self._flush(batch)
+            except Exception as exc:
+                if self._closing:
+                    logger.warning("feedback store: %d not written: %s", len(batch), exc)
+                    self._on_dropped(len(batch))
+                    return
+                logger.warning("feedback store write failed (%s); retrying", exc)
+                self._pending[:0] = batch
+                await asyncio.sleep(0.5)
+
+    async def _flush(self, batch: list[Served]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for served in batch:
+            pipe.set(SERVED_KEY + served.request_id, _dump(served), ex=self.ttl_seconds)
+        await pipe.execute()
+
+    async def recall(self, request_id: str) -> Served | None:
+        for delay in (0.0, *RECALL_RETRIES):
+            await asyncio.sleep(delay)
+            try:
+                data = await self._client.get(SERVED_KEY + request_id)
+            except Exception as exc:
+                raise StoreUnavailable(f"the shared feedback store is unavailable: {exc}") from None
+            if data is not None:
+                return _load(data)
+        return None
+
+    async def claim(self, request_id: str, index: int) -> bool:
+        try:
+            return bool(
+                await self._client.set(
+                    f"{JUDGED_KEY}{request_id}:{index}", b"1", nx=True, ex=self.ttl_seconds
+                )
             )
-        if not 0 <= index < len(record.labels):
-            raise FeedbackError(
-                f"index {index} is out of range: request {request_id!r} had "
-                f"{len(record.labels)} text(s)"
-            )
-        if label not in record.known_labels:
-            raise FeedbackError(f"unknown label {label!r} for variant {record.variant!r}")
-        if index in record.judged:
-            raise AlreadyJudged(f"text {index} of request {request_id!r} was already judged")
-        record.judged.add(index)
-        return Judgement(request_id, index, record.variant, record.labels[index], label)
+        except Exception as exc:
+            raise StoreUnavailable(f"the shared feedback store is unavailable: {exc}") from None
+
+    async def close(self) -> None:
+        """Write what is still pending (one try), then stop the writer."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer

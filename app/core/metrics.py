@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -231,6 +233,32 @@ class Metrics:
             ["threads", "side_by_side"],
             registry=r,
         )
+        self.experiment_info = Gauge(
+            "brum_experiment_info",
+            "The experiment this replica runs (hash of its content; source: file, admin or none): "
+            "every replica shows the same hash once a change has reached it.",
+            ["name", "hash", "source"],
+            registry=r,
+        )
+        self.experiment_sync_errors = Counter(
+            "brum_experiment_sync_errors",
+            "Syncs that kept the running experiment: the file or the override was invalid, or the "
+            "shared store could not be read.",
+            ["reason"],
+            registry=r,
+        )
+        self.feedback_records_dropped = Counter(
+            "brum_feedback_records_dropped",
+            "Predictions not written to the shared store (it was down): feedback by request id "
+            "alone will not find them; feedback tokens still work.",
+            registry=r,
+        )
+        self.rescans = Counter(
+            "brum_repository_rescans",
+            "Repository rescans, by what changed: variants added, replaced, removed.",
+            ["change"],
+            registry=r,
+        )
         self.startup_duration = Gauge(
             "brum_startup_duration_seconds", "Time from start-up to ready.", registry=r
         )
@@ -270,10 +298,22 @@ class Metrics:
         self.cpu_seconds.labels(variant).inc(run.cpu_seconds)
         self.cost.labels(variant, self.currency).inc(run.cpu_seconds * self.cpu_second_price)
 
-    def publish_experiment(self, experiment: Experiment | None) -> None:
+    def publish_experiment(self, experiment: Experiment | None, source: str, hash_: str) -> None:
         self.experiment_weight.clear()
         for arm in experiment.arms if experiment else []:
             self.experiment_weight.labels(experiment.name, arm.variant).set(arm.weight)
+        self.experiment_info.clear()
+        self.experiment_info.labels(experiment.name if experiment else "", hash_, source).set(1)
+
+    def forget_variant(self, variant: Variant) -> None:
+        """A removed variant: not ready, and its card's series gone."""
+        card = variant.card
+        self.variant_ready.labels(variant.name).set(0)
+        with suppress(KeyError):  # a card without metrics published none
+            self.model_info.remove(variant.name, card.base.reference, card.quantization, card.task)
+            self.model_size.remove(variant.name)
+            self.model_parameters.remove(variant.name)
+            self.model_accuracy.remove(variant.name)
 
     def observe_request(self, variant: str, status: int, seconds: float) -> None:
         self.requests.labels(variant, str(status)).inc()

@@ -32,6 +32,7 @@ class PredictionBatch:
     logits: np.ndarray  # [texts, labels], float32, the model's raw output
     queue_seconds: float
     inference_seconds: float
+    feedback_token: str | None = None  # see app/core/feedback.py
 
     @property
     def labels(self) -> list[str]:

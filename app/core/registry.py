@@ -23,12 +23,22 @@ from app.runtime.session import SessionConfig
 WARMUP_TEXTS = ["warm up", "how do i transfer money from my checking to my savings account"]
 
 
-@dataclass(frozen=True)
+def fingerprint(folder: Path, card: VariantCard) -> tuple:
+    """What tells a rescan that a variant's files changed: its card, and its model file's size
+    and modification time (in case the model was replaced without a new card)."""
+    stat = (folder / MODEL_FILE).stat()
+    return card.model_dump_json(), stat.st_size, stat.st_mtime_ns
+
+
+# eq=False: compared and hashed by identity, so a variant replaced under the same name is
+# another variant, with its own batcher, to requests still holding the old one.
+@dataclass(frozen=True, eq=False)
 class Variant:
     name: str
     card: VariantCard
     classifier: OnnxClassifier
     folder: Path
+    fingerprint: tuple = ()
 
     @cached_property
     def label_set(self) -> frozenset[str]:
@@ -92,7 +102,7 @@ def load_variant(folder: Path, card: VariantCard, config: SessionConfig) -> Vari
         raise CardError(
             f"{folder}: model outputs {output_width} scores, card has {len(card.labels)} labels"
         )
-    return Variant(card.name, card, classifier, folder)
+    return Variant(card.name, card, classifier, folder, fingerprint(folder, card))
 
 
 def warm_up(variant: Variant, iterations: int) -> float:

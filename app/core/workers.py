@@ -46,6 +46,10 @@ class InferenceWorkers:
         with self.lock:
             self.batchers.append(batcher)
 
+    def detach(self, batcher: Batcher) -> None:
+        with self.lock:
+            self.batchers.remove(batcher)
+
     def start(self) -> None:
         for index in range(self.count):
             thread = threading.Thread(target=self._work, name=f"brum-infer-{index}", daemon=True)

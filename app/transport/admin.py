@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
 
@@ -63,30 +64,40 @@ async def get_experiment(request: Request) -> Experiment | None:
     return engine_of(request).experiment
 
 
+STORE_DOWN = {503: {"model": ErrorResponse, "description": "the shared store is unavailable"}}
+
+
 @router.put(
     "/experiment",
-    summary="Replace the experiment (arms, weights, shadow); an invalid one keeps the old",
-    responses={422: {"model": ErrorResponse, "description": "invalid experiment"}},
+    summary="Replace the experiment on every replica (arms, weights, shadow); an invalid one "
+    "keeps the old",
+    responses={422: {"model": ErrorResponse, "description": "invalid experiment"}, **STORE_DOWN},
 )
 async def put_experiment(request: Request, experiment: Experiment) -> Experiment:
     try:
-        engine_of(request).replace_experiment(experiment)
+        await engine_of(request).set_experiment(experiment)
     except ExperimentError as exc:
         raise InvalidExperiment(str(exc)) from None
     return experiment
 
 
-@router.delete("/experiment", summary="End the experiment: all traffic to the default variant")
+@router.delete(
+    "/experiment",
+    summary="End the experiment on every replica: all traffic to the default variant",
+    responses=STORE_DOWN,
+)
 async def delete_experiment(request: Request) -> dict:
-    engine_of(request).replace_experiment(None)
+    await engine_of(request).set_experiment(None)
     return {"experiment": None, "default": engine_of(request).default_variant}
 
 
 @router.post(
     "/repository/rescan",
-    summary="Load variants added to the model repository, warmed up before they take traffic",
+    summary="On every replica: load new variants, replace changed ones (warmed up before they "
+    "take traffic), unload removed ones once their queues are empty",
+    responses=STORE_DOWN,
 )
 async def rescan(request: Request) -> dict:
     engine = engine_of(request)
-    added = await engine.rescan()
-    return {"added": added, "variants": sorted(engine.variant_names)}
+    report = await engine.ask_rescan()
+    return {**asdict(report), "variants": sorted(engine.variant_names)}

@@ -71,16 +71,38 @@ class PredictResponse(BaseModel):
     request_id: str
     variant: str
     predictions: list[Prediction]
+    feedback_token: str | None = Field(
+        None,
+        description="send it back with the true label to POST /v1/feedback; any replica judges "
+        "it (present when the service has a feedback key)",
+    )
 
 
 class Feedback(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"request_id": "3f2a9c...", "label": "balance"}]}
+        json_schema_extra={
+            "examples": [
+                {"token": "eyJyZXF1ZXN0X2lkIjoi...", "label": "balance"},
+                {"request_id": "3f2a9c...", "label": "balance", "index": 0},
+            ]
+        }
     )
 
-    request_id: StrictStr = Field(description="X-Request-ID of the prediction's response")
+    request_id: StrictStr | None = Field(
+        None, description="X-Request-ID of the prediction's response; optional with a token"
+    )
+    token: StrictStr | None = Field(
+        None,
+        description="the prediction's feedback_token: judged by any replica, with no lookup",
+    )
     label: StrictStr = Field(description="the true label")
     index: int = Field(0, ge=0, description="which text of the request, for batch requests")
+
+    @model_validator(mode="after")
+    def _request_id_or_token(self) -> Feedback:
+        if self.request_id is None and self.token is None:
+            raise ValueError("give the prediction's 'token' (feedback_token) or its 'request_id'")
+        return self
 
 
 class FeedbackResponse(BaseModel):

@@ -40,6 +40,8 @@ EXPERIMENT_HEADER = "x-brum-experiment"
 # the middleware, which sees the whole request).
 QUEUE_TIME_HEADER = "x-queue-time"
 INFERENCE_TIME_HEADER = "x-inference-time"
+# Also in the /v1 body; the header is how V2 answers carry it.
+FEEDBACK_TOKEN_HEADER = "x-feedback-token"
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -75,9 +77,11 @@ def answered_by(variant: Variant) -> Iterator[None]:
         raise
 
 
-def set_timing_headers(headers: MutableMapping[str, str], batch: PredictionBatch) -> None:
+def set_answer_headers(headers: MutableMapping[str, str], batch: PredictionBatch) -> None:
     headers[QUEUE_TIME_HEADER] = f"{batch.queue_seconds * 1000:.3f}"
     headers[INFERENCE_TIME_HEADER] = f"{batch.inference_seconds * 1000:.3f}"
+    if batch.feedback_token is not None:
+        headers[FEEDBACK_TOKEN_HEADER] = batch.feedback_token
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,11 @@ class Reply:
     request_id: str
     variant: str
     predictions: list[CorePrediction]
+    feedback_token: str | None
 
 
 REPLY = TypeAdapter(Reply)
+NO_TOKEN = {"feedback_token"}
 # The hot path reads its body itself (below); the schema still documents it.
 PREDICT_BODY = {
     "requestBody": {
@@ -125,8 +131,9 @@ async def predict(request: Request, variant_name: str | None) -> Response:
         batch = await engine.predict(
             variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None
         )
-    set_timing_headers(headers, batch)
-    content = REPLY.dump_json(Reply(request_id, variant.name, batch.predictions))
+    set_answer_headers(headers, batch)
+    reply = Reply(request_id, variant.name, batch.predictions, batch.feedback_token)
+    content = REPLY.dump_json(reply, exclude=None if batch.feedback_token else NO_TOKEN)
     return Response(content, media_type="application/json", headers=headers)
 
 
@@ -179,10 +186,12 @@ async def get_model(request: Request, variant: str) -> VariantCard:
     responses={
         404: {"model": ErrorResponse, "description": "request id unknown or forgotten"},
         409: {"model": ErrorResponse, "description": "this text was already judged"},
+        410: {"model": ErrorResponse, "description": "the feedback token expired"},
         422: ERRORS[422],
+        503: {"model": ErrorResponse, "description": "the shared store is unavailable"},
     },
-    summary="The true label of a recent prediction: counts towards the variant's online accuracy",
+    summary="The true label of a prediction: counts once towards the variant's online accuracy",
 )
 async def feedback(request: Request, body: Feedback) -> FeedbackResponse:
-    judgement = engine_of(request).judge(body.request_id, body.label, body.index)
+    judgement = await engine_of(request).judge(body.request_id, body.label, body.index, body.token)
     return FeedbackResponse.model_validate(judgement, from_attributes=True)

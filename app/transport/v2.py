@@ -20,7 +20,7 @@ from app.core.card import VariantCard
 from app.core.engine import Engine
 from app.core.errors import UnknownVariant
 from app.transport.schemas import ErrorResponse
-from app.transport.v1 import answered_by, choose_variant, set_timing_headers
+from app.transport.v1 import answered_by, choose_variant, set_answer_headers
 
 MODEL_VERSION = "1"
 OUTPUTS = ("logits", "label", "score")
@@ -236,7 +236,7 @@ async def infer(request: Request, name: str, version: str) -> Response:
         batch = await engine.predict(
             variant, texts, top_k=1, request_id=request.state.request_id, routed=routed
         )
-    set_timing_headers(headers, batch)
+    set_answer_headers(headers, batch)
     n, classes = batch.logits.shape
     tensors = {
         "logits": OutputTensor(
