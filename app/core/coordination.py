@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 
 OVERRIDE_KEY = "brum:experiment"
 RESCAN_KEY = "brum:repository:rescans"
+# Compare and delete in one step: a replica must not drop an override another just wrote.
+DROP_IF_UNCHANGED = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 class CoordinationUnavailable(BrumError):
@@ -56,6 +61,10 @@ class Coordination(Protocol):
 
     async def set_override(self, override: Override) -> None: ...
 
+    async def drop_override(self, override: Override) -> None:
+        """Remove ``override`` if it is still the one stored (another may have replaced it)."""
+        ...
+
     async def rescans(self) -> int:
         """How many rescans were asked for, by any replica, since the store began."""
         ...
@@ -75,6 +84,10 @@ class LocalCoordination:
 
     async def set_override(self, override: Override) -> None:
         self._override = override
+
+    async def drop_override(self, override: Override) -> None:
+        if self._override == override:
+            self._override = None
 
     async def rescans(self) -> int:
         return self._rescans
@@ -100,6 +113,9 @@ class RedisCoordination:
 
     async def set_override(self, override: Override) -> None:
         await self._call("set", OVERRIDE_KEY, override.dumps())
+
+    async def drop_override(self, override: Override) -> None:
+        await self._call("eval", DROP_IF_UNCHANGED, 1, OVERRIDE_KEY, override.dumps())
 
     async def rescans(self) -> int:
         return int(await self._call("get", RESCAN_KEY) or 0)

@@ -3,8 +3,9 @@
 The *declared* experiment is a file (in Kubernetes, a ConfigMap mounted as a volume), read again
 at every sync. A change through the admin API is an *override* in the shared store, recorded
 with the hash of the declared file it was made over: while the file stays the same the override
-holds, and once the file changes (a new ConfigMap rolled out) the file holds again. Nothing
-compares clocks, so replicas that read the same file and store run the same experiment.
+holds, and once the file changes (a new ConfigMap rolled out) the first replica to see it drops
+the override and the file holds again. Nothing compares clocks, so replicas that read the same
+file and store run the same experiment.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ class ExperimentSource:
         """The experiment to run now; ExperimentError if what holds is invalid."""
         data, declared = await self._declared()
         override = await self.coordination.override()
-        if override is not None and override.declared == declared:
-            return Resolved(override.experiment, "admin", declared)
+        if override is not None:
+            if override.declared == declared:
+                return Resolved(override.experiment, "admin", declared)
+            await self.coordination.drop_override(override)
         experiment = parse_experiment(data, self.path) if data is not None else None
         return Resolved(experiment, "file" if experiment else "none", declared)
 

@@ -1,0 +1,361 @@
+"""N replicas are one service: three real brum processes behind a real nginx (round robin) with a
+real redis-server, on 127.0.0.1. Feedback is counted once whichever replica gets it (a restart
+in between included), an admin change reaches every replica, a variant is replaced and a
+rolling restart runs under load with no failed request, and a real Prometheus sums the three.
+
+The tests share one cluster and run in order; each leaves the experiment and repository as it
+found them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtests.cluster import Cluster, MissingBinary, close_cluster, start_cluster
+from tests.server import start_prometheus, stop
+from tests.synthetic import write_synthetic_variant
+
+TOKEN = "admin-s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+EXPERIMENT = {
+    "name": "speed",
+    "arms": [{"variant": "fast", "weight": 1}, {"variant": "slow", "weight": 1}],
+}
+SYNC_SECONDS = 0.5
+PROPAGATION_LIMIT = 5.0
+
+
+@pytest.fixture(scope="module")
+def texts(clinc) -> list[str]:
+    return clinc.splits["test"].texts[:300]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, clinc) -> Iterator[Cluster]:
+    work = tmp_path_factory.mktemp("cluster")
+    repository = work / "repository"
+    train, labels = clinc.splits["train"].texts[:2000], list(clinc.labels)
+    for name, depth in (("fast", 1), ("slow", 2), ("spare", 1)):
+        write_synthetic_variant(repository / name, train, labels, depth=depth, hidden=256)
+    experiment = work / "experiment.yaml"  # a ConfigMap's mount, in Kubernetes
+    experiment.write_text(yaml.safe_dump(EXPERIMENT))
+    env = {
+        "BRUM_MODEL_REPOSITORY": str(repository),
+        "BRUM_EXPERIMENT": str(experiment),
+        "BRUM_FEEDBACK_KEY": "feedback-key-shared-by-the-replicas",
+        "BRUM_ADMIN_TOKEN": TOKEN,
+        "BRUM_SYNC_SECONDS": str(SYNC_SECONDS),
+        "BRUM_DRAIN_DELAY_SECONDS": "0.5",
+        "BRUM_INLINE_MAX_MS": "0",
+    }
+    try:
+        cluster = start_cluster(work, 3, env)
+    except MissingBinary as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"required in CI: {exc}")
+        pytest.skip(str(exc))
+    cluster.work = work  # type: ignore[attr-defined]
+    try:
+        yield cluster
+    finally:
+        close_cluster(cluster)
+
+
+def samples(url: str, name: str) -> dict[tuple, float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def summed(cluster: Cluster, name: str, key: str) -> Counter:
+    total: Counter = Counter()
+    for replica in cluster.replicas:
+        for labels, value in samples(replica.url, name).items():
+            total[dict(labels)[key] if key else ""] += value
+    return total
+
+
+def wait_until(check, limit: float, step: float = 0.05) -> float:
+    """Seconds until ``check()`` is true; fails past ``limit``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > limit:
+            pytest.fail(f"not true within {limit} s: {check.__doc__ or check}")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+class Load:
+    """Requests through the balancer from a few threads until stopped: every status counted, and
+    every request that got no answer at all."""
+
+    def __init__(self, url: str, path: str, texts: list[str], threads: int = 4) -> None:
+        self.url, self.path, self.texts = url, path, texts
+        self.statuses: Counter = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, seed: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = seed
+            while not self._stop.is_set():
+                text = self.texts[i % len(self.texts)]
+                try:
+                    response = client.post(self.path, json={"text": text})
+                    self.statuses[response.status_code] += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                i += 7
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    @property
+    def not_2xx(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster: Cluster, tmp_path_factory) -> Iterator[httpx.Client]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is required in CI (apt-get install prometheus)")
+        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    work = tmp_path_factory.mktemp("prometheus")
+    targets = [r.url.removeprefix("http://") for r in cluster.replicas]
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "brum", "static_configs": [{"targets": targets}]}],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process, url = start_prometheus(binary, work / "prometheus.yml", work)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            wait_until(lambda: len(query(client, "up == 1")) == 3, 30, 0.2)
+            yield client
+    finally:
+        stop(process)
+
+
+def query(client: httpx.Client, promql: str) -> list[dict]:
+    try:
+        response = client.get("/api/v1/query", params={"query": promql})
+    except httpx.TransportError:
+        return []
+    return response.json()["data"]["result"] if response.status_code == 200 else []
+
+
+def test_feedback_through_the_balancer_is_counted_once_whichever_replica_gets_it(
+    cluster, texts, prometheus
+):
+    with cluster.client() as client:
+        answers = []
+        for i, text in enumerate(texts):
+            response = client.post(
+                "/v1/predict", json={"text": text}, headers={"X-User-ID": f"u{i}"}
+            )
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+        assert {a["variant"] for a in answers} == {"fast", "slow"}
+
+        restarted = cluster.replicas[1]  # between the predictions and their feedback
+        assert restarted.terminate() == 0
+        restarted.start()
+        before = summed(cluster, "brum_feedback_total", "variant")
+
+        sent: Counter = Counter()
+        for i, answer in enumerate(answers):
+            predicted = answer["predictions"][0]["label"]
+            label = (
+                predicted if i % 3 else next(x for x in ("balance", "greeting") if x != predicted)
+            )
+            # Half by the signed token, half by request id alone (found in the shared store).
+            feedback = (
+                {"token": answer["feedback_token"], "label": label}
+                if i % 2
+                else {"request_id": answer["request_id"], "label": label}
+            )
+            judged = client.post("/v1/feedback", json=feedback)
+            assert judged.status_code == 200, judged.text
+            assert judged.json()["variant"] == answer["variant"]
+            assert judged.json()["correct"] is (label == predicted)
+            sent[answer["variant"], "correct" if label == predicted else "incorrect"] += 1
+
+        after = summed(cluster, "brum_feedback_total", "variant")
+        counted = {v: after[v] - before[v] for v in after}
+        assert counted == {v: sent[v, "correct"] + sent[v, "incorrect"] for v in ("fast", "slow")}
+
+        # A second judgment of the same text is refused on every replica.
+        for answer in answers[:20]:
+            label = answer["predictions"][0]["label"]
+            for replica in cluster.replicas:
+                for body in (
+                    {"token": answer["feedback_token"], "label": label},
+                    {"request_id": answer["request_id"], "label": label},
+                ):
+                    again = httpx.post(replica.url + "/v1/feedback", json=body, timeout=10)
+                    assert again.status_code == 409, again.text
+        forged = dict(token=answers[0]["feedback_token"][:-4] + "AAAA", label="balance")
+        assert client.post("/v1/feedback", json=forged).status_code == 422
+
+    # Prometheus sums the three replicas: the recorded counts are the feedback sent.
+    def recorded() -> dict:
+        rows = query(prometheus, "sum by (variant, outcome) (brum_feedback_total)")
+        return {
+            (r["metric"]["variant"], r["metric"]["outcome"]): float(r["value"][1]) for r in rows
+        }
+
+    def matches() -> bool:
+        """Prometheus's sums equal what the replicas count"""
+        return recorded() == {k: v for k, v in summed_by_outcome(cluster).items() if v}
+
+    wait_until(matches, 15, 0.25)
+    for (variant, outcome), n in sent.items():
+        assert recorded()[variant, outcome] >= n
+
+
+def summed_by_outcome(cluster: Cluster) -> Counter:
+    total: Counter = Counter()
+    for replica in cluster.replicas:
+        for labels, value in samples(replica.url, "brum_feedback_total").items():
+            fields = dict(labels)
+            total[fields["variant"], fields["outcome"]] += value
+    return total
+
+
+def experiment_on(replica) -> dict | None:
+    return httpx.get(replica.url + "/admin/experiment", headers=AUTH, timeout=10).json()
+
+
+def infos(cluster: Cluster) -> list[dict]:
+    return [dict(next(iter(samples(r.url, "brum_experiment_info")))) for r in cluster.replicas]
+
+
+def test_an_experiment_change_through_any_replica_reaches_all_and_a_new_file_wins(cluster):
+    all_fast = {"name": "all-fast", "arms": [{"variant": "fast", "weight": 1}]}
+    with cluster.client() as client:
+        started = time.monotonic()
+        changed = client.put("/admin/experiment", json=all_fast, headers=AUTH)
+        assert changed.status_code == 200, changed.text
+
+        def everywhere() -> bool:
+            """every replica runs the admin's experiment"""
+            return all(experiment_on(r)["name"] == "all-fast" for r in cluster.replicas)
+
+        wait_until(everywhere, PROPAGATION_LIMIT)
+        print(f"admin change on every replica after {time.monotonic() - started:.2f} s")
+        labels = infos(cluster)
+        assert len({x["hash"] for x in labels}) == 1 and {x["source"] for x in labels} == {"admin"}
+        routed = {
+            client.post("/v1/predict", json={"text": "hi"}, headers={"X-User-ID": f"k{i}"}).headers[
+                "x-brum-variant"
+            ]
+            for i in range(12)
+        }
+        assert routed == {"fast"}
+
+        # A restarted replica starts on the override, not on the file.
+        cluster.replicas[2].terminate()
+        cluster.replicas[2].start()
+        assert experiment_on(cluster.replicas[2])["name"] == "all-fast"
+
+        # A changed file (a new ConfigMap) supersedes the override on every replica.
+        file = cluster.work / "experiment.yaml"
+        declared = {**EXPERIMENT, "name": "speed-2"}
+        file.write_text(yaml.safe_dump(declared))
+        wait_until(lambda: all(experiment_on(r)["name"] == "speed-2" for r in cluster.replicas), 5)
+
+        # An invalid file keeps what runs, and each replica says so.
+        file.write_text("name: [not, an, experiment\n")
+        wait_until(
+            lambda: all(
+                samples(r.url, "brum_experiment_sync_errors_total").get((("reason", "invalid"),))
+                for r in cluster.replicas
+            ),
+            5,
+        )
+        assert all(experiment_on(r)["name"] == "speed-2" for r in cluster.replicas)
+        assert all("kept the running experiment" in r.logs() for r in cluster.replicas)
+
+        file.write_text(yaml.safe_dump(EXPERIMENT))
+        wait_until(lambda: all(experiment_on(r)["name"] == "speed" for r in cluster.replicas), 5)
+
+
+def card_on(replica, name: str) -> httpx.Response:
+    return httpx.get(f"{replica.url}/v1/models/{name}", timeout=10)
+
+
+def test_a_variant_replaced_under_load_fails_no_request_and_a_removed_one_unloads(
+    cluster, clinc, texts
+):
+    repository, aside = cluster.work / "repository", cluster.work / "aside"
+    train, labels = clinc.splits["train"].texts[:2000], list(clinc.labels)
+    write_synthetic_variant(aside / "new" / "fast", train, labels, depth=3, hidden=256, seed=7)
+    with Load(cluster.balancer, "/v1/models/fast/predict", texts) as load:
+        time.sleep(1)
+        (repository / "fast").rename(aside / "fast")
+        (aside / "new" / "fast").rename(repository / "fast")
+        with cluster.client() as client:
+            report = client.post("/admin/repository/rescan", headers=AUTH)
+        assert report.status_code == 200, report.text
+        assert report.json()["replaced"] == ["fast"]
+        wait_until(
+            lambda: all(
+                "3 dense layers" in card_on(r, "fast").json()["description"]
+                for r in cluster.replicas
+            ),
+            PROPAGATION_LIMIT,
+        )
+        time.sleep(1)
+    print(f"replace under load: {dict(load.statuses)}, no answer: {len(load.failures)}")
+    assert load.statuses[200] > 50 and load.not_2xx == 0 and not load.failures
+
+    # Removed while the experiment names it: kept. Not named: unloaded everywhere.
+    (repository / "slow").rename(aside / "slow")
+    shutil.rmtree(repository / "spare")
+    with cluster.client() as client:
+        report = client.post("/admin/repository/rescan", headers=AUTH).json()
+        assert report["removed"] == ["spare"] and "slow" in report["kept"]
+        wait_until(lambda: all(card_on(r, "spare").status_code == 404 for r in cluster.replicas), 5)
+        assert all(card_on(r, "slow").status_code == 200 for r in cluster.replicas)
+        refused = client.put(
+            "/admin/experiment",
+            json={"name": "x", "arms": [{"variant": "spare", "weight": 1}]},
+            headers=AUTH,
+        )
+        assert refused.status_code == 422 and "spare" in refused.json()["error"]
+    (aside / "slow").rename(repository / "slow")  # restarted replicas need it: the experiment
+
+
+def test_a_rolling_restart_under_load_loses_no_request(cluster, texts):
+    with Load(cluster.balancer, "/v1/predict", texts) as load:
+        time.sleep(1)
+        for replica in cluster.replicas:
+            assert replica.terminate() == 0
+            replica.start()
+        time.sleep(1)
+    print(f"rolling restart under load: {dict(load.statuses)}, no answer: {len(load.failures)}")
+    assert load.statuses[200] > 100 and load.not_2xx == 0 and not load.failures
