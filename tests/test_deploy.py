@@ -257,7 +257,8 @@ def kustomize(path: Path) -> list[dict]:
 
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:
-    return {doc["kind"]: doc for doc in docs}
+    """brum's own resource of each kind (the shared store's Deployment and Service aside)."""
+    return {doc["kind"]: doc for doc in docs if not doc["metadata"]["name"].endswith("-redis")}
 
 
 # Custom resources kubernetes-validate has no schema for, checked here instead.
@@ -298,6 +299,8 @@ def test_standard_resources_pass_kubernetes_validate_strict(tmp_path):
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "ConfigMap",
+        "Secret",
     }
     path = tmp_path / "standard.yaml"
     path.write_text(yaml.safe_dump_all(standard))
@@ -310,7 +313,7 @@ def test_deployment_probes_security_and_graceful_termination():
     k = by_kind(kustomize(K8S))
     pod = k["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
@@ -413,7 +416,7 @@ def test_servicemonitor_matches_its_crd_structure():
 
 def test_inferenceservice_is_a_v2_custom_predictor_with_a_canary():
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    (isvc,) = kustomize(K8S / "kserve")
+    isvc = by_kind(kustomize(K8S / "kserve"))["InferenceService"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["kind"] == "InferenceService"
     assert set(isvc["spec"]) == {"predictor"}
@@ -427,7 +430,7 @@ def test_inferenceservice_is_a_v2_custom_predictor_with_a_canary():
     kubernetes_validate.validate(pod, "1.37", strict=True)
     (container,) = predictor["containers"]
     assert container["name"] == "kserve-container"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["PROTOCOL"] == "v2", "KServe reads a custom predictor's protocol from PROTOCOL"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -438,3 +441,36 @@ def test_inferenceservice_is_a_v2_custom_predictor_with_a_canary():
 
 if __name__ == "__main__":
     write_prometheus_rule()
+
+
+def test_replicas_share_the_experiment_configmap_the_secret_and_the_store():
+    """Both ways of running brum mount the experiment ConfigMap as a directory (a subPath mount
+    never sees updates), take the feedback key and admin token from the Secret, and point at the
+    shared store's Service."""
+    docs = kustomize(K8S)
+    store = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "brum-redis"
+    )
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    experiment = yaml.safe_load(configmap["data"]["experiment.yaml"])
+    assert {arm["variant"] for arm in experiment["arms"]} <= {
+        p.name for p in (ROOT / "models" / "repository").iterdir() if p.is_dir()
+    }
+    deployment = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]
+    service = by_kind(kustomize(K8S / "kserve"))["InferenceService"]["spec"]["predictor"]
+    for pod, container in (
+        (deployment, deployment["containers"][0]),
+        (service, service["containers"][0]),
+    ):
+        env = {e["name"]: e for e in container["env"]}
+        host = env["BRUM_REDIS_URL"]["value"].removeprefix("redis://").split(":")[0]
+        assert host == store["metadata"]["name"]
+        for name in ("BRUM_FEEDBACK_KEY", "BRUM_ADMIN_TOKEN"):
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+        (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+        assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert "subPath" not in mount
+        assert env["BRUM_EXPERIMENT"]["value"] == mount["mountPath"] + "/experiment.yaml"
