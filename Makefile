@@ -78,11 +78,11 @@ OFFLINE_DOCKER ?= ../shared/tools/offline-docker
 COMPOSE_TEST := docker-compose -p brum-docker-test
 COMPOSE_PORTS := BRUM_PORT=18000 PROMETHEUS_PORT=19090
 
-docker-test:  ## build the image, run brum + Prometheus with docker-compose, find per-variant series
+docker-test:  ## build the image, run 3 brum replicas + nginx + Redis + Prometheus with docker-compose, find per-variant series
 	if [ -x $(OFFLINE_DOCKER) ]; then $(OFFLINE_DOCKER) up >/dev/null; fi
 	docker build -t brum:latest .
 	@docker image inspect brum:latest --format 'image brum:latest: {{.Size}} bytes'
-	$(COMPOSE_PORTS) $(COMPOSE_TEST) up -d brum prometheus
+	$(COMPOSE_PORTS) $(COMPOSE_TEST) up -d balancer prometheus
 	$(PYTHON) deploy/compose_check.py --brum http://127.0.0.1:18000 --prometheus http://127.0.0.1:19090; \
 	  status=$$?; [ $$status -eq 0 ] || $(COMPOSE_TEST) logs --tail 50; \
 	  $(COMPOSE_PORTS) $(COMPOSE_TEST) down -v; exit $$status

@@ -109,16 +109,24 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context():
     assert not included & {".venv", "runs", ".cache", ".git", "models"}
 
 
-def test_compose_file_is_valid_and_wires_prometheus_and_grafana():
+def test_compose_file_is_valid_and_wires_replicas_balancer_store_prometheus_and_grafana():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"brum", "prometheus", "grafana"}
+    replicas = {"brum-1", "brum-2", "brum-3"}
+    assert set(services) == replicas | {"balancer", "redis", "prometheus", "grafana"}
+    for name in replicas:
+        env = services[name]["environment"]
+        assert env["BRUM_REDIS_URL"] == "redis://redis:6379/0" and env["BRUM_FEEDBACK_KEY"]
+    nginx = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    assert all(f"server {name}:8000" in nginx for name in replicas)
+    assert "non_idempotent" in nginx, "a POST to a replica going away must be retried"
     assert services["grafana"]["profiles"] == ["grafana"], "Grafana cannot run here: a profile"
     volumes = " ".join(services["prometheus"]["volumes"])
     assert "./deploy/prometheus/rules:/etc/prometheus/rules" in volumes
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
-    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["brum:8000"]
+    targets = config["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"{name}:8000" for name in sorted(replicas)]
     grafana = " ".join(services["grafana"]["volumes"])
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning" in grafana
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards" in grafana
