@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +202,41 @@ def close_cluster(cluster: Cluster) -> None:
         replica.stop()
     for process in reversed(cluster.processes):
         stop(process)
+
+
+class Load:
+    """Requests through the balancer from a few threads until stopped: every status counted, and
+    every request that got no answer at all."""
+
+    def __init__(self, url: str, path: str, texts: list[str], threads: int = 4) -> None:
+        self.url, self.path, self.texts = url, path, texts
+        self.statuses: Counter = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, seed: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = seed
+            while not self._stop.is_set():
+                text = self.texts[i % len(self.texts)]
+                try:
+                    response = client.post(self.path, json={"text": text})
+                    self.statuses[response.status_code] += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                i += 7
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    @property
+    def not_2xx(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)

@@ -9,9 +9,9 @@ found them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,9 +19,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.cluster import Cluster, MissingBinary, close_cluster, start_cluster
+from loadtests.cluster import Cluster, Load, MissingBinary, close_cluster, start_cluster
 from tests.server import start_prometheus, stop
 from tests.synthetic import write_synthetic_variant
 
@@ -97,44 +99,6 @@ def wait_until(check, limit: float, step: float = 0.05) -> float:
             pytest.fail(f"not true within {limit} s: {check.__doc__ or check}")
         time.sleep(step)
     return time.monotonic() - started
-
-
-class Load:
-    """Requests through the balancer from a few threads until stopped: every status counted, and
-    every request that got no answer at all."""
-
-    def __init__(self, url: str, path: str, texts: list[str], threads: int = 4) -> None:
-        self.url, self.path, self.texts = url, path, texts
-        self.statuses: Counter = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
-
-    def _run(self, seed: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            i = seed
-            while not self._stop.is_set():
-                text = self.texts[i % len(self.texts)]
-                try:
-                    response = client.post(self.path, json={"text": text})
-                    self.statuses[response.status_code] += 1
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                i += 7
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    @property
-    def not_2xx(self) -> int:
-        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +199,63 @@ def test_feedback_through_the_balancer_is_counted_once_whichever_replica_gets_it
     wait_until(matches, 15, 0.25)
     for (variant, outcome), n in sent.items():
         assert recorded()[variant, outcome] >= n
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children)
+    ),
+    max_leaves=12,
+)
+
+
+def mutated(token: str) -> st.SearchStrategy[str]:
+    """A real token with characters changed, cut or added: forged or corrupted."""
+    positions = st.integers(0, len(token) - 1)
+    return st.one_of(
+        st.tuples(positions, st.characters(codec="ascii")).map(
+            lambda change: token[: change[0]] + change[1] + token[change[0] + 1 :]
+        ),
+        positions.map(lambda cut: token[:cut]),
+        st.text(max_size=20).map(lambda extra: token + extra),
+        st.text(max_size=200),
+    )
+
+
+@pytest.fixture(scope="module")
+def issued(cluster) -> dict:
+    with cluster.client() as client:
+        return client.post("/v1/predict", json={"text": "what is my balance"}).json()
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_random_feedback_is_refused_with_a_clear_error_and_counts_nothing(cluster, issued, data):
+    token, request_id = issued["feedback_token"], issued["request_id"]
+    body = data.draw(
+        st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {"token": mutated(token), "label": st.sampled_from(["balance", "x", ""])},
+                optional={"index": st.integers(-3, 3) | json_values},
+            ),
+            st.fixed_dictionaries(
+                {"request_id": st.text(max_size=40) | st.just(request_id), "label": json_values},
+                optional={"index": st.integers(-3, 70), "token": json_values},
+            ),
+        )
+    )
+    before = sum(summed_by_outcome(cluster).values())
+    with cluster.client() as client:
+        response = client.post("/v1/feedback", content=json.dumps(body))
+    assert response.status_code in (400, 404, 409, 410, 422) or (
+        response.status_code == 200 and body.get("token") in (None, token)
+    ), response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]
+    else:  # only the real prediction can be judged: once
+        assert sum(summed_by_outcome(cluster).values()) == before + 1
 
 
 def summed_by_outcome(cluster: Cluster) -> Counter:
