@@ -171,18 +171,15 @@ class Cluster:
         return httpx.Client(base_url=self.balancer, timeout=30, **kwargs)
 
 
-def start_cluster(work: Path, count: int, env: dict[str, str]) -> Cluster:
-    redis, redis_url = start_redis(work)
+def start_cluster(work: Path, count: int, env: dict[str, str], shared: bool = True) -> Cluster:
+    """``count`` replicas behind nginx; ``shared``: with a redis-server as their shared store."""
+    redis, redis_url = start_redis(work) if shared else (None, "")
     ports = [free_port() for _ in range(count)]
-    full = {
-        **os.environ,
-        "BRUM_HOST": "127.0.0.1",
-        "BRUM_CALIBRATE": "false",
-        "BRUM_REDIS_URL": redis_url,
-        **env,
-    }
+    full = {**os.environ, "BRUM_HOST": "127.0.0.1", "BRUM_CALIBRATE": "false", **env}
+    if shared:
+        full["BRUM_REDIS_URL"] = redis_url
     replicas = [Replica(port, {**full, "BRUM_PORT": str(port)}, work) for port in ports]
-    cluster = Cluster(replicas, "", redis_url, [redis])
+    cluster = Cluster(replicas, "", redis_url, [redis] if redis else [])
     try:
         for replica in replicas:
             replica.start(wait=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -17,6 +18,13 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def free_port() -> int:
@@ -87,13 +95,14 @@ def running_service(
     python: str = sys.executable,
     log: Path | None = None,
     timeout: float = 120,
+    cwd: Path = ROOT,
 ) -> Iterator[tuple[subprocess.Popen, float]]:
     """Start ``python command``, wait for ``ready_path`` to answer 200, yield the process with its
     start-to-ready time, then stop it and whatever it started. Output goes to ``log``, if given."""
     started = time.perf_counter()
     output = log.open("wb") if log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [python, *command], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        [python, *command], cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
     )
     try:
         while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from dataclasses import replace
@@ -29,7 +28,7 @@ from loadtests.peers.raw import raw_bracket, reference_label
 from loadtests.peers.render import render_markdown, render_plot
 from loadtests.peers.servers import SERVERS
 from loadtests.peers.venvs import VenvError, ensure_venv
-from loadtests.processes import ROOT
+from loadtests.processes import ROOT, cpu_model
 from models.sources.clinc150 import load_clinc150
 
 DEFAULT_LEVELS = "1x1,8x1,32x1,64x1,16x8"
@@ -68,13 +67,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any("=" not in item for item in args.brum_env):
         parser.error("--brum-env takes KEY=VALUE")
     return args
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def test_texts(count: int) -> list[str]:
