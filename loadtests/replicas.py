@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repository", type=Path, default=SHIPPED_REPOSITORY)
     parser.add_argument("--before", type=Path, help="another brum checkout to measure beside")
     parser.add_argument("--seconds", type=float, default=10, help="per wrk run")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--feedback", type=int, default=300, help="predictions judged")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -64,9 +65,12 @@ def single_replica(args, texts: list[str], work: Path) -> dict:
         setups[f"brum at {args.before.name}"] = ({}, args.before.resolve())
     bodies = [{"text": t} for t in texts]
     runs: dict[str, list[dict]] = {name: [] for name in setups}
+    names = list(setups)
     try:
-        for _ in range(args.rounds):
-            for name, (env, checkout) in setups.items():
+        for round_ in range(args.rounds):
+            # Each setup takes each place in the order in turn: the machine drifts within a round.
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                env, checkout = setups[name]
                 port = free_port()
                 full = {
                     **os.environ,
@@ -104,7 +108,8 @@ def feedback_totals(cluster: Cluster) -> float:
 
 
 def feedback_share(cluster: Cluster, texts: list[str], shared: bool) -> dict:
-    """Predictions through the balancer, one replica restarted, then each judged through it."""
+    """Predictions through the balancer, one replica restarted, then each judged through it, in
+    another order (truths arrive as they are found, not in the order of the predictions)."""
     with cluster.client() as client:
         answers = [
             client.post("/v1/predict", json={"text": t}, headers={"X-User-ID": f"u{i}"}).json()
@@ -114,6 +119,7 @@ def feedback_share(cluster: Cluster, texts: list[str], shared: bool) -> dict:
         cluster.replicas[1].start()
         before = feedback_totals(cluster)
         statuses: Counter = Counter()
+        random.Random(0).shuffle(answers)
         for i, answer in enumerate(answers):
             label = answer["predictions"][0]["label"]
             body = (
