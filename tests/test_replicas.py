@@ -149,9 +149,13 @@ def test_feedback_through_the_balancer_is_counted_once_whichever_replica_gets_it
         assert restarted.terminate() == 0
         restarted.start()
         before = summed(cluster, "brum_feedback_total", "variant")
+        # What Prometheus has recorded so far, once it has scraped the restarted replica.
+        wait_until(lambda: recorded(prometheus) == nonzero(summed_by_outcome(cluster)), 15, 0.25)
+        recorded_before = Counter(recorded(prometheus))
 
         sent: Counter = Counter()
-        for i, answer in enumerate(answers):
+        # The truths arrive in another order than the predictions, as they are found.
+        for i, answer in sorted(enumerate(answers), key=lambda pair: (pair[0] * 7919) % 300):
             predicted = answer["predictions"][0]["label"]
             label = (
                 predicted if i % 3 else next(x for x in ("balance", "greeting") if x != predicted)
@@ -185,20 +189,18 @@ def test_feedback_through_the_balancer_is_counted_once_whichever_replica_gets_it
         forged = dict(token=answers[0]["feedback_token"][:-4] + "AAAA", label="balance")
         assert client.post("/v1/feedback", json=forged).status_code == 422
 
-    # Prometheus sums the three replicas: the recorded counts are the feedback sent.
-    def recorded() -> dict:
-        rows = query(prometheus, "sum by (variant, outcome) (brum_feedback_total)")
-        return {
-            (r["metric"]["variant"], r["metric"]["outcome"]): float(r["value"][1]) for r in rows
-        }
+    # Prometheus, summing the three replicas, records exactly the feedback sent.
+    expected = nonzero(recorded_before + sent)
+    wait_until(lambda: recorded(prometheus) == expected, 15, 0.25)
 
-    def matches() -> bool:
-        """Prometheus's sums equal what the replicas count"""
-        return recorded() == {k: v for k, v in summed_by_outcome(cluster).items() if v}
 
-    wait_until(matches, 15, 0.25)
-    for (variant, outcome), n in sent.items():
-        assert recorded()[variant, outcome] >= n
+def recorded(prometheus: httpx.Client) -> dict:
+    rows = query(prometheus, "sum by (variant, outcome) (brum_feedback_total)")
+    return {(r["metric"]["variant"], r["metric"]["outcome"]): float(r["value"][1]) for r in rows}
+
+
+def nonzero(counts: Counter) -> dict:
+    return {key: float(value) for key, value in counts.items() if value}
 
 
 json_values = st.recursive(
@@ -380,3 +382,36 @@ def test_a_rolling_restart_under_load_loses_no_request(cluster, texts):
         time.sleep(1)
     print(f"rolling restart under load: {dict(load.statuses)}, no answer: {len(load.failures)}")
     assert load.statuses[200] > 100 and load.not_2xx == 0 and not load.failures
+
+
+def test_with_the_shared_store_down_predictions_still_answer_and_the_rest_says_503(
+    tmp_path, shipped_repository
+):
+    """The prediction path never waits for the store; feedback and admin changes need it and say
+    so with a 503 and Retry-After; the sync keeps the running experiment and counts why."""
+    from tests.server import free_port, run_server
+
+    env = {
+        "BRUM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "BRUM_FEEDBACK_KEY": "k",
+        "BRUM_ADMIN_TOKEN": TOKEN,
+        "BRUM_SYNC_SECONDS": "0.2",
+    }
+    with run_server(tmp_path, env) as server, server.client() as client:
+        answers = [client.post("/v1/predict", json={"text": f"hello {i}"}) for i in range(20)]
+        assert all(a.status_code == 200 and a.json()["feedback_token"] for a in answers)
+        answer = answers[0].json()
+        label = answer["predictions"][0]["label"]
+        for body in (
+            {"token": answer["feedback_token"], "label": label},
+            {"request_id": answer["request_id"], "label": label},
+        ):
+            refused = client.post("/v1/feedback", json=body)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert "shared feedback store is unavailable" in refused.json()["error"]
+        experiment = client.get("/admin/experiment", headers=AUTH).json()
+        put = client.put("/admin/experiment", json=experiment, headers=AUTH)
+        assert put.status_code == 503 and "unavailable" in put.json()["error"]
+        errors = samples(server.url, "brum_experiment_sync_errors_total")
+        assert errors[(("reason", "store"),)] >= 1
+        assert client.get("/readyz").status_code == 200
