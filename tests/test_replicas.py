@@ -189,6 +189,15 @@ def test_feedback_through_the_balancer_is_counted_once_whichever_replica_gets_it
         forged = dict(token=answers[0]["feedback_token"][:-4] + "AAAA", label="balance")
         assert client.post("/v1/feedback", json=forged).status_code == 422
 
+        # A V2 answer carries its token in a header; judged through the balancer like the rest.
+        tensor = {"name": "text", "shape": [2], "datatype": "BYTES", "data": texts[:2]}
+        v2 = client.post("/v2/models/fast/infer", json={"inputs": [tensor]})
+        labels = next(o["data"] for o in v2.json()["outputs"] if o["name"] == "label")
+        token = v2.headers["x-feedback-token"]
+        judged = client.post("/v1/feedback", json={"token": token, "label": labels[1], "index": 1})
+        assert judged.status_code == 200 and judged.json()["correct"] is True
+        sent["fast", "correct"] += 1
+
     # Prometheus, summing the three replicas, records exactly the feedback sent.
     expected = nonzero(recorded_before + sent)
     wait_until(lambda: recorded(prometheus) == expected, 15, 0.25)

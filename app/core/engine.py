@@ -125,6 +125,11 @@ class Engine:
             if key
             else None
         )
+        if self.signer is not None and self.store is None:
+            logger.warning(
+                "BRUM_FEEDBACK_KEY without BRUM_REDIS_URL: any replica judges a token, but only "
+                "this one knows what it judged; with several replicas, share a store"
+            )
         self.coordination: Coordination = (
             RedisCoordination(self.store) if self.store is not None else LocalCoordination()
         )
