@@ -7,9 +7,11 @@ replica and across restarts, with no shared state. Without a key, the request is
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import uuid
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,6 +39,58 @@ class Shadow(BaseModel):
     fraction: float = Field(gt=0, le=1)
 
 
+class Gates(BaseModel):
+    """What a candidate must show at each step of a rollout (app/rollout)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accuracy_margin: float = Field(
+        0.01, gt=0, lt=1, description="non-inferiority margin of online accuracy"
+    )
+    min_judgments: int = Field(200, ge=1, description="feedback per arm before a promotion")
+    p99_latency_ms: float | None = Field(100.0, gt=0, description="candidate's p99 at most")
+    max_error_ratio: float = Field(0.01, ge=0, le=1, description="candidate's (5xx + 429) share")
+    min_agreement: float | None = Field(
+        None, gt=0, le=1, description="shadow agreement with the control at least, if shadowed"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="error rate of every decision")
+
+
+class Rollout(BaseModel):
+    """A progressive rollout of ``candidate`` against ``control``: the traffic share steps up
+    while every gate passes and falls back to the control at once when one fails. The
+    controller keeps its state here, so that it survives the controller's restart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    control: str
+    candidate: str
+    steps: list[float] = Field(default_factory=lambda: [1.0, 5.0, 25.0, 50.0, 100.0])
+    gates: Gates = Field(default_factory=Gates)
+    min_step_seconds: float = Field(60.0, ge=0, description="shortest time at a step")
+    max_step_seconds: float = Field(
+        3600.0, gt=0, description="longest time at a step: still undecided, it rolls back"
+    )
+    status: Literal["running", "promoted", "rolled-back"] = "running"
+    step: int = Field(0, ge=0, description="index of the current step (the controller's)")
+    started_at: float | None = Field(None, description="unix time the rollout began")
+    step_started_at: float | None = Field(None, description="unix time the step began")
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _steps_climb_to_100(self) -> Rollout:
+        steps = self.steps
+        if not steps or any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("rollout steps must increase")
+        if not (steps[0] > 0 and steps[-1] == 100):
+            raise ValueError("rollout steps are percentages that end at 100")
+        if self.step >= len(steps):
+            raise ValueError(f"rollout step {self.step} is past the last of {len(steps)}")
+        if self.control == self.candidate:
+            raise ValueError("the candidate and the control must differ")
+        return self
+
+
 class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +99,7 @@ class Experiment(BaseModel):
     sticky_header: str = "X-User-ID"
     default: str | None = Field(None, description="variant for callers outside the experiment")
     shadow: Shadow | None = None
+    rollout: Rollout | None = None
 
     @model_validator(mode="after")
     def _unique_arms(self) -> Experiment:
@@ -56,6 +111,7 @@ class Experiment(BaseModel):
     def check_variants(self, known: frozenset[str]) -> None:
         named = {arm.variant for arm in self.arms} | ({self.default} if self.default else set())
         named |= {self.shadow.variant} if self.shadow else set()
+        named |= {self.rollout.control, self.rollout.candidate} if self.rollout else set()
         missing = sorted(named - known)
         if missing:
             raise ExperimentError(
