@@ -113,7 +113,7 @@ def test_compose_file_is_valid_and_wires_replicas_balancer_store_prometheus_and_
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     replicas = {"brum-1", "brum-2", "brum-3"}
-    assert set(services) == replicas | {"balancer", "redis", "prometheus", "grafana"}
+    assert set(services) == replicas | {"balancer", "redis", "rollout", "prometheus", "grafana"}
     for name in replicas:
         env = services[name]["environment"]
         assert env["BRUM_REDIS_URL"] == "redis://redis:6379/0" and env["BRUM_FEEDBACK_KEY"]
@@ -265,8 +265,9 @@ def kustomize(path: Path) -> list[dict]:
 
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:
-    """brum's own resource of each kind (the shared store's Deployment and Service aside)."""
-    return {doc["kind"]: doc for doc in docs if not doc["metadata"]["name"].endswith("-redis")}
+    """brum's own resource of each kind (the shared store's and the rollout controller's aside)."""
+    aside = ("-redis", "-rollout")
+    return {doc["kind"]: doc for doc in docs if not doc["metadata"]["name"].endswith(aside)}
 
 
 # Custom resources kubernetes-validate has no schema for, checked here instead.
@@ -482,3 +483,28 @@ def test_replicas_share_the_experiment_configmap_the_secret_and_the_store():
         (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
         assert "subPath" not in mount
         assert env["BRUM_EXPERIMENT"]["value"] == mount["mountPath"] + "/experiment.yaml"
+
+
+def test_the_rollout_controller_runs_alone_with_the_admin_token_and_is_scraped():
+    docs = kustomize(K8S)
+    deployment = next(
+        d for d in docs if d["metadata"]["name"] == "brum-rollout" and d["kind"] == "Deployment"
+    )
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "app.rollout"]
+    assert "--brum=http://brum:8000" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BRUM_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "brum"
+    monitor = next(
+        d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "brum-rollout"
+    )
+    pod_labels = spec["template"]["metadata"]["labels"]
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "brum-rollout"
+    )
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
