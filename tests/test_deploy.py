@@ -508,3 +508,123 @@ def test_the_rollout_controller_runs_alone_with_the_admin_token_and_is_scraped()
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+
+
+# Argo Rollouts and Flagger analysis on brum's recording rules (deploy/k8s/progressive). Their
+# structure, read off the projects' CRDs (argoproj/argo-rollouts manifests/crds/
+# analysis-template-crd.yaml, fluxcd/flagger artifacts/flagger/crd.yaml): the fields used here,
+# unknown fields refused.
+ANALYSIS_TEMPLATE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "argoproj.io/v1alpha1"},
+        "kind": {"const": "AnalysisTemplate"},
+        "spec": {
+            "type": "object",
+            "required": ["metrics"],
+            "additionalProperties": False,
+            "properties": {
+                "args": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
+                    },
+                },
+                "metrics": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "provider"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "interval": {"type": "string"},
+                            "failureLimit": {"type": "integer"},
+                            "inconclusiveLimit": {"type": "integer"},
+                            "successCondition": {"type": "string"},
+                            "failureCondition": {"type": "string"},
+                            "provider": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["prometheus"],
+                                "properties": {
+                                    "prometheus": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["address", "query"],
+                                        "properties": {
+                                            "address": {"type": "string"},
+                                            "query": {"type": "string"},
+                                        },
+                                    }
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+METRIC_TEMPLATE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "flagger.app/v1beta1"},
+        "kind": {"const": "MetricTemplate"},
+        "spec": {
+            "type": "object",
+            "required": ["provider", "query"],
+            "additionalProperties": False,
+            "properties": {
+                "provider": {
+                    "type": "object",
+                    "required": ["type"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "type": {"enum": ["prometheus"]},
+                        "address": {"type": "string"},
+                    },
+                },
+                "query": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+def test_argo_and_flagger_templates_match_their_crds_and_query_recorded_series(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    docs = kustomize(K8S / "progressive")
+    templates = [d for d in docs if d["kind"] == "AnalysisTemplate"]
+    metrics = [d for d in docs if d["kind"] == "MetricTemplate"]
+    assert templates and metrics
+    queries = []
+    for template in templates:
+        jsonschema.validate(template, ANALYSIS_TEMPLATE_SCHEMA)
+        args = {a["name"]: a.get("value", "x") for a in template["spec"]["args"]}
+        for metric in template["spec"]["metrics"]:
+            query = metric["provider"]["prometheus"]["query"]
+            for name, value in args.items():
+                query = query.replace("{{args." + name + "}}", value)
+            queries.append(query)
+    for template in metrics:
+        jsonschema.validate(template, METRIC_TEMPLATE_SCHEMA)
+        query = template["spec"]["query"]
+        queries.append(
+            query.replace("{{ variables.variant }}", "x").replace("{{ variables.control }}", "y")
+        )
+    recorded = rule_names("record")
+    for query in queries:
+        assert "{{" not in query, query
+        used = set(re.findall(r"variant:[a-z0-9_:]+", query))
+        assert used and used <= recorded, (query, used - recorded)
+    rules = [{"record": f"progressive:query_{i}", "expr": q} for i, q in enumerate(queries)]
+    path = tmp_path / "progressive-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "progressive", "rules": rules}]}))
+    result = run(tool("promtool"), "check", "rules", path)
+    assert f"{len(rules)} rules found" in result.stdout
