@@ -43,9 +43,15 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
     return DatasetSpec(**{k: v for k, v in fields.items() if v is not None})
 
 
-def epochs_for(examples: int) -> int:
-    """About 1,000 optimizer steps of 32, within 3 to 10 epochs."""
-    return min(10, max(3, math.ceil(32_000 / max(examples, 1))))
+# Optimizer steps of 32 for the teacher's fine-tuning and for each student's distillation. On
+# BANKING77 (9,000 training texts, 77 intents) 1,000 steps left the MPNet teacher at 0.927 on
+# validation with its training loss still falling fast (1.32 -> 0.77 over the last epoch).
+TRAINING_STEPS = 2_000
+
+
+def epochs_for(examples: int, steps: int = TRAINING_STEPS) -> int:
+    """About ``steps`` optimizer steps of 32, within 3 to 10 epochs."""
+    return min(10, max(3, math.ceil(steps * 32 / max(examples, 1))))
 
 
 def max_length_for(texts: list[str]) -> int:
@@ -64,7 +70,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
         {
             "name": f"{name}-minilm-l6-int8",
             "base": STUDENT,
-            "distill": {"epochs": 2 * teacher_epochs, "learning_rate": 1e-4, **distill},
+            "distill": {"epochs": teacher_epochs, "learning_rate": 1e-4, **distill},
             "vocabulary": vocabulary,
             "ship": True,
         },
@@ -72,7 +78,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
             "name": f"{name}-minilm-l3-int8",
             "base": STUDENT,
             "layers": [0, 2, 4],
-            "distill": {"epochs": 2 * teacher_epochs, "learning_rate": 2e-4, **distill},
+            "distill": {"epochs": teacher_epochs, "learning_rate": 2e-4, **distill},
             "vocabulary": vocabulary,
         },
         {
