@@ -129,13 +129,18 @@ def test_batches_run_side_by_side_with_several_inference_workers(repository, utt
 def test_overload_is_refused_at_once_with_429_and_memory_stays_flat(
     repository, utterances, tmp_path
 ):
-    env = {"BRUM_MAX_QUEUE_TEXTS": "16", "BRUM_MAX_BATCH_SIZE": "4"}
+    # The 24-layer variant: slow enough on any machine for 48 callers to fill a 16-text queue.
+    env = {
+        "BRUM_MAX_QUEUE_TEXTS": "16",
+        "BRUM_MAX_BATCH_SIZE": "4",
+        "BRUM_QUEUE_TIMEOUT_SECONDS": "60",
+    }
     with serve(tmp_path, repository, **env) as server:
         payload = {"texts": utterances[:8]}
 
         def ask(_: int) -> httpx.Response:
             with server.client() as own:
-                return own.post("/v1/models/slow/predict", json=payload)
+                return own.post("/v1/models/sluggish/predict", json=payload)
 
         rounds = []
         for _ in range(3):
@@ -147,13 +152,13 @@ def test_overload_is_refused_at_once_with_429_and_memory_stays_flat(
             refused = [r for r in responses if r.status_code == 429]
             assert all(r.headers["retry-after"] == "1" for r in refused)
             assert "queue is full" in refused[0].json()["error"]
-            assert refused[0].headers["x-brum-variant"] == "slow"
+            assert refused[0].headers["x-brum-variant"] == "sluggish"
             answered = [r for r in responses if r.status_code == 200]
             assert all(len(r.json()["predictions"]) == 8 for r in answered)
         assert rounds[-1] - rounds[0] < 32 << 20, f"RSS grew: {rounds}"
-        assert metric(server, "brum_queue_rejections_total", variant="slow", reason="full") > 0
-        assert metric(server, "brum_requests_total", variant="slow", status="429") > 0
-        assert metric(server, "brum_queue_depth", variant="slow") == 0
+        assert metric(server, "brum_queue_rejections_total", variant="sluggish", reason="full") > 0
+        assert metric(server, "brum_requests_total", variant="sluggish", status="429") > 0
+        assert metric(server, "brum_queue_depth", variant="sluggish") == 0
 
 
 def test_a_request_waiting_past_the_queue_timeout_gets_503(repository, utterances, tmp_path):
