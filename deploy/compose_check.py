@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--prometheus", default="http://127.0.0.1:19090")
     parser.add_argument("--requests", type=int, default=120)
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--replicas", type=int, default=3, help="brum replicas behind --brum")
     args = parser.parse_args()
 
     wait("brum ready", lambda: call(f"{args.brum}/readyz")[0] == 200, args.timeout)
@@ -97,10 +98,12 @@ def main() -> None:
 
     send_traffic(args.brum, variants, args.requests)
     wait(
-        "Prometheus target brum up",
-        lambda: [s for s in query(args.prometheus, 'up{job="brum"}') if s["value"][1] == "1"],
+        f"{args.replicas} brum replicas up in Prometheus",
+        lambda: len([s for s in query(args.prometheus, 'up{job="brum"}') if s["value"][1] == "1"])
+        >= args.replicas,
         args.timeout,
     )
+    print(f"Prometheus scrapes {args.replicas} replicas")
     _, rules = call(f"{args.prometheus}/api/v1/rules")
     groups = [g["name"] for g in rules.get("data", {}).get("groups", [])]
     if not {"brum-variant", "brum-alerts"} <= set(groups):
@@ -113,6 +116,34 @@ def main() -> None:
     show("variant:brum_requests:rate5m", args, variants, minimum=0)
     show("variant:brum_request_duration_seconds:p99_rate5m", args, variants, minimum=0)
     print("OK: per-variant series found through Prometheus's HTTP API")
+    check_feedback(args)
+
+
+def total_feedback(prometheus: str) -> float:
+    return sum(float(s["value"][1]) for s in query(prometheus, "sum(brum_feedback_total)"))
+
+
+def check_feedback(args: argparse.Namespace, count: int = 30) -> None:
+    """Predictions through the balancer, each judged through it (by its token, half of them by
+    request id): every one counted, whichever replica gets it, summed by Prometheus."""
+    before = total_feedback(args.prometheus)
+    for i in range(count):
+        status, answer = call(f"{args.brum}/v1/predict", {"text": TEXTS[i % len(TEXTS)]})
+        label = answer["predictions"][0]["label"]
+        body = (
+            {"token": answer.get("feedback_token"), "label": label}
+            if i % 2
+            else {"request_id": answer["request_id"], "label": label}
+        )
+        status, _ = call(f"{args.brum}/v1/feedback", body)
+        if status != 200:
+            sys.exit(f"FAIL: feedback {i} through the balancer answered {status}")
+    wait(
+        f"Prometheus counting all {count} feedback calls",
+        lambda: total_feedback(args.prometheus) >= before + count,
+        args.timeout,
+    )
+    print(f"OK: {count} of {count} feedback calls through the balancer counted")
 
 
 if __name__ == "__main__":
