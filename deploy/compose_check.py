@@ -99,8 +99,10 @@ def main() -> None:
     send_traffic(args.brum, variants, args.requests)
     wait(
         f"{args.replicas} brum replicas up in Prometheus",
-        lambda: len([s for s in query(args.prometheus, 'up{job="brum"}') if s["value"][1] == "1"])
-        >= args.replicas,
+        lambda: (
+            len([s for s in query(args.prometheus, 'up{job="brum"}') if s["value"][1] == "1"])
+            >= args.replicas
+        ),
         args.timeout,
     )
     print(f"Prometheus scrapes {args.replicas} replicas")
