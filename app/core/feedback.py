@@ -210,6 +210,7 @@ class RedisLedger:
         self._pending: list[Served] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._failing = False
         self._writer: asyncio.Task[None] | None = None
         self._write_batch = client.register_script(WRITE_BATCH)
 
@@ -239,9 +240,15 @@ class RedisLedger:
                     logger.warning("feedback store: %d not written: %s", len(batch), exc)
                     self._on_dropped(len(batch))
                     return
-                logger.warning("feedback store write failed (%s); retrying", exc)
+                if not self._failing:  # once per outage, not once per retry
+                    logger.warning("feedback store write failed, retrying every 0.5 s: %s", exc)
+                self._failing = True
                 self._pending[:0] = batch
                 await asyncio.sleep(0.5)
+                continue
+            if self._failing:
+                logger.info("feedback store writes again")
+                self._failing = False
 
     async def _flush(self, batch: list[Served]) -> None:
         keys = [SERVED_KEY + served.request_id for served in batch]
