@@ -186,9 +186,12 @@ JUDGED_KEY = "brum:judged:"
 # Predictions waiting to be written past this many (the store is down or slow) are dropped,
 # oldest first, and counted: the prediction path never waits for the store.
 PENDING_LIMIT = 20_000
+# Predictions are written at most this often, all that are pending in one call: written as
+# each came, at 450 req/s, the store's round trips took 17% of one replica's throughput here.
+FLUSH_SECONDS = 0.01
 # A feedback call can overtake the write of its prediction (it is written after the answer):
-# look again after the writer's next round trips before answering 404.
-RECALL_RETRIES = (0.01, 0.05, 0.2)
+# look again after the writer's next flushes before answering 404.
+RECALL_RETRIES = (0.02, 0.05, 0.2)
 # One command for a whole batch: a pipeline of one SET per prediction cost 27 us of the event
 # loop's CPU per prediction here (redis-py packs each command in Python); one script call with
 # every key and value, about 10.
@@ -231,6 +234,8 @@ class RedisLedger:
             if not self._pending:
                 await self._wake.wait()
                 self._wake.clear()
+                if not self._closing:
+                    await asyncio.sleep(FLUSH_SECONDS)  # let a batch gather
                 continue
             batch, self._pending = self._pending, []
             try:
