@@ -249,7 +249,8 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlim(min(xs) / 1.3, max(xs) * 4)  # room for the slowest variant's label
     ax.set_xlabel("batch-1 latency p50, 1 thread (ms, log scale)")
     ax.set_ylabel("test accuracy, each utterance served alone (%)")
-    ax.set_title("CLINC150: accuracy against latency (bubble area = model size)")
+    name = rows[0]["dataset"].split(" (")[0]  # the test split the workers measured on
+    ax.set_title(f"{name}: accuracy against latency (bubble area = model size)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     # Close variants would print their names over each other: stack the labels, with a leader
