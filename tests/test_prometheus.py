@@ -158,13 +158,25 @@ def test_variant_cards_come_from_the_service_gauges(recorded_rate, prometheus, v
         assert set(values) == set(variants) and all(v > 0 for v in values.values()), gauge
 
 
-def test_rules_and_dashboard_use_metrics_the_service_exports(brum, recorded_rate):
-    # Every declared family counts, even one with no sample yet (no feedback sent, say).
-    exposition = httpx.get(f"{brum.url}/metrics").text
-    exported = set()
+def declared(exposition: str) -> set[str]:
+    """Every declared family counts, even one with no sample yet (no feedback sent, say)."""
+    names = set()
     for name, kind in re.findall(r"^# TYPE (brum_\w+) (\w+)", exposition, re.M):
         suffixes = ("_bucket", "_sum", "_count") if kind == "histogram" else ("",)
-        exported |= {name + suffix for suffix in suffixes}
+        names |= {name + suffix for suffix in suffixes}
+    return names
+
+
+def test_rules_and_dashboard_use_metrics_the_service_exports(brum, recorded_rate):
+    # The service's, and the rollout controller's (app/rollout/__main__.py, its own process).
+    from prometheus_client import REGISTRY, generate_latest
+
+    import app.rollout.__main__  # noqa: F401  (declares the controller's metrics)
+
+    exported = declared(httpx.get(f"{brum.url}/metrics").text)
+    controller = declared(generate_latest(REGISTRY).decode())
+    assert controller == {"brum_rollout_step", "brum_rollout_decisions_total"}
+    exported |= controller
     sources = RULES.read_text() + " ".join(expr for _, expr in dashboard_queries())
     # Metric names, not the recorded series' names (level:metric:operations) around them.
     used = set(re.findall(r"(?<![:\w])(brum_[a-z0-9_]+)", sources))
