@@ -29,16 +29,16 @@ with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
 PY
 }
 send 0 50
-callgrind_control -i on "$server" >/dev/null
+callgrind_control -i on "$server" >/dev/null 2>&1
 send 100 300
-callgrind_control -i off "$server" >/dev/null
-callgrind_control -d "$server" >/dev/null
+callgrind_control -i off "$server" >/dev/null 2>&1
+callgrind_control -d "$server" >/dev/null 2>&1
 sleep 2
 kill "$server"
 wait "$server" 2>/dev/null || true
 total=0
 for f in "$out".*[0-9]; do
-  n=$(callgrind_annotate "$f" 2>/dev/null | grep -m1 "PROGRAM TOTALS" | awk '{gsub(",", "", $1); print $1}' | tr -cd 0-9)
+  n=$( (callgrind_annotate "$f" 2>/dev/null || true) | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}' | tr -cd 0-9)
   total=$((total + ${n:-0}))
 done
 echo "$name: $((total / 200)) instructions per request ($total for 200)"
