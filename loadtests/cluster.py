@@ -18,21 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.processes import ROOT, free_port, stop
-
-
-def wait_for(url: str, path: str, deadline: float, process: subprocess.Popen) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: exited with {process.returncode} before {path} was 200")
-        try:
-            if httpx.get(url + path, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"{url}{path} not 200 in time")
-
+from loadtests.processes import ROOT, free_port, stop, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -181,3 +181,18 @@ def only_loopback(addresses: set[str]) -> bool:
         if not ip.is_loopback:
             return False
     return True
+
+
+def wait_for(url: str, path: str, deadline: float, process: subprocess.Popen) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {process.returncode} before {url}{path} was 200"
+            )
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{url}{path} not 200 in time")

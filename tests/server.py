@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
+
+from loadtests.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,19 +38,6 @@ class Server:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def wait_for(url: str, path: str, deadline: float, process: subprocess.Popen) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url + path, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"{url}{path} not 200 in time")
 
 
 @contextmanager
@@ -103,3 +94,13 @@ def start_prometheus(binary: str, config: Path, work: Path) -> tuple[subprocess.
             stderr=log,
         )
     return process, f"http://127.0.0.1:{port}"
+
+
+def prometheus_binary() -> str:
+    """The prometheus binary: skipped where it is missing, except in CI, where it must run."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is required in CI (apt-get install prometheus)")
+        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    return binary

@@ -5,9 +5,7 @@ query runs. Skipped without a prometheus binary, except in CI (CI is set there),
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.server import Server, run_server, start_prometheus, stop
+from tests.server import Server, prometheus_binary, run_server, start_prometheus, stop
 from tests.test_deploy import RULES, dashboard_queries
 
 TEXTS = ["what is my balance", "set an alarm for 7 am", "book a flight to paris", "tell me a joke"]
@@ -30,11 +28,7 @@ def brum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def prometheus(brum: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is required in CI (apt-get install prometheus)")
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    binary = prometheus_binary()
     work = tmp_path_factory.mktemp("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

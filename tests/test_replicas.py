@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.cluster import Cluster, Load, MissingBinary, close_cluster, start_cluster
-from tests.server import start_prometheus, stop
+from tests.server import prometheus_binary, start_prometheus, stop
 from tests.synthetic import write_synthetic_variant
 
 TOKEN = "admin-s3cret"
@@ -103,11 +103,7 @@ def wait_until(check, limit: float, step: float = 0.05) -> float:
 
 @pytest.fixture(scope="module")
 def prometheus(cluster: Cluster, tmp_path_factory) -> Iterator[httpx.Client]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is required in CI (apt-get install prometheus)")
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    binary = prometheus_binary()
     work = tmp_path_factory.mktemp("prometheus")
     targets = [r.url.removeprefix("http://") for r in cluster.replicas]
     config = {

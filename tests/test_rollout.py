@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.server import ROOT, Server, free_port, run_server, start_prometheus, stop
+from tests.server import (
+    ROOT,
+    Server,
+    free_port,
+    prometheus_binary,
+    run_server,
+    start_prometheus,
+    stop,
+)
 from tests.synthetic import write_synthetic_variant
 
 TOKEN = "rollout-admin"
@@ -51,11 +58,7 @@ def brum(tmp_path_factory, clinc) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def prometheus(brum: Server, tmp_path_factory) -> Iterator[str]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is required in CI (apt-get install prometheus)")
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
+    binary = prometheus_binary()
     work = tmp_path_factory.mktemp("prometheus")
     target = brum.url.removeprefix("http://")
     config = {
