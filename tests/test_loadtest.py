@@ -20,28 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.report import (
-    Window,
-    analyse,
-    knee,
-    markdown,
-    parse_duration,
-    parse_exposition,
-)
-from loadtests.stats import (
-    bucket_counts,
-    chi2_sf,
-    chi_square_homogeneity,
-    compare_proportions,
-    fisher_exact,
-    histogram_quantile,
-    merge_sparse_bins,
-    newcombe_interval,
-    non_inferiority_sample_size,
-    normal_sf,
-    two_proportion_z_test,
-    wilson_interval,
-)
+from app.rollout import sequential
+from loadtests.report.analysis import analyse
+from loadtests.report.histogram import bucket_counts, histogram_quantile, tail, tail_bound
+from loadtests.report.knee import knee
+from loadtests.report.metrics import Window, parse_duration, parse_exposition
+from loadtests.report.render import markdown, plot_non_inferiority
 from tests.server import ROOT, run_server, start_prometheus, stop
 
 TOKEN = "load-test-token"
@@ -252,8 +236,10 @@ def test_report_covers_every_variant(run: dict) -> None:
             assert shadow["agree"] + shadow["disagree"] + shadow["shed"] > 0
     assert {c["variant"] for c in result["comparisons"]} == set(run["variants"]) - {run["control"]}
     for comparison in result["comparisons"]:
-        assert comparison["accuracy_test"] in ("two-proportion z-test", "Fisher exact")
-        assert 0 <= comparison["accuracy_p"] <= 1
+        verdict = comparison["accuracy"]
+        assert verdict["outcome"] in ("better", "non-inferior", "worse", "undecided")
+        assert verdict["interval"]["low"] <= verdict["difference"] <= verdict["interval"]["high"]
+        assert comparison["alpha"] == pytest.approx(0.05 / len(result["comparisons"]))
     assert result["recommended"] in run["variants"]
 
 
@@ -264,7 +250,7 @@ def test_report_files_and_printed_table(run: dict) -> None:
         assert "| variant | weight | requests |" in text
         for variant in run["variants"]:
             assert f"`{variant}`" in text
-        assert "two-proportion z-test" in text and "chi-square" in text
+        assert "confidence sequence" in text and "Bonferroni" in text
     last = md.strip().splitlines()[-1]
     assert last.startswith("**Recommendation: ")
 
@@ -286,61 +272,6 @@ def test_report_from_prometheus(run: dict) -> None:
 
 
 # --- the statistics on known numbers ----------------------------------------------------------
-
-
-def test_wilson_interval() -> None:
-    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # z²/(n+z²)
-    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    # The observed proportion is always inside, also at 0 and n successes (the report's error
-    # bars are p - low and high - p, which matplotlib refuses when negative).
-    for n in range(1, 120):
-        for k in range(n + 1):
-            low, high = wilson_interval(k, n)
-            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n)
-    low, high = wilson_interval(900, 1000)
-    assert low < 0.9 < high and high - low == pytest.approx(0.0372, abs=2e-4)
-
-
-def test_newcombe_interval() -> None:
-    # Newcombe (1998), example (a): 56/70 against 48/80.
-    assert newcombe_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
-
-
-def test_two_proportion_z_test() -> None:
-    # 45/100 against 56/100: z = -1.5557, p = 0.1198 (R: prop.test(correct = FALSE)).
-    z, p = two_proportion_z_test(45, 100, 56, 100)
-    assert z == pytest.approx(-1.5557, abs=1e-4)
-    assert p == pytest.approx(0.1198, abs=1e-4)
-    assert normal_sf(1.959964) == pytest.approx(0.025, abs=1e-7)
-    assert two_proportion_z_test(10, 10, 20, 20) == (0.0, 1.0)
-
-
-def test_fisher_exact_and_the_choice_of_test() -> None:
-    assert fisher_exact(3, 1, 1, 3) == pytest.approx(0.4857, abs=1e-4)  # lady tasting tea
-    assert fisher_exact(1, 9, 11, 3) == pytest.approx(0.002759, abs=1e-6)  # R's fisher.test
-    assert compare_proportions(9, 10, 5, 10)[0] == "Fisher exact"  # expected failures < 5
-    name, p = compare_proportions(45, 100, 56, 100)
-    assert name == "two-proportion z-test" and p == pytest.approx(0.1198, abs=1e-4)
-
-
-def test_chi_square() -> None:
-    assert chi2_sf(2.0, 2) == pytest.approx(math.exp(-1), rel=1e-12)  # df 2: exp(-x/2)
-    assert chi2_sf(3.841459, 1) == pytest.approx(0.05, abs=1e-6)
-    assert chi2_sf(11.0705, 5) == pytest.approx(0.05, abs=1e-5)
-    assert chi2_sf(0.0, 3) == 1.0
-    # chisq.test(rbind(c(10, 20, 30), c(20, 20, 10))) in R: X-squared = 12.528, df = 2
-    statistic, df, p = chi_square_homogeneity([10, 20, 30], [20, 20, 10])
-    assert (round(statistic, 3), df) == (12.528, 2)
-    assert p == pytest.approx(math.exp(-statistic / 2), rel=1e-12)  # df 2
-    assert p == pytest.approx(0.0019, abs=1e-5)
-    # Sparse buckets merge into their neighbours until every expected count is >= 5.
-    assert merge_sparse_bins([0, 1, 9, 10, 0, 1], [0, 2, 8, 10, 1, 0]) == (
-        [10, 11],
-        [10, 11],
-    )
-    assert chi_square_homogeneity([3, 0], [2, 0]) is None
 
 
 def test_histogram_quantile_like_prometheus() -> None:
@@ -402,27 +333,40 @@ def window(arms: dict) -> Window:
 def test_recommendation_cheapest_non_inferior() -> None:
     arms = {
         "control": (2000, 18200, 0.004, [100, 1500, 300, 100], 20000),
-        "cheap-close": (1000, 18160, 0.001, [400, 500, 80, 20], 20000),  # -0.2 pt [-0.8, +0.4]
+        "cheap-close": (1000, 18300, 0.001, [400, 500, 80, 20], 20000),  # +0.5 pt
         "cheapest-worse": (1000, 17000, 0.0005, [600, 350, 40, 10], 20000),  # -6 pts
     }
     result = analyse(window(arms), "control", "test", margin=0.01)
     assert result.recommended == "cheap-close"
-    assert "shown non-inferior" in result.recommendation
-    assert "significantly less accurate" in result.recommendation  # cheapest-worse left out
+    assert "shown non-inferior online" in result.recommendation
+    assert "`cheapest-worse` is less accurate beyond the margin" in result.recommendation
     by_name = {c.variant: c for c in result.comparisons}
-    assert by_name["cheap-close"].non_inferior
-    assert -0.01 < by_name["cheap-close"].accuracy_interval[0] < -0.005
-    assert by_name["cheapest-worse"].accuracy_worse
-    assert not by_name["cheapest-worse"].non_inferior
-    # A stricter margin than the interval's lower end: not shown, so the control stays.
-    strict = analyse(window(arms), "control", "test", margin=0.005)
+    close, worse = by_name["cheap-close"].accuracy, by_name["cheapest-worse"].accuracy
+    # Two candidates: each at alpha / 2, and the interval is the confidence sequence's.
+    assert by_name["cheap-close"].alpha == 0.025
+    assert close == sequential.compare((18200, 20000), (18300, 20000), 0.01, 0.05, arms=2)
+    assert close.outcome == "non-inferior" and -0.01 < close.interval.low < 0
+    assert worse.outcome == "worse" and worse.interval.high < -0.01
+    # Wider than the fixed-horizon interval (+-0.56 pts here), which holds at one look only.
+    assert close.interval.high - close.interval.low > 2 * 1.96 * math.sqrt(2 * 0.91 * 0.09 / 20000)
+    # A margin the interval does not clear: undecided, with the judgments still needed.
+    strict = analyse(window(arms), "control", "test", margin=0.003)
+    (strict_close, _) = strict.comparisons
     assert strict.recommended == "control"
-    assert "`cheap-close` is undecided" in strict.recommendation
-    assert by_name["cheapest-worse"].accuracy_test == "two-proportion z-test"
-    assert not by_name["cheap-close"].accuracy_significant
-    assert by_name["cheap-close"].latency_significant  # a different latency histogram
+    assert strict_close.accuracy.outcome == "undecided"
+    needed = strict_close.accuracy.judgments_needed
+    assert needed == sequential.judgments_needed(
+        (18200, 20000), (18300, 20000), 0.025, 0.003, sequential.default_tau(0.003)
+    )
+    assert f"about {needed:,} more judgments" in strict.recommendation
+    # The tail: the control's p99 falls in +Inf, so its bound is the largest finite one (10 ms);
+    # 5% of the control's requests are over it, 2% of cheap-close's: a lighter tail, shown.
+    assert by_name["cheap-close"].tail_bound_s == 0.01
+    assert by_name["cheap-close"].tail.outcome == "lower"
+    assert by_name["cheap-close"].errors.outcome == "no difference shown"
     assert by_name["cheap-close"].cost_ratio == pytest.approx(0.5)
-    assert "| non-inferior (margin 1 pts) |" in markdown(result)
+    text = markdown(result)
+    assert "| verdict (margin 1 pts) |" in text and "Bonferroni" in text
     control = result.variants[0]
     assert control.name == "control" and control.throughput_rps == 20
     assert control.cost_per_1k == pytest.approx(0.002)
@@ -431,19 +375,42 @@ def test_recommendation_cheapest_non_inferior() -> None:
 
 def test_not_significantly_worse_is_not_enough_to_switch() -> None:
     """1,000 judgments per arm cannot tell a 1-point drop from none: the cheaper variant is
-    undecided, the control stays, and the report says how much feedback would decide it."""
+    undecided and the control stays; a drop of half the margin would be decided with more."""
     arms = {
         "control": (1000, 910, 0.002, [100, 800, 50, 50]),
-        "cheap-close": (1000, 900, 0.001, [100, 800, 50, 50]),  # -1 pt, p = 0.45
+        "cheap-close": (1000, 900, 0.001, [100, 800, 50, 50]),  # -1 pt: on the margin
     }
     result = analyse(window(arms), "control", "test", margin=0.01)
     (comparison,) = result.comparisons
-    assert not comparison.accuracy_significant and not comparison.non_inferior
+    assert comparison.accuracy.outcome == "undecided"
+    assert comparison.accuracy.interval.low < -0.01 < 0 < comparison.accuracy.interval.high
     assert result.recommended == "control"
-    needed = non_inferiority_sample_size(0.91, 0.01)
-    assert comparison.judgments_needed == needed
-    assert f"about {needed:,} judgments per arm" in result.recommendation
+    assert "sits on the margin" in result.recommendation
     assert "`cheap-close` is undecided" in result.recommendation
+    half = {**arms, "cheap-close": (1000, 905, 0.001, [100, 800, 50, 50])}
+    (comparison,) = analyse(window(half), "control", "test", margin=0.01).comparisons
+    assert comparison.accuracy.judgments_needed > 2000
+
+
+def test_p99_target_and_shadow_agreement_verdicts() -> None:
+    arms = {
+        "control": (1000, 910, 0.002, [100, 898, 1, 1]),  # 0.2% over 5 ms
+        "slow": (1000, 910, 0.001, [100, 500, 200, 200]),  # 40% over 5 ms
+    }
+    exposition_text = exposition(arms) + (
+        'brum_shadow_requests_total{outcome="agree",shadow="slow",variant="control"} 700\n'
+        'brum_shadow_requests_total{outcome="disagree",shadow="slow",variant="control"} 300\n'
+    )
+    samples = parse_exposition(exposition_text)
+    result = analyse(Window(samples, {}, 100.0, "test"), "control", "test", slo_ms=5)
+    control, slow = result.variants
+    assert result.slo_bounds_s == (0.005, 0.005)
+    assert control.slo == "meets" and slow.slo == "breaks"
+    assert "breaks the p99 target of 5 ms (40.0% of its requests" in result.recommendation
+    (shadow,) = control.shadows
+    assert shadow.agreement == 0.7 and shadow.verdict == "below"  # the minimum is 0.9
+    between = analyse(Window(samples, {}, 100.0, "test"), "control", "test", slo_ms=7)
+    assert between.slo_bounds_s == (0.005, 0.01)  # not a bucket bound: the bounds around it
 
 
 def test_non_inferiority_panel_shows_each_judged_arm_and_its_verdict() -> None:
@@ -453,11 +420,9 @@ def test_non_inferiority_panel_shows_each_judged_arm_and_its_verdict() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from loadtests.report import plot_non_inferiority
-
     arms = {
         "control": (2000, 18200, 0.004, [100, 1500, 300, 100], 20000),
-        "close": (1000, 18160, 0.001, [400, 500, 80, 20], 20000),
+        "close": (1000, 18300, 0.001, [400, 500, 80, 20], 20000),
         "worse": (1000, 17000, 0.0005, [600, 350, 40, 10], 20000),
         "unjudged": (1000, 0, 0.001, [400, 500, 80, 20], 0),
         "few": (1000, 90, 0.001, [400, 500, 80, 20], 100),
@@ -474,26 +439,6 @@ def test_non_inferiority_panel_shows_each_judged_arm_and_its_verdict() -> None:
     plt.close(fig)
 
 
-def test_non_inferiority_sample_size_gives_its_power() -> None:
-    """Simulated A/B runs of two equally accurate arms with the planned feedback per arm pass
-    the report's non-inferiority check about 80% of the time, and far less with a quarter."""
-    numpy = pytest.importorskip("numpy")
-    rng = numpy.random.default_rng(0)
-    accuracy, margin = 0.92, 0.02
-    n = non_inferiority_sample_size(accuracy, margin)
-    assert n == math.ceil((1.959964 + 0.841621) ** 2 * 2 * 0.92 * 0.08 / 0.02**2)
-
-    def power(judged: int) -> float:
-        a, b = rng.binomial(judged, accuracy, 4000), rng.binomial(judged, accuracy, 4000)
-        lows = [newcombe_interval(x, judged, y, judged)[0] for x, y in zip(a, b, strict=True)]
-        return sum(low > -margin for low in lows) / len(lows)
-
-    assert 0.77 < power(n) < 0.83
-    assert power(n // 4) < 0.4
-    with pytest.raises(ValueError):
-        non_inferiority_sample_size(0.9, 0.0)
-
-
 def test_recommendation_keeps_the_control_when_alternatives_are_worse() -> None:
     arms = {
         "control": (1000, 910, 0.002, [100, 800, 50, 50]),
@@ -503,7 +448,18 @@ def test_recommendation_keeps_the_control_when_alternatives_are_worse() -> None:
     assert result.recommended == "control"
     assert result.recommendation.startswith("**Recommendation: keep the control `control`.**")
     (comparison,) = result.comparisons
-    assert comparison.latency_p is not None and not comparison.latency_significant
+    assert comparison.accuracy.outcome == "worse" and comparison.alpha == 0.05
+    assert comparison.tail.outcome == "no difference shown"  # the same histogram
+
+
+def test_histogram_tails() -> None:
+    buckets = [(0.1, 10), (0.2, 30), (0.4, 40), (math.inf, 50)]
+    assert tail(buckets, 0.2) == (20, 50)
+    assert tail(buckets, 0.3) == (20, 50)  # between bounds: counted from the bound below
+    assert tail(buckets, 0.05) == (50, 50)
+    assert tail_bound(buckets, 0.5) == 0.2
+    assert tail_bound(buckets, 0.99) == 0.4  # in +Inf: the largest finite bound
+    assert tail([], 0.1) == (0, 0)
 
 
 def step_rows(points: list[tuple[float, float, float, int]]) -> list[dict]:
