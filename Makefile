@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := deploy/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format benchmark benchmark-peers build-default verify-repository clean docker-test
+.PHONY: help serve test lint format benchmark benchmark-peers build-default verify-repository clean docker-test rollout-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -86,3 +86,16 @@ docker-test:  ## build the image, run 3 brum replicas + nginx + Redis + Promethe
 	$(PYTHON) deploy/compose_check.py --brum http://127.0.0.1:18000 --prometheus http://127.0.0.1:19090; \
 	  status=$$?; [ $$status -eq 0 ] || $(COMPOSE_TEST) logs --tail 50; \
 	  $(COMPOSE_PORTS) $(COMPOSE_TEST) down -v; exit $$status
+
+# One progressive rollout (L3 against L6) in the same stack under locust, with its timeline. The
+# script runs the stack attached (docker-compose up) while it watches; down -v always follows.
+COMPOSE_ROLLOUT := docker-compose -p brum-rollout
+ROLLOUT_PORTS := BRUM_PORT=18100 PROMETHEUS_PORT=19190
+ROLLOUT_ARGS ?=
+
+rollout-demo: $(VENV)/.dev  ## a progressive rollout of L3 in the compose stack under locust -> loadtests/results/rollout/
+	if [ -x $(OFFLINE_DOCKER) ]; then $(OFFLINE_DOCKER) up >/dev/null; fi
+	docker build -t brum:latest .
+	$(ROLLOUT_PORTS) $(BIN)/python -m loadtests.compose_rollout --compose "$(COMPOSE_ROLLOUT)" $(ROLLOUT_ARGS); \
+	  status=$$?; [ $$status -eq 0 ] || $(COMPOSE_ROLLOUT) logs --tail 50; \
+	  $(ROLLOUT_PORTS) $(COMPOSE_ROLLOUT) down -v; exit $$status
