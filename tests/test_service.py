@@ -135,6 +135,24 @@ def test_request_id_is_honoured_or_generated(server):
         assert errors.headers["x-request-id"] == "err-1"
 
 
+def test_counters_a_rollout_reads_exist_at_zero_before_their_first_event(server):
+    # increase() takes a series' first sample as its baseline: one born at its first event
+    # loses that event on every replica.
+    samples = scrape(server)
+    expected = [
+        *[("brum_feedback_total", {"outcome": o}) for o in ("correct", "incorrect")],
+        *[("brum_requests_total", {"status": s}) for s in ("200", "429", "500", "503")],
+        *[("brum_queue_rejections_total", {"reason": r}) for r in ("full", "timeout")],
+    ]
+    missing = [
+        (name, variant, labels)
+        for variant in VARIANTS
+        for name, labels in expected
+        if (name, tuple(sorted({"variant": variant, **labels}.items()))) not in samples
+    ]
+    assert missing == []
+
+
 def test_metrics_move_as_requests_are_served(server):
     before = scrape(server)
     texts = ["set a timer", "play music"]

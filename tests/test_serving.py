@@ -208,6 +208,14 @@ def test_shadow_scores_off_the_answer_path_and_records_agreement(repository, utt
         serve(tmp_path, repository, BRUM_EXPERIMENT=str(experiment)) as server,
         server.client() as client,
     ):
+        shadow_series = {
+            dict(labels)["outcome"]
+            for name, labels in samples(server)
+            if name == "brum_shadow_requests_total"
+            and dict(labels)["variant"] == "fast"
+            and dict(labels)["shadow"] == "sluggish"
+        }
+        assert shadow_series == {"agree", "disagree", "shed", "error"}  # at 0, before any request
         totals = []
         for text in utterances[:12]:
             routed = client.post("/v1/predict", json={"text": text})

@@ -46,6 +46,14 @@ NO_VARIANT = "none"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
 BATCH_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+# Series known in advance start at 0 when a variant or an experiment loads. Prometheus'
+# increase() takes a series' first sample as its baseline, so a counter born at its first event
+# loses that event on every replica: the first incorrect judgment, the first refusal, the first
+# disagreement would be missing from exactly the early evidence a rollout decides on.
+FEEDBACK_OUTCOMES = ("correct", "incorrect")
+PREDICTION_STATUSES = ("200", "429", "500", "503")
+REJECTION_REASONS = ("full", "timeout")
+SHADOW_OUTCOMES = ("agree", "disagree", "shed", "error")
 
 # The *_created series double the exposition and no dashboard uses them.
 disable_created_metrics()
@@ -273,6 +281,12 @@ class Metrics:
             self.model_parameters.labels(variant.name).set(card.metrics.parameters)
             self.model_accuracy.labels(variant.name).set(card.metrics.accuracy)
         self.variant_ready.labels(variant.name).set(1)
+        for outcome in FEEDBACK_OUTCOMES:
+            self.feedback.labels(variant.name, outcome)
+        for status in PREDICTION_STATUSES:
+            self.requests.labels(variant.name, status)
+        for reason in REJECTION_REASONS:
+            self.queue_rejections.labels(variant.name, reason)
 
     def publish_placement(self, placement: Placement) -> None:
         plan = placement.plan
@@ -302,6 +316,11 @@ class Metrics:
         self.experiment_weight.clear()
         for arm in experiment.arms if experiment else []:
             self.experiment_weight.labels(experiment.name, arm.variant).set(arm.weight)
+        if experiment is not None and experiment.shadow is not None:
+            served = {arm.variant for arm in experiment.arms} | ({experiment.default} - {None})
+            for variant in served - {experiment.shadow.variant}:
+                for outcome in SHADOW_OUTCOMES:
+                    self.shadow_requests.labels(variant, experiment.shadow.variant, outcome)
         self.experiment_info.clear()
         self.experiment_info.labels(experiment.name if experiment else "", hash_, source).set(1)
 
