@@ -222,6 +222,7 @@ def start_locust(args: argparse.Namespace, work: Path) -> subprocess.Popen:
         f"{args.timeout:.0f}s",
         "--feedback-share",
         "1.0",
+        "--no-sticky-check",  # each promotion moves keys from the control to the candidate
         "--user-keys",
         str(args.user_keys),
         "--seed",
@@ -230,10 +231,18 @@ def start_locust(args: argparse.Namespace, work: Path) -> subprocess.Popen:
         str(work / "locust"),
     ]
     with (work / "locust.log").open("wb") as output:
-        return subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # A shell starts background jobs with SIGINT ignored, and an ignored signal stays
+            # ignored across exec: locust would never see the interrupt stop_locust sends.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
-def stop_locust(locust: subprocess.Popen, grace: float = 20) -> None:
+def stop_locust(locust: subprocess.Popen, grace: float = 60) -> None:
     """SIGINT, not SIGTERM: locust dies of a SIGTERM at once, while an interrupt ends the test
     (the locustfile drains requests in flight and writes its steps CSV)."""
     if locust.poll() is None:

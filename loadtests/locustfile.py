@@ -21,8 +21,9 @@ schedule is reported (``lag``), so a starved load generator shows.
 
 Users: every request carries ``X-User-ID`` from a pool of ``--user-keys`` end users, so the
 experiment's sticky assignment holds (and is checked: a key answered by two variants is a
-failure). Requests are named after the arm that answered, ``predict <variant>`` and ``feedback
-<variant>``, so locust's statistics and CSVs group them per arm. ``--feedback-share`` of the
+failure, unless ``--no-sticky-check``). Requests are named after the arm that answered,
+``predict <variant>`` and ``feedback <variant>``, so locust's statistics and CSVs group them per
+arm. ``--feedback-share`` of the
 successful predictions are followed by ``POST /v1/feedback`` with the utterance's true label.
 
 Besides locust's CSVs, ``PREFIX_steps.csv`` holds one row per step (one step in ``open`` and
@@ -109,6 +110,12 @@ def add_options(parser) -> None:
         "--think-time", type=float, default=1.0, help="closed: mean seconds between requests"
     )
     group.add_argument("--seed", type=int, default=0, help="seed of utterances, keys, arrivals")
+    group.add_argument(
+        "--no-sticky-check",
+        action="store_true",
+        help="do not fail a key answered by two variants: the weights change during the run "
+        "(a rollout moves keys from the control to the candidate by design)",
+    )
     group.add_argument(
         "--drain-seconds",
         type=float,
@@ -236,7 +243,7 @@ def one_request(user: FastHttpUser, step: int, feedback_share: float, rng: rando
         if ok:
             request_id = response.json()["request_id"]
             earlier = traffic.assigned.setdefault(key, arm)
-            if earlier != arm:
+            if earlier != arm and not user.environment.parsed_options.no_sticky_check:
                 ok = False
                 response.failure(f"sticky assignment broke: {key} got {arm}, earlier {earlier}")
         else:
