@@ -49,10 +49,12 @@ def made(tmp_path_factory, clinc):
     quick = {"max_steps": 15, "batch_size": 16, "max_length": 32, "learning_rate": 3e-3}
     written["teacher"].update(base=base, finetune={**written["teacher"]["finetune"], **quick})
     first = written["students"][0]
-    first.update(base=base, layers=[0], distill={**first["distill"], **quick})
+    first.update(base=base, layers=[0], distill={**first["distill"], **quick}, ship=True)
     del first["vocabulary"]
     written["students"] = [first]
-    written["experiment"]["arms"] = [{"variant": first["name"], "weight": 1}]
+    written["experiment"].update(
+        default=first["name"], arms=[{"variant": first["name"], "weight": 1}]
+    )
     recipe.write_text(yaml.safe_dump(written, sort_keys=False))
     repository = root / "served"
     assert (
