@@ -23,6 +23,8 @@ import httpx
 import pytest
 import yaml
 
+from app.core.experiment import Rollout
+from app.rollout.controller import PrometheusEvidence, gained
 from tests.server import (
     ROOT,
     Server,
@@ -250,3 +252,59 @@ def test_a_candidate_over_the_latency_gate_is_rolled_back(brum, prometheus, tmp_
     finally:
         stop(controller.process)
     assert "p99 latency" in state["reason"], state["reason"]
+
+
+def test_a_restart_counts_from_zero():
+    assert gained(5, [5, 7, 2, 4]) == 2 + 2 + 2
+    assert gained(0, []) == 0
+
+
+def test_the_evidence_counts_exactly_the_judgments_sent_since_the_rollout_began(brum, prometheus):
+    """Prometheus's increase() would extrapolate to the window's edges and count judgments
+    that never happened; the evidence a decision rests on is the judgments sent."""
+
+    def scraped() -> bool:
+        exported = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in httpx.get(brum.url + "/metrics").text.splitlines()
+            if line.startswith("brum_feedback_total{")
+        )
+        rows = httpx.get(
+            prometheus + "/api/v1/query", params={"query": "sum(brum_feedback_total)"}
+        ).json()["data"]["result"]
+        return bool(rows) and float(rows[0]["value"][1]) == exported
+
+    def judge(client: httpx.Client, n: int, sent: dict) -> None:
+        for i in range(n):
+            answer = client.post("/v1/predict", json={"text": f"evidence {i}"}).json()
+            predicted = answer["predictions"][0]["label"]
+            label = predicted if i % 3 else next(x for x in LABELS if x != predicted)
+            judged = client.post(
+                "/v1/feedback", json={"request_id": answer["request_id"], "label": label}
+            )
+            assert judged.status_code == 200, judged.text
+            correct, total = sent.get(answer["variant"], (0, 0))
+            sent[answer["variant"]] = (correct + (label == predicted), total + 1)
+
+    with httpx.Client(base_url=brum.url, timeout=30) as client:
+        judge(client, 20, {})  # before the rollout: not its evidence
+        deadline = time.monotonic() + 30
+        while not scraped():
+            assert time.monotonic() < deadline, "Prometheus never scraped the feedback"
+            time.sleep(0.2)
+        time.sleep(1.5)  # a scrape after the baseline, so the start lies between two samples
+        started = time.time()
+        sent: dict = {}
+        judge(client, 37, sent)
+        time.sleep(2.5)
+        deadline = time.monotonic() + 30
+        while not scraped():
+            assert time.monotonic() < deadline, "Prometheus never scraped the feedback"
+            time.sleep(0.2)
+    (variant,) = sent
+    other = next(v for v in ("control", "twin") if v != variant)
+    rollout = Rollout(control=variant, candidate=other, started_at=started, step_started_at=started)
+    with httpx.Client(base_url=prometheus, timeout=10) as client:
+        evidence = PrometheusEvidence(client).gather(rollout, time.time())
+    assert evidence.control == sent[variant]
+    assert evidence.candidate == (0, 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -34,12 +35,12 @@ Action = Literal["promote", "hold", "rollback"]
 
 @dataclass(frozen=True)
 class Evidence:
-    control: tuple[float, float]  # (correct, judged) since the rollout began
-    candidate: tuple[float, float]
+    control: tuple[int, int]  # (correct, judged) since the rollout began
+    candidate: tuple[int, int]
     requests: float  # the candidate's, during this step
     error_ratio: float | None
     p99_seconds: float | None
-    agreement: tuple[float, float] | None  # (agree, compared), if the candidate is shadowed
+    agreement: tuple[int, int] | None  # (agree, compared), if the candidate is shadowed
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,23 @@ class Decision:
     verdict: Verdict | None = None
 
 
+def gained(start: float, values: list[float]) -> int:
+    """Events a counter gained from ``start`` through its samples ``values``; a drop is its
+    process's restart, from 0, so the new value counts whole."""
+    total, previous = 0.0, start
+    for value in values:
+        total += value - previous if value >= previous else value
+        previous = value
+    return round(total)
+
+
 class PrometheusEvidence:
-    """The evidence, from Prometheus's HTTP API: counters as increases over the rollout (or the
-    step), so a replica's restart does not reset them."""
+    """The evidence, from Prometheus's HTTP API, summed over every replica.
+
+    Judgments are counted exactly from each series' raw samples since the rollout began (a
+    drop is a replica's restart: its new value counts whole). PromQL's ``increase()`` would
+    extrapolate to the window's edges and count up to a scrape interval's worth of judgments
+    that never happened, making the always-valid intervals narrower than the data allows."""
 
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
@@ -66,21 +81,35 @@ class PrometheusEvidence:
         value = float(rows[0]["value"][1]) if rows else None
         return None if value is None or math.isnan(value) else value
 
+    def _counted(self, selector: str, by: str, since: float, now: float) -> dict[str, int]:
+        """Events each counter series gained since ``since``, summed by the label ``by``."""
+
+        def series(row: dict) -> frozenset:
+            return frozenset(row["metric"].items())
+
+        # The last sample at or before the start; a series born later (a new replica) starts at 0.
+        baseline = {
+            series(row): float(row["value"][1]) for row in self._query(f"{selector} @ {since:.3f}")
+        }
+        window = f"{max(1, math.ceil(now - since))}s"
+        counted: dict[str, int] = defaultdict(int)
+        for row in self._query(f"{selector}[{window}]"):
+            values = [float(value) for _, value in row["values"]]
+            counted[row["metric"].get(by, "")] += gained(baseline.get(series(row), 0.0), values)
+        return counted
+
     def gather(self, rollout: Rollout, now: float) -> Evidence:
-        since = f"{max(1, math.ceil(now - (rollout.started_at or now)))}s"
+        since = rollout.started_at or now
         step = f"{max(1, math.ceil(now - (rollout.step_started_at or now)))}s"
         control, candidate = rollout.control, rollout.candidate
-        feedback = {(c, o): 0.0 for c in (control, candidate) for o in ("correct", "incorrect")}
-        for row in self._query(
-            f'sum by (variant, outcome) (increase(brum_feedback_total{{variant=~"{control}|'
-            f'{candidate}"}}[{since}]))'
-        ):
-            feedback[row["metric"]["variant"], row["metric"]["outcome"]] = float(row["value"][1])
 
-        def judged(variant: str) -> tuple[float, float]:
-            correct = round(feedback[variant, "correct"])
-            return correct, correct + round(feedback[variant, "incorrect"])
+        def judged(variant: str) -> tuple[int, int]:
+            outcomes = self._counted(
+                f'brum_feedback_total{{variant="{variant}"}}', "outcome", since, now
+            )
+            return outcomes["correct"], outcomes["correct"] + outcomes["incorrect"]
 
+        # Ratios and a quantile over the step: extrapolation cancels out of them.
         requests = self._scalar(
             f'sum(increase(brum_requests_total{{variant="{candidate}"}}[{step}]))'
         )
@@ -91,21 +120,20 @@ class PrometheusEvidence:
             "histogram_quantile(0.99, sum by (le) (rate(brum_request_duration_seconds_bucket"
             f'{{variant="{candidate}"}}[{step}])))'
         )
-        shadow = {
-            row["metric"]["outcome"]: float(row["value"][1])
-            for row in self._query(
-                f'sum by (outcome) (increase(brum_shadow_requests_total{{variant="{control}",'
-                f'shadow="{candidate}"}}[{since}]))'
-            )
-        }
-        compared = shadow.get("agree", 0.0) + shadow.get("disagree", 0.0)
+        shadow = self._counted(
+            f'brum_shadow_requests_total{{variant="{control}",shadow="{candidate}"}}',
+            "outcome",
+            since,
+            now,
+        )
+        compared = shadow["agree"] + shadow["disagree"]
         return Evidence(
             control=judged(control),
             candidate=judged(candidate),
             requests=requests or 0.0,
             error_ratio=(errors or 0.0) / requests if requests else None,
             p99_seconds=p99,
-            agreement=(round(shadow.get("agree", 0.0)), round(compared)) if compared else None,
+            agreement=(shadow["agree"], compared) if compared else None,
         )
 
 
@@ -145,12 +173,13 @@ def decide(rollout: Rollout, evidence: Evidence, now: float) -> Decision:
     missing = []
     judged = min(evidence.control[1], evidence.candidate[1])
     if judged < gates.min_judgments:
-        missing.append(f"{judged:.0f} of {gates.min_judgments} judgments per arm")
+        missing.append(f"{judged:,.0f} of {gates.min_judgments:,} judgments per arm")
     if verdict.outcome not in ("non-inferior", "better"):
+        needed = verdict.judgments_needed
         missing.append(
             f"accuracy undecided ({verdict.difference:+.4f}, interval "
-            f"[{verdict.interval.low:+.4f}, {verdict.interval.high:+.4f}]; about "
-            f"{verdict.judgments_needed or '?'} more judgments)"
+            f"[{verdict.interval.low:+.4f}, {verdict.interval.high:+.4f}]"
+            + (f"; about {needed:,} more judgments)" if needed else ")")
         )
     if age < rollout.min_step_seconds:
         missing.append(f"{age:.0f} of {rollout.min_step_seconds:g} s at this step")
