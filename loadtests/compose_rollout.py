@@ -558,8 +558,9 @@ def render(result: dict) -> str:
         "",
         "## The candidate's evidence at each decision: the controller's and the raw counters'",
         "",
-        "The controller sums `increase(brum_feedback_total[since the start])`; the raw counters "
-        "are `sum(brum_feedback_total)` at the last poll before the decision.",
+        "The controller counts each `brum_feedback_total` series' raw samples since the start "
+        "(app/rollout/controller.py); the raw counters are `sum(brum_feedback_total)` at this "
+        "script's last poll before the decision, up to 5 s and one 15 s scrape earlier.",
         "",
         "| t (s) | action | L3 accuracy, controller (n) | raw counters at t (n) |",
         "|---:|---|---|---|",
