@@ -65,8 +65,8 @@ class PrometheusEvidence:
 
     Judgments are counted exactly from each series' raw samples since the rollout began (a
     drop is a replica's restart: its new value counts whole). PromQL's ``increase()`` would
-    extrapolate to the window's edges and count up to a scrape interval's worth of judgments
-    that never happened, making the always-valid intervals narrower than the data allows."""
+    miss what came between the last sample before the start and the first after it, and
+    extrapolate the rest to the window's edges: counts the always-valid intervals cannot use."""
 
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
