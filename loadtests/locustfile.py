@@ -23,8 +23,8 @@ Users: every request carries ``X-User-ID`` from a pool of ``--user-keys`` end us
 experiment's sticky assignment holds (and is checked: a key answered by two variants is a
 failure, unless ``--no-sticky-check``). Requests are named after the arm that answered,
 ``predict <variant>`` and ``feedback <variant>``, so locust's statistics and CSVs group them per
-arm. ``--feedback-share`` of the
-successful predictions are followed by ``POST /v1/feedback`` with the utterance's true label.
+arm. ``--feedback-share`` of the successful predictions are followed by ``POST /v1/feedback``
+with the utterance's true label.
 
 Besides locust's CSVs, ``PREFIX_steps.csv`` holds one row per step (one step in ``open`` and
 ``closed`` mode) and per arm (``all`` plus each variant): offered and achieved rate, client-side
