@@ -30,7 +30,7 @@ from models.finetune import (
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, StudentSpec
 from models.sparsity import zero_smallest
-from models.student import student_init, untrained_pooler
+from models.student import student_init
 from models.teacher import load_teacher_logits, teacher_dir, transfer_set
 from models.vocab import prune_vocabulary
 
@@ -73,9 +73,6 @@ def build_student(
         if spec.layers is not None:
             stage(f"{spec.name}: kept layers {spec.layers} of {base.reference}")
             lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))
-        if reason := untrained_pooler(base.path):
-            stage(f"{spec.name}: pooler set to the identity ({reason})")
-            lineage.append(LineageStep(step="identity_pooler", params={"reason": reason}))
 
     transfer = None
     if spec.transfer:

@@ -1,7 +1,4 @@
-"""Students: a layer subset of a pretrained encoder, a pooler that can learn, and distillation
-moving toward the teacher."""
-
-import json
+"""Students: a layer subset of a pretrained encoder, and distillation moving toward the teacher."""
 
 import numpy as np
 import pytest
@@ -10,7 +7,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from models.finetune import FinetuneConfig, finetune, predict_logits
 from models.recipe import RecipeError, load_recipe
-from models.student import keep_layers, student_init, untrained_pooler
+from models.student import keep_layers
 from tests.server import ROOT
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
@@ -32,64 +29,6 @@ def test_keep_layers_copies_exactly_the_chosen_layers(tmp_path, clinc):
     assert (student / "tokenizer.json").is_file()
     with pytest.raises(ValueError, match=r"subset of 0\.\.3"):
         keep_layers(base, tmp_path / "bad", [4])
-
-
-def as_sentence_transformers(base, **pooling):
-    """Lay ``base`` out as sentence-transformers saves a model, with the given pooling modes."""
-    (base / "1_Pooling").mkdir()
-    (base / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, **pooling})
-    )
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    (base / "modules.json").write_text(json.dumps(modules))
-    return base
-
-
-def test_a_pooler_sentence_transformers_never_trained_starts_as_the_identity(tmp_path, clinc):
-    torch.manual_seed(0)
-    texts = clinc.splits["train"].texts[:500]
-    plain = save_tiny_bert(tmp_path / "plain", texts, layers=3)
-    assert untrained_pooler(plain) is None
-    assert student_init(plain, None, tmp_path / "plain-student") == plain
-
-    cls = as_sentence_transformers(
-        save_tiny_bert(tmp_path / "cls", texts), pooling_mode_cls_token=True
-    )
-    assert untrained_pooler(cls) is None
-    assert student_init(cls, None, tmp_path / "cls-student") == cls
-
-    mean = as_sentence_transformers(
-        save_tiny_bert(tmp_path / "mean", texts, layers=3),
-        pooling_mode_cls_token=False,
-        pooling_mode_mean_tokens=True,
-    )
-    assert untrained_pooler(mean) == "sentence-transformers trained it under mean_tokens pooling"
-    workdir = tmp_path / "mean-student"
-    init = student_init(mean, None, workdir)
-    original = AutoModel.from_pretrained(mean)
-    student = AutoModel.from_pretrained(init)
-    assert torch.equal(student.pooler.dense.weight, torch.eye(32))
-    assert torch.equal(student.pooler.dense.bias, torch.zeros(32))
-    for name, weight in original.state_dict().items():
-        if not name.startswith("pooler."):
-            torch.testing.assert_close(student.state_dict()[name], weight, msg=name)
-    assert (init / "tokenizer.json").is_file()
-
-    # The same workdir asked for fewer layers is rebuilt, not served stale from the cache.
-    init = student_init(mean, [0, 2], workdir)
-    student = AutoModel.from_pretrained(init)
-    assert len(student.encoder.layer) == 2
-    assert torch.equal(student.pooler.dense.weight, torch.eye(32))
-    for name, weight in original.encoder.layer[2].state_dict().items():
-        torch.testing.assert_close(student.encoder.layer[1].state_dict()[name], weight, msg=name)
 
 
 def test_distillation_moves_the_student_toward_the_teacher(tmp_path, clinc):
