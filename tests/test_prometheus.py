@@ -109,8 +109,16 @@ def test_recorded_request_rate_per_variant(recorded_rate, variants):
 
 def test_recorded_latency_quantiles_per_variant(recorded_rate, prometheus, variants):
     for quantile in ("p50", "p95", "p99"):
-        result = query(prometheus, f"variant:brum_request_duration_seconds:{quantile}_rate5m")
-        latency = {s["metric"]["variant"]: float(s["value"][1]) for s in result}
+        rule = f"variant:brum_request_duration_seconds:{quantile}_rate5m"
+
+        def every_variant(rule: str = rule) -> dict[str, float] | None:
+            # The counter and the histogram are observed one after the other, so a scrape can
+            # fall between them: a positive request rate may still see an empty histogram rate.
+            result = query(prometheus, rule)
+            latency = {s["metric"]["variant"]: float(s["value"][1]) for s in result}
+            return latency if all(latency.get(v, 0) > 0 for v in variants) else None
+
+        latency = eventually(every_variant, f"{rule} for every variant", timeout=30)
         for variant in variants:
             # Within the histogram's buckets (0.5 ms to 2.5 s), not NaN.
             assert 0 < latency[variant] <= 2.5, (quantile, variant, latency)

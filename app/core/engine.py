@@ -104,6 +104,8 @@ class Engine:
         # by the batcher (and model) it was routed to.
         self.batchers: dict[Variant, Batcher] = {}
         self.draining = False
+        # Set last in load(): the registry exists before the first experiment sync has run.
+        self.loaded = False
         self.started_at = time.perf_counter()
         # Set by load(), once the plan for the cores is known (configured or measured).
         self.placement: Placement | None = None
@@ -157,7 +159,7 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self.registry is not None and not self.draining
+        return self.loaded and not self.draining
 
     def _place(self) -> Placement:
         """The plan for the cores, measured on the default variant's model if not configured.
@@ -259,6 +261,7 @@ class Engine:
         elapsed = time.perf_counter() - self.started_at
         self.metrics.startup_duration.set(elapsed)
         self.metrics.ready.set(1)
+        self.loaded = True
         logger.info("ready in %.3f s with variants %s", elapsed, ", ".join(sorted(variants)))
         return self.registry
 

@@ -285,6 +285,16 @@ class Metrics:
             self.feedback.labels(variant.name, outcome)
         for status in PREDICTION_STATUSES:
             self.requests.labels(variant.name, status)
+        # Zero series from start-up, so a rate() over them exists from the first request on.
+        for histogram in (
+            self.request_duration,
+            self.inference_duration,
+            self.queue_duration,
+            self.batch_size,
+            self.batch_tokens,
+            self.confidence,
+        ):
+            histogram.labels(variant.name)
         for reason in REJECTION_REASONS:
             self.queue_rejections.labels(variant.name, reason)
 
