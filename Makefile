@@ -40,9 +40,7 @@ $(VENV)/.deploy-tools: Makefile | $(BIN)/python
 serve: $(VENV)/.serve  ## serve the shipped model repository on BRUM_HOST:BRUM_PORT (127.0.0.1:8000)
 	$(BIN)/python -m app
 
-test: $(VENV)/.dev $(VENV)/.deploy-tools  ## lint, then the whole test suite
-	$(BIN)/ruff check app models tests loadtests deploy
-	$(BIN)/ruff format --check app models tests loadtests deploy
+test: lint $(VENV)/.deploy-tools  ## lint, then the whole test suite
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
 
 lint: $(VENV)/.dev  ## ruff
