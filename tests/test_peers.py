@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from loadtests.peers.__main__ import main
+from loadtests.peers.rounds import fold_server, rotated
 from loadtests.processes import only_loopback
 
 LEVELS = ("1x1", "16x8")
@@ -18,7 +19,7 @@ LEVELS = ("1x1", "16x8")
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
 )
 def test_peer_benchmark_measures_each_server(tmp_path):
-    argv = ["--servers", "brum,naive,kserve", "--seconds", "1", "--warmup", "1"]
+    argv = ["--servers", "brum,naive,kserve", "--seconds", "1", "--warmup", "1", "--rounds", "2"]
     argv += ["--levels", ",".join(LEVELS), "--texts", "64", "--output", str(tmp_path)]
     assert main(argv) == 0
     stem = tmp_path / "peers-minilm-l6-augmented-int8"
@@ -30,11 +31,62 @@ def test_peer_benchmark_measures_each_server(tmp_path):
         assert server["listening"] and only_loopback(set(server["listening"])), name
         assert server["ready_seconds"] > 0 and server["rss_after_bytes"] > 0
         assert list(server["levels"]) == list(LEVELS)
+        assert server["rounds"] == 2
         for level in server["levels"].values():
             assert level["requests"] > 0 and level["errors"] == 0, (name, level)
+            assert len(level["rounds_texts_per_second"]) == 2
             assert level["server_cpu_cores"] > 0
     assert result["raw"]["raw_batch32_texts_per_second"] > 0
     assert set(result["ratios"]) == set(LEVELS)
     assert {g["goal"].split(":")[0] for g in result["goals"]} >= {"1 conn", "16 conns x 8 texts"}
     assert "## brum against the best peer and raw" in stem.with_suffix(".md").read_text()
     assert stem.with_suffix(".png").stat().st_size > 10_000
+
+
+def level_run(rate: float, p99: float, errors: int = 0) -> dict:
+    return {
+        "connections": 32,
+        "texts_per_request": 1,
+        "requests": int(rate * 10),
+        "requests_per_second": rate,
+        "texts_per_second": rate,
+        "p50_ms": p99 / 2,
+        "p95_ms": p99 * 0.9,
+        "p99_ms": p99,
+        "errors": errors,
+        "seconds": 10.0,
+        "server_cpu_cores": 1.5,
+    }
+
+
+def server_round(rate: float, p99: float, ready: float, errors: int = 0) -> dict:
+    return {
+        "settings": "s",
+        "ready_seconds": ready,
+        "rss_ready_bytes": 100,
+        "rss_after_bytes": 120,
+        "levels": {"32x1": level_run(rate, p99, errors)},
+    }
+
+
+def test_rounds_rotate_the_starting_server():
+    names = ["brum", "naive", "kserve"]
+    assert [rotated(names, r)[0] for r in range(4)] == ["brum", "naive", "kserve", "brum"]
+    assert sorted(rotated(names, 2)) == sorted(names)
+
+
+def test_rounds_fold_into_medians_with_their_spread():
+    folded = fold_server(
+        [server_round(600, 80, 1.2), server_round(900, 40, 2.5, errors=1), server_round(700, 60, 1)]
+    )
+    level = folded["levels"]["32x1"]
+    assert level["texts_per_second"] == 700 and level["p99_ms"] == 60
+    assert level["rounds_texts_per_second"] == [600, 900, 700]
+    assert level["spread"] == round(300 / 700, 3)
+    assert level["errors"] == 1 and level["requests"] == 22000
+    assert folded["ready_seconds"] == 2.5 and folded["rounds"] == 3
+
+
+def test_a_round_that_failed_marks_the_server_skipped():
+    failed = {"settings": "s", "skipped": "failed: no answer"}
+    assert fold_server([server_round(600, 80, 1), failed]) == failed

@@ -3,8 +3,11 @@ same ONNX variant on the same cores, one server at a time, bracketed by raw in-p
 onnxruntime. Load from wrk; writes peers-<variant>.md, .json and .png.
 
     python -m loadtests.peers [--variant NAME] [--servers brum,naive,kserve,mlserver,bentoml]
-        [--seconds 10] [--levels 1x1,8x1,32x1,64x1,16x8] [--texts 1000] [--output DIR]
-        [--brum-env KEY=VALUE ...] [--peer-workers 0]
+        [--seconds 10] [--rounds 3] [--levels 1x1,8x1,32x1,64x1,16x8] [--texts 1000]
+        [--output DIR] [--brum-env KEY=VALUE ...] [--peer-workers 0]
+
+Every server runs once per round, the rounds in rotated order; figures are medians over the
+rounds (loadtests/peers/rounds.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from loadtests.peers.goals import goals, ratios
 from loadtests.peers.measure import Level, context, measure
 from loadtests.peers.raw import raw_bracket, reference_label
 from loadtests.peers.render import render_markdown, render_plot
+from loadtests.peers.rounds import fold_server, rotated
 from loadtests.peers.servers import SERVERS
 from loadtests.peers.venvs import VenvError, ensure_venv
 from loadtests.processes import ROOT, cpu_model
@@ -40,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", default="minilm-l6-augmented-int8")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in order")
     parser.add_argument("--seconds", type=float, default=10, help="length of each load level")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="passes over the servers, in rotated order; figures are their medians",
+    )
     parser.add_argument("--warmup", type=float, default=2, help="warm-up before the levels, s")
     parser.add_argument(
         "--levels", default=DEFAULT_LEVELS, help="connections x texts per request, e.g. 32x1"
@@ -64,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.servers.split(",")) - set(SERVERS)
     if unknown:
         parser.error(f"unknown servers {sorted(unknown)}; choose from {list(SERVERS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if any("=" not in item for item in args.brum_env):
         parser.error("--brum-env takes KEY=VALUE")
     return args
@@ -104,11 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     reference = (texts[0], reference_label(folder, texts[0]))
     print(f"raw onnxruntime, before ({cores} cores)", flush=True)
     raw_before = raw_bracket(folder, texts, cores)
-    servers = {}
+    names = args.servers.split(",")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="brum-peers-") as workdir:
-        for name in args.servers.split(","):
-            print(f"[{name}]", flush=True)
-            servers[name] = run_server(name, args, folder, texts, reference, Path(workdir), cores)
+        for round_index in range(args.rounds):
+            for name in rotated(names, round_index):
+                print(f"[{name}, round {round_index + 1} of {args.rounds}]", flush=True)
+                runs[name].append(
+                    run_server(name, args, folder, texts, reference, Path(workdir), cores)
+                )
+    servers = {name: fold_server(runs[name]) for name in names}
     print("raw onnxruntime, after", flush=True)
     raw_after = raw_bracket(folder, texts, cores)
     raw = {
@@ -128,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime": onnxruntime.__version__,
         "variant": args.variant,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "texts": len(texts),
         "raw_before": raw_before,
         "raw_after": raw_after,

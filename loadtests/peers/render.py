@@ -21,13 +21,23 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
     ]
 
 
+def _rounds(rounds: int) -> str:
+    if rounds == 1:
+        return "one round"
+    return (
+        f"{rounds} rounds, every server started once per round in rotated order; figures are "
+        "medians over the rounds"
+    )
+
+
 def render_markdown(result: dict) -> str:
     lines = [
         f"# Peer benchmark: `{result['variant']}`",
         "",
         f"{result['date']}; {result['cores']} cores ({result['cpu']}); onnxruntime "
         f"{result['onnxruntime']}; {result['seconds']:g} s per level, {result['texts']} CLINC150 "
-        "test utterances in rotation; load from wrk on the same machine.",
+        "test utterances in rotation; load from wrk on the same machine; "
+        f"{_rounds(result.get('rounds', 1))}.",
         "",
         f"`{result['command']}`",
         "",
@@ -51,15 +61,18 @@ def render_markdown(result: dict) -> str:
         "",
         "## Load (conns x texts per request)",
         "",
-        "| server | level | req/s | texts/s | p50 ms | p95 ms | p99 ms | errors | CPU cores |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | level | req/s | texts/s | texts/s by round | p50 ms | p95 ms | p99 ms | errors "
+        "| CPU cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in result["servers"].items():
         for level, r in s.get("levels", {}).items():
+            by_round = " / ".join(f"{x:.0f}" for x in r.get("rounds_texts_per_second", []))
             lines.append(
                 f"| {name} | {level} | {r['requests_per_second']:.0f} | "
-                f"{r['texts_per_second']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['errors']} | {r['server_cpu_cores']:.2f} |"
+                f"{r['texts_per_second']:.0f} | {by_round} | {r['p50_ms']:.2f} | "
+                f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                f"{r['server_cpu_cores']:.2f} |"
             )
     lines += [
         "",
