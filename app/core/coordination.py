@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from app.core.errors import BrumError
+from app.core.errors import BrumError, ErrorKind
 from app.core.experiment import Experiment
 
 if TYPE_CHECKING:
@@ -28,10 +28,8 @@ return 0
 
 
 class CoordinationUnavailable(BrumError):
-    status_code = 503
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, {"Retry-After": "1"})
+    kind = ErrorKind.UNAVAILABLE
+    retry_after = 1
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from app.core.errors import BrumError
+from app.core.errors import BrumError, ErrorKind
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -39,26 +39,24 @@ logger = logging.getLogger("brum.feedback")
 
 
 class FeedbackError(BrumError):
-    status_code = 422
+    kind = ErrorKind.INVALID
 
 
 class UnknownRequest(FeedbackError):
-    status_code = 404
+    kind = ErrorKind.NOT_FOUND
 
 
 class AlreadyJudged(FeedbackError):
-    status_code = 409
+    kind = ErrorKind.CONFLICT
 
 
 class ExpiredToken(FeedbackError):
-    status_code = 410
+    kind = ErrorKind.EXPIRED
 
 
 class StoreUnavailable(FeedbackError):
-    status_code = 503
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, {"Retry-After": "1"})
+    kind = ErrorKind.UNAVAILABLE
+    retry_after = 1
 
 
 @dataclass(frozen=True)

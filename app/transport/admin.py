@@ -13,7 +13,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends, Request
 
 from app.core.engine import Engine
-from app.core.errors import BrumError
+from app.core.errors import BrumError, ErrorKind
 from app.core.experiment import Experiment, ExperimentError
 from app.transport.schemas import ErrorResponse
 
@@ -21,18 +21,15 @@ logger = logging.getLogger("brum.admin")
 
 
 class AdminOff(BrumError):
-    status_code = 404
+    kind = ErrorKind.NOT_FOUND
 
 
 class Unauthorized(BrumError):
-    status_code = 401
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, {"WWW-Authenticate": 'Bearer realm="brum-admin"'})
+    kind = ErrorKind.UNAUTHENTICATED
 
 
 class InvalidExperiment(BrumError):
-    status_code = 422
+    kind = ErrorKind.INVALID
 
 
 def require_admin(request: Request) -> None:

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.core.errors import BrumError
+from app.core.errors import BrumError, ErrorKind
+from app.transport.middleware import VARIANT_HEADER
 
 
 def error_response(
@@ -54,8 +55,32 @@ async def handle_validation(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, message, detail)
 
 
+STATUS = {
+    ErrorKind.INVALID: 422,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.EXPIRED: 410,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.OVERLOADED: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.INTERNAL: 500,
+}
+
+
+def brum_error_headers(exc: BrumError) -> dict[str, str]:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = f"{exc.retry_after:g}"
+    if exc.kind is ErrorKind.UNAUTHENTICATED:  # only the admin API asks for credentials
+        headers["WWW-Authenticate"] = 'Bearer realm="brum-admin"'
+    if exc.variant is not None:
+        headers[VARIANT_HEADER.decode()] = exc.variant
+    return headers
+
+
 async def handle_brum_error(_: Request, exc: BrumError) -> JSONResponse:
-    return error_response(exc.status_code, exc.message, headers=exc.headers)
+    return error_response(STATUS[exc.kind], exc.message, headers=brum_error_headers(exc))
 
 
 # What FastAPI raises when a body cannot even be decoded (not UTF-8, say).

@@ -73,7 +73,7 @@ def answered_by(variant: Variant) -> Iterator[None]:
     try:
         yield
     except BrumError as exc:
-        exc.headers.setdefault(VARIANT_HEADER.decode(), variant.name)
+        exc.variant = exc.variant or variant.name
         raise
 
 
