@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.card import OosThreshold, read_card, write_card
@@ -24,6 +25,7 @@ VARIANTS = sorted(p.parent.name for p in SHIPPED_REPOSITORY.glob("*/variant.json
 DEFAULT = VARIANTS[0]
 # Where the answering variant matters, name it: /v1/predict may route through an experiment.
 PREDICT = f"/v1/models/{DEFAULT}/predict"
+EXPERIMENT = yaml.safe_load((SHIPPED_REPOSITORY / "experiment.yaml").read_text())
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
@@ -276,9 +278,27 @@ def test_unknown_variant_is_404(server):
     with server.client() as client:
         response = client.post("/v1/models/no-such-variant/predict", json={"text": "hi"})
     assert response.status_code == 404
-    assert response.json() == {
-        "error": f"unknown variant 'no-such-variant'; available: {', '.join(VARIANTS)}"
-    }
+    names = ", ".join([*VARIANTS, EXPERIMENT["name"]])
+    assert response.json() == {"error": f"unknown model 'no-such-variant'; available: {names}"}
+
+
+def test_v1_routes_the_experiment_name_as_v2_does(server):
+    name, header = EXPERIMENT["name"], EXPERIMENT.get("sticky_header", "X-User-ID")
+    arms = {arm["variant"] for arm in EXPERIMENT["arms"]}
+    served = set()
+    with server.client() as client:
+        for user in range(12):
+            answers = [
+                client.post(
+                    f"/v1/models/{name}/predict", json={"text": "hi"}, headers={header: f"u{user}"}
+                )
+                for _ in range(2)
+            ]
+            assert all(a.headers["x-brum-experiment"] == name for a in answers)
+            variants = {a.headers["x-brum-variant"] for a in answers}
+            assert len(variants) == 1, "the same caller lands on the same arm"
+            served |= variants
+    assert served <= arms and len(served) > 1
 
 
 def test_bad_requests_do_not_disturb_concurrent_good_ones(server, clinc):

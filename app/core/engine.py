@@ -19,7 +19,14 @@ from app.core.coordination import (
     LocalCoordination,
     RedisCoordination,
 )
-from app.core.errors import BrumError, NotReady, QueueFull, QueueTimeout, TooManyTexts
+from app.core.errors import (
+    BrumError,
+    NotReady,
+    QueueFull,
+    QueueTimeout,
+    TooManyTexts,
+    UnknownVariant,
+)
 from app.core.experiment import EXPERIMENT_FILE, Experiment, ExperimentError, load_experiment
 from app.core.experiment_source import ExperimentSource, experiment_hash
 from app.core.feedback import (
@@ -66,6 +73,12 @@ def find_experiment(settings: Settings) -> Experiment | None:
     if settings.experiment is None and not path.is_file():
         return None
     return load_experiment(path)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    variant: Variant
+    experiment: str | None  # the experiment that chose the variant, if one did
 
 
 @dataclass(frozen=True)
@@ -270,12 +283,32 @@ class Engine:
             raise NotReady()
         return self.registry.get(name)
 
-    def route(self, sticky_key: str | None) -> Variant:
-        """The variant for a request that names none: its experiment arm, else the default."""
+    def resolve(self, model: str | None, sticky_key: str | None) -> Resolved:
+        """What serves a request for ``model``: the variant of that name; for no name or the
+        experiment's name, the experiment's arm for this caller (the default variant when no
+        experiment runs)."""
         experiment = self.experiment
-        if experiment is None:
-            return self.variant(None)
-        return self.variant(experiment.assign(sticky_key))
+        if model is not None and model in self.variant_names:
+            return Resolved(self.variant(model), None)
+        if model is None or (experiment is not None and model == experiment.name):
+            if experiment is None:
+                return Resolved(self.variant(None), None)
+            return Resolved(self.variant(experiment.assign(sticky_key)), experiment.name)
+        raise self.unknown_model(model)
+
+    def unknown_model(self, model: str) -> UnknownVariant:
+        experiment = [self.experiment.name] if self.experiment else []
+        names = ", ".join(sorted(self.variant_names) + experiment)
+        return UnknownVariant(f"unknown model {model!r}; available: {names}")
+
+    def metered_variant(self, model: str | None) -> str:
+        """The variant a request for ``model`` is counted under until it is routed (its answer's
+        x-brum-variant then names the arm). Only known names: a path is caller input and must
+        not grow the series."""
+        experiment = self.experiment
+        if model is None or (experiment is not None and model == experiment.name):
+            return self.default_variant
+        return model if model in self.variant_names else "none"
 
     async def predict(
         self,

@@ -48,15 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def metered_variant(path: str) -> str | None:
         match = prediction_path(path)
-        if match is None:
-            return None
-        name = match["model"]
-        if name is None:  # /v1/predict
-            return engine.default_variant
-        if engine.experiment is not None and name == engine.experiment.name:
-            return engine.default_variant  # the response's x-brum-variant names the arm
-        # Only known names become label values: a path is caller input and must not grow the series.
-        return name if name in engine.variant_names else "none"
+        return None if match is None else engine.metered_variant(match["model"])
 
     app = FastAPI(
         title="brum",

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.card import VariantCard
-from app.core.engine import Engine
+from app.core.engine import Engine, Resolved
 from app.core.errors import BrumError, UnknownVariant
 from app.core.prediction import Prediction as CorePrediction
 from app.core.prediction import PredictionBatch
@@ -51,20 +51,17 @@ def engine_of(request: Request) -> Engine:
 
 
 def choose_variant(
-    engine: Engine, request: Request, headers: MutableMapping[str, str], name: str | None
-) -> Variant:
-    """The named variant, or (``None``) the experiment's arm for this caller; the response
-    ``headers`` say which (and through which experiment)."""
-    if name is None:
-        experiment = engine.experiment
-        sticky = request.headers.get(experiment.sticky_header) if experiment else None
-        variant = engine.route(sticky)
-        if experiment is not None:
-            headers[EXPERIMENT_HEADER] = experiment.name
-    else:
-        variant = engine.variant(name)
-    headers[VARIANT_HEADER.decode()] = variant.name
-    return variant
+    engine: Engine, request: Request, headers: MutableMapping[str, str], model: str | None
+) -> Resolved:
+    """What serves a request for ``model`` (see Engine.resolve); the response ``headers`` say
+    which variant (and through which experiment)."""
+    experiment = engine.experiment
+    sticky = request.headers.get(experiment.sticky_header) if experiment else None
+    resolved = engine.resolve(model, sticky)
+    if resolved.experiment is not None:
+        headers[EXPERIMENT_HEADER] = resolved.experiment
+    headers[VARIANT_HEADER.decode()] = resolved.variant.name
+    return resolved
 
 
 @contextmanager
@@ -120,16 +117,21 @@ async def read_predict_request(request: Request) -> PredictRequest:
         raise RequestValidationError(errors) from None
 
 
-async def predict(request: Request, variant_name: str | None) -> Response:
+async def predict(request: Request, model: str | None) -> Response:
     """Both prediction routes; also dispatched directly by app/transport/lane.py."""
     engine = engine_of(request)
     body = await read_predict_request(request)
     request_id = request.state.request_id
     headers: dict[str, str] = {}
-    variant = choose_variant(engine, request, headers, variant_name)
+    resolved = choose_variant(engine, request, headers, model)
+    variant = resolved.variant
     with answered_by(variant):
         batch = await engine.predict(
-            variant, body.inputs, body.top_k, request_id=request_id, routed=variant_name is None
+            variant,
+            body.inputs,
+            body.top_k,
+            request_id=request_id,
+            routed=resolved.experiment is not None,
         )
     set_answer_headers(headers, batch)
     reply = Reply(request_id, variant.name, batch.predictions, batch.feedback_token)

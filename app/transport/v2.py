@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException
 from app import __version__
 from app.core.card import VariantCard
 from app.core.engine import Engine
-from app.core.errors import UnknownVariant
 from app.transport.schemas import ErrorResponse
 from app.transport.v1 import answered_by, choose_variant, set_answer_headers
 
@@ -154,8 +153,7 @@ def _card(engine: Engine, name: str) -> VariantCard:
     if experiment is not None and name == experiment.name:
         # The arms serve one task: the first arm's labels describe the experiment's outputs.
         return cards[experiment.arms[0].variant]
-    models = sorted(cards) + ([experiment.name] if experiment else [])
-    raise UnknownVariant(f"unknown model {name!r}; available: {', '.join(models)}")
+    raise engine.unknown_model(name)
 
 
 async def _read(request: Request) -> InferRequest:
@@ -227,14 +225,17 @@ async def infer(request: Request, name: str, version: str) -> Response:
     body = await _read(request)
     texts = _texts(body.inputs)
     wanted = _wanted(body.outputs)
-    # _card accepted the name: a variant, or else the experiment's, routed as /v1/predict is.
-    routed = name not in engine.variant_names
     headers: dict[str, str] = {}
-    variant = choose_variant(engine, request, headers, None if routed else name)
+    resolved = choose_variant(engine, request, headers, name)
+    variant = resolved.variant
     # As on /v1: remembered under the request id for feedback, and a routed request may be shadowed.
     with answered_by(variant):
         batch = await engine.predict(
-            variant, texts, top_k=1, request_id=request.state.request_id, routed=routed
+            variant,
+            texts,
+            top_k=1,
+            request_id=request.state.request_id,
+            routed=resolved.experiment is not None,
         )
     set_answer_headers(headers, batch)
     n, classes = batch.logits.shape
