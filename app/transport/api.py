@@ -15,7 +15,7 @@ from app import __version__
 from app.core.engine import Engine
 from app.settings import Settings
 from app.transport import admin, errors, health, v1, v2
-from app.transport.lane import PredictionLane, prediction_path
+from app.transport.lane import PredictionLane, PredictionRoutes
 from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("brum.api")
@@ -46,10 +46,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = Engine(settings)
 
-    def metered_variant(path: str) -> str | None:
-        match = prediction_path(path)
-        return None if match is None else engine.metered_variant(match["model"])
-
     app = FastAPI(
         title="brum",
         version=__version__,
@@ -65,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(health.router)
     app.include_router(admin.router)
-    app.add_middleware(PredictionLane)  # innermost: inside the body limit, ids and metrics
+    routes = PredictionRoutes.of([*v1.router.routes, *v2.router.routes])
+
+    def metered_variant(path: str) -> str | None:
+        match = routes.match(path)
+        return None if match is None else engine.metered_variant(match[1].get("model"))
+
+    app.add_middleware(PredictionLane, routes=routes)  # innermost: inside the limit, ids, metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestContextMiddleware, metrics=engine.metrics, metered_variant=metered_variant

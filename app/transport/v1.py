@@ -151,14 +151,14 @@ async def predict_default(request: Request) -> Response:
 
 
 @router.post(
-    "/models/{variant}/predict",
+    "/models/{model}/predict",
     response_model=PredictResponse,
     responses=ERRORS,
     openapi_extra=PREDICT_BODY,
-    summary="Classify with a chosen variant",
+    summary="Classify with a chosen variant, or through the experiment by its name",
 )
-async def predict_variant(request: Request, variant: str) -> Response:
-    return await predict(request, variant)
+async def predict_model(request: Request, model: str) -> Response:
+    return await predict(request, model)
 
 
 @router.get("/models", summary="Cards of every variant")

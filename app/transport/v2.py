@@ -328,22 +328,22 @@ async def model_version_ready(request: Request, name: str, version: str) -> JSON
 
 
 @router.post(
-    "/v2/models/{name}/infer",
+    "/v2/models/{model}/infer",
     response_model=InferResponse,
     responses=ERRORS,
     openapi_extra=INFER_BODY,
     summary="Classify texts",
 )
-async def infer_latest(request: Request, name: str) -> Response:
-    return await infer(request, name, MODEL_VERSION)
+async def infer_latest(request: Request, model: str) -> Response:
+    return await infer(request, model, MODEL_VERSION)
 
 
 @router.post(
-    "/v2/models/{name}/versions/{version}/infer",
+    "/v2/models/{model}/versions/{version}/infer",
     response_model=InferResponse,
     responses=ERRORS,
     openapi_extra=INFER_BODY,
     summary="Classify texts with a model version",
 )
-async def infer_version(request: Request, name: str, version: str) -> Response:
-    return await infer(request, name, version)
+async def infer_version(request: Request, model: str, version: str) -> Response:
+    return await infer(request, model, version)
