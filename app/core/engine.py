@@ -129,7 +129,7 @@ class Engine:
         self.store = connect(settings.redis_url) if settings.redis_url else None
         self.ledger: Ledger = (
             RedisLedger(
-                self.store, settings.feedback_ttl_seconds, self.metrics.feedback_records_dropped.inc
+                self.store, settings.feedback_ttl_seconds, self.metrics.count_dropped_predictions
             )
             if self.store is not None
             else MemoryLedger(settings.feedback_capacity)
@@ -236,19 +236,21 @@ class Engine:
     ) -> dict[str, Variant]:
         assert self.workers is not None and self.policy is not None
         for name, (variant, inline) in variants.items():
+            on_depth, on_running = self.metrics.queue_gauges(name)
             batcher = Batcher(
                 variant.classifier,
                 self.workers,
                 self.policy,
                 on_batch=lambda run, name=name: self.metrics.observe_batch(name, run),
-                on_depth=self.metrics.queue_depth.labels(name).set,
-                on_running=self.metrics.batches_running.labels(name).set,
+                on_depth=on_depth,
+                on_running=on_running,
                 inline=inline,
             )
             batcher.start()
             self.batchers[variant] = batcher
-            self.metrics.queue_capacity.labels(name).set(self.policy.max_queue_texts)
-            self.metrics.inline_threads.labels(name).set(inline.threads if inline else 0)
+            self.metrics.publish_batcher(
+                name, self.policy.max_queue_texts, inline.threads if inline else 0
+            )
             self.metrics.publish_card(variant)
         return {name: variant for name, (variant, _) in variants.items()}
 
@@ -272,8 +274,7 @@ class Engine:
         if self.settings.sync_seconds > 0:
             self._follower = asyncio.get_running_loop().create_task(self._follow())
         elapsed = time.perf_counter() - self.started_at
-        self.metrics.startup_duration.set(elapsed)
-        self.metrics.ready.set(1)
+        self.metrics.mark_ready(True, startup_seconds=elapsed)
         self.loaded = True
         logger.info("ready in %.3f s with variants %s", elapsed, ", ".join(sorted(variants)))
         return self.registry
@@ -340,18 +341,17 @@ class Engine:
         try:
             scored = await self.batchers[variant].submit(encodings)
         except QueueFull:
-            self.metrics.queue_rejections.labels(variant.name, "full").inc()
+            self.metrics.reject(variant.name, "full")
             raise
         except QueueTimeout:
-            self.metrics.queue_rejections.labels(variant.name, "timeout").inc()
+            self.metrics.reject(variant.name, "timeout")
             raise
-        self.metrics.queue_duration.labels(variant.name).observe(scored.queue_seconds)
         predictions = predictions_from_logits(
             variant.card, scored.logits, scored.token_counts, scored.truncated, top_k
         )
-        confidence = self.metrics.confidence.labels(variant.name)
-        for prediction in predictions:
-            confidence.observe(prediction.top_k[0].score)
+        self.metrics.observe_scored(
+            variant.name, scored.queue_seconds, [p.top_k[0].score for p in predictions]
+        )
         return PredictionBatch(
             variant.name,
             predictions,
@@ -367,10 +367,10 @@ class Engine:
         name = experiment.shadow.variant
         if name == served.name:
             return
-        counter = self.metrics.shadow_requests
+        count = self.metrics.count_shadow
         # Shed first: the shadow runs only while no queue has texts waiting for the model.
         if any(b.queued_texts for b in self.batchers.values()) or self._shadow_tasks:
-            counter.labels(served.name, name, "shed").inc()
+            count(served.name, name, "shed")
             return
 
         async def score() -> None:
@@ -378,10 +378,10 @@ class Engine:
                 shadow = await self._score(self.variant(name), texts, 1)
             except Exception:
                 logger.exception("shadow variant %s failed", name)
-                counter.labels(served.name, name, "error").inc()
+                count(served.name, name, "error")
                 return
             agree = shadow.labels == labels
-            counter.labels(served.name, name, "agree" if agree else "disagree").inc()
+            count(served.name, name, "agree" if agree else "disagree")
 
         task = asyncio.get_running_loop().create_task(score())
         self._shadow_tasks.add(task)
@@ -418,8 +418,7 @@ class Engine:
         if not await self.ledger.claim(served.request_id, index):
             raise AlreadyJudged(f"text {index} of request {served.request_id!r} was already judged")
         judgement = Judgement(served.request_id, index, served.variant, served.labels[index], label)
-        outcome = "correct" if judgement.correct else "incorrect"
-        self.metrics.feedback.labels(judgement.variant, outcome).inc()
+        self.metrics.count_feedback(judgement.variant, judgement.correct)
         return judgement
 
     def _check_judgement(self, served: Served, label: str, index: int) -> None:
@@ -469,7 +468,7 @@ class Engine:
             message = str(exc)
             if message != self._sync_error:
                 reason = "store" if isinstance(exc, CoordinationUnavailable) else "invalid"
-                self.metrics.experiment_sync_errors.labels(reason).inc()
+                self.metrics.count_sync_error(reason)
                 logger.error("kept the running experiment: %s", message)
             self._sync_error = message
             return
@@ -549,7 +548,7 @@ class Engine:
                 self._retire(loaded[name], forget=name in removed)
         report = Rescan(sorted(added), sorted(replaced), removed, kept)
         for change in ("added", "replaced", "removed"):
-            self.metrics.rescans.labels(change).inc(len(getattr(report, change)))
+            self.metrics.count_rescan(change, len(getattr(report, change)))
         for name, why in kept.items():
             logger.warning("variant %s was removed from the repository but stays: %s", name, why)
         logger.info(
@@ -577,7 +576,7 @@ class Engine:
     def drain(self) -> None:
         """Stop being ready; requests already accepted still finish."""
         self.draining = True
-        self.metrics.ready.set(0)
+        self.metrics.mark_ready(False)
         logger.info("draining: no longer ready")
 
     async def close(self) -> None:

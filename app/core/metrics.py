@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 
 from prometheus_client import (
@@ -343,6 +344,46 @@ class Metrics:
             self.model_size.remove(variant.name)
             self.model_parameters.remove(variant.name)
             self.model_accuracy.remove(variant.name)
+
+    def publish_batcher(self, variant: str, capacity: int, inline_threads: int) -> None:
+        self.queue_capacity.labels(variant).set(capacity)
+        self.inline_threads.labels(variant).set(inline_threads)
+
+    def queue_gauges(self, variant: str) -> tuple[Callable[[int], None], Callable[[int], None]]:
+        """Setters of the variant's queue depth and batches running, for its batcher to call."""
+        return self.queue_depth.labels(variant).set, self.batches_running.labels(variant).set
+
+    def mark_ready(self, ready: bool, startup_seconds: float | None = None) -> None:
+        if startup_seconds is not None:
+            self.startup_duration.set(startup_seconds)
+        self.ready.set(1 if ready else 0)
+
+    def reject(self, variant: str, reason: str) -> None:
+        """A request refused by the variant's queue: ``full`` or ``timeout``."""
+        self.queue_rejections.labels(variant, reason).inc()
+
+    def observe_scored(self, variant: str, queue_seconds: float, scores: list[float]) -> None:
+        """One request's wait in the queue and the top score of each of its texts."""
+        self.queue_duration.labels(variant).observe(queue_seconds)
+        confidence = self.confidence.labels(variant)
+        for score in scores:
+            confidence.observe(score)
+
+    def count_shadow(self, served: str, shadow: str, outcome: str) -> None:
+        self.shadow_requests.labels(served, shadow, outcome).inc()
+
+    def count_feedback(self, variant: str, correct: bool) -> None:
+        self.feedback.labels(variant, "correct" if correct else "incorrect").inc()
+
+    def count_dropped_predictions(self, records: int) -> None:
+        """Predictions the shared store never got (see RedisLedger): their feedback will 404."""
+        self.feedback_records_dropped.inc(records)
+
+    def count_sync_error(self, reason: str) -> None:
+        self.experiment_sync_errors.labels(reason).inc()
+
+    def count_rescan(self, change: str, variants: int) -> None:
+        self.rescans.labels(change).inc(variants)
 
     def observe_request(self, variant: str, status: int, seconds: float) -> None:
         self.requests.labels(variant, str(status)).inc()
