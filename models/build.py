@@ -39,7 +39,7 @@ from models.evaluate import (
     served_accuracy,
     throughput,
 )
-from models.oos import tune_threshold
+from models.oos import ThresholdChoice, tune_threshold
 
 LICENSE_FILES = ("LICENSE", "NOTICE")
 
@@ -111,14 +111,54 @@ def package_variant(
     config: PackageConfig,
 ) -> Path:
     """Export, fuse, quantize, check, tune the oos threshold, evaluate, and write the variant."""
-    from models.export import (
-        STATIC_OP_TYPES,
-        count_initializer_elements,
-        export_onnx,
-        optimize_graph,
-        quantize_int8,
-        quantize_static_int8,
+    from models.export import count_initializer_elements
+
+    graphs = build_graphs(trained, data, workdir, config)
+    stage("check the served graph against the fp32 export on the validation split")
+    one_thread = SessionConfig(intra_op_threads=config.benchmark_threads)
+    reference = load_classifier(graphs.fp32, graphs.tokenizer, graphs.max_length, one_thread)
+    classifier = load_classifier(graphs.served, graphs.tokenizer, graphs.max_length, one_thread)
+    validation = data.splits["validation"]
+    # One text at a time, as the headline accuracy is measured (models.evaluate.ServedAccuracy).
+    probabilities = predict_probabilities(classifier, validation.texts, batch_size=1)
+    agreement = float(
+        (predict_labels(reference, validation.texts, 1) == probabilities.argmax(axis=1)).mean()
     )
+    print(f"argmax agreement with the fp32 export on validation: {agreement:.4f}", flush=True)
+    tuning = tune_oos(probabilities, data, config)
+    rejection = None if tuning is None else oos_threshold(tuning, data)
+
+    stage("evaluate on the test split")
+    elements = count_initializer_elements(graphs.fp32)
+    metrics = measure(classifier, graphs.served, data, elements, config, rejection)
+    print(json.dumps(metrics.model_dump(), indent=2), flush=True)
+    return write_variant(
+        name,
+        base,
+        [*lineage, *packaging_lineage(config, graphs.fused is not None, agreement, tuning)],
+        metrics,
+        data,
+        graphs.max_length,
+        {MODEL_FILE: graphs.served, TOKENIZER_FILE: graphs.tokenizer},
+        repository,
+        rejection,
+    )
+
+
+@dataclass(frozen=True)
+class Graphs:
+    fp32: Path  # the exported graph
+    fused: Path | None  # the fused graph (None: static quantization works on the unfused one)
+    served: Path  # what the variant serves
+    tokenizer: Path  # the serving tokenizer
+    max_length: int
+
+
+def build_graphs(
+    trained: Path, data: TextClassificationData, workdir: Path, config: PackageConfig
+) -> Graphs:
+    """The ONNX export, its fused graph and the quantized graph served, each made once."""
+    from models.export import export_onnx, optimize_graph, quantize_int8, quantize_static_int8
 
     fp32 = workdir / "onnx" / "model.onnx"
     if not fp32.is_file():
@@ -127,23 +167,23 @@ def package_variant(
     if config.quantization not in {"dynamic", "static", "none"}:
         raise ValueError(f"unknown quantization {config.quantization!r}")
     # Static QDQ quantizes the unfused graph: the fused Attention op has no QDQ form.
-    fuse = config.quantization != "static"
-    fused = workdir / "onnx" / "model.fused.onnx"
-    if fuse and not fused.is_file():
+    fused = None if config.quantization == "static" else workdir / "onnx" / "model.fused.onnx"
+    if fused is not None and not fused.is_file():
         stage("fuse graph (onnxruntime transformer optimizer)")
         optimize_graph(fp32, fused, trained / "config.json")
     max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
-    tokenizer_path = workdir / "serving" / TOKENIZER_FILE
+    tokenizer = workdir / "serving" / TOKENIZER_FILE
     pad_token_id = json.loads((trained / "config.json").read_text()).get("pad_token_id")
-    write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer_path, max_length, pad_token_id)
+    write_serving_tokenizer(trained / TOKENIZER_FILE, tokenizer, max_length, pad_token_id)
 
-    served = fused
-    if config.quantization != "none":
-        served = workdir / f"int8-{config.quantization}" / MODEL_FILE
+    if config.quantization == "none":
+        assert fused is not None
+        return Graphs(fp32, fused, fused, tokenizer, max_length)
+    served = workdir / f"int8-{config.quantization}" / MODEL_FILE
     if not served.is_file():
         stage(f"quantize {config.quantization} int8")
         served.parent.mkdir(parents=True, exist_ok=True)
-        if config.quantization == "dynamic":
+        if fused is not None:
             quantize_int8(fused, served, per_channel=config.per_channel)
         else:
             # A random draw: the split is ordered by intent, so its head covers a dozen intents.
@@ -151,50 +191,49 @@ def package_variant(
             pick = np.random.default_rng(0).permutation(len(train))[: config.calibration_texts]
             texts = [train[i] for i in pick]
             quantize_static_int8(
-                fp32, served, tokenizer_path, texts, max_length, per_channel=config.per_channel
+                fp32, served, tokenizer, texts, max_length, per_channel=config.per_channel
             )
+    return Graphs(fp32, fused, served, tokenizer, max_length)
 
-    stage("check the served graph against the fp32 export on the validation split")
-    one_thread = SessionConfig(intra_op_threads=config.benchmark_threads)
-    reference = load_classifier(fp32, tokenizer_path, max_length, one_thread)
-    classifier = load_classifier(served, tokenizer_path, max_length, one_thread)
-    validation = data.splits["validation"]
-    # One text at a time, as the headline accuracy is measured (models.evaluate.ServedAccuracy).
-    probabilities = predict_probabilities(classifier, validation.texts, batch_size=1)
-    agreement = float(
-        (predict_labels(reference, validation.texts, 1) == probabilities.argmax(axis=1)).mean()
+
+def tune_oos(
+    probabilities: np.ndarray, data: TextClassificationData, config: PackageConfig
+) -> ThresholdChoice | None:
+    """The out-of-scope threshold on the validation split, where the data has such a label."""
+    if config.oos_objective is None or data.oos_id is None:
+        return None
+    stage(f"tune the out-of-scope threshold on the validation split ({config.oos_objective})")
+    tuning = tune_threshold(
+        probabilities,
+        np.asarray(data.splits["validation"].label_ids),
+        data.oos_id,
+        config.oos_objective,
+        config.oos_share,
     )
-    print(f"argmax agreement with the fp32 export on validation: {agreement:.4f}", flush=True)
+    print(json.dumps(asdict(tuning)), flush=True)
+    return tuning
 
-    rejection, tuning = None, None
-    if config.oos_objective is not None and data.oos_id is not None:
-        stage(f"tune the out-of-scope threshold on the validation split ({config.oos_objective})")
-        tuning = tune_threshold(
-            probabilities,
-            np.asarray(validation.label_ids),
-            data.oos_id,
-            config.oos_objective,
-            config.oos_share,
-        )
-        rejection = OosThreshold(
-            label=data.labels[data.oos_id],
-            threshold=round(tuning.threshold, 6),
-            objective=tuning.objective,
-            oos_share=tuning.oos_share,
-            split="validation",
-        )
-        print(json.dumps(asdict(tuning)), flush=True)
 
-    stage("evaluate on the test split")
-    metrics = measure(classifier, served, data, count_initializer_elements(fp32), config, rejection)
-    print(json.dumps(metrics.model_dump(), indent=2), flush=True)
+def oos_threshold(tuning: ThresholdChoice, data: TextClassificationData) -> OosThreshold:
+    assert data.oos_id is not None
+    return OosThreshold(
+        label=data.labels[data.oos_id],
+        threshold=round(tuning.threshold, 6),
+        objective=tuning.objective,
+        oos_share=tuning.oos_share,
+        split="validation",
+    )
 
-    lineage = [
-        *lineage,
-        LineageStep(step="export_onnx", params={"exporter": "optimum", "opset": config.opset}),
-    ]
-    if fuse:
-        lineage.append(
+
+def packaging_lineage(
+    config: PackageConfig, fused: bool, agreement: float, tuning: ThresholdChoice | None
+) -> list[LineageStep]:
+    """The card's lineage steps after training: export, fusion, quantization, threshold."""
+    from models.export import STATIC_OP_TYPES
+
+    steps = [LineageStep(step="export_onnx", params={"exporter": "optimum", "opset": config.opset})]
+    if fused:
+        steps.append(
             LineageStep(
                 step="optimize_graph",
                 params={"tool": "onnxruntime.transformers.optimizer", "opt_level": 1},
@@ -213,23 +252,13 @@ def package_variant(
                 calibration_texts=config.calibration_texts,
                 op_types=STATIC_OP_TYPES,
             )
-        lineage.append(LineageStep(step=f"quantize_{config.quantization}", params=params))
+        steps.append(LineageStep(step=f"quantize_{config.quantization}", params=params))
     if tuning is not None:
         rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(tuning).items()}
-        lineage.append(
+        steps.append(
             LineageStep(step="tune_oos_threshold", params={"split": "validation", **rounded})
         )
-    return write_variant(
-        name,
-        base,
-        lineage,
-        metrics,
-        data,
-        max_length,
-        {MODEL_FILE: served, TOKENIZER_FILE: tokenizer_path},
-        repository,
-        rejection,
-    )
+    return steps
 
 
 def write_serving_tokenizer(
