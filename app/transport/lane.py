@@ -7,9 +7,8 @@ answers other methods on their paths), but dispatching them through its router, 
 middleware and per-request exit stacks cost more event-loop CPU than everything else a request
 needs: 0.41 against 0.23 ms per /v1 request, saturated (BENCHMARKS.md). The lane matches the
 routes as the v1 and V2 routers declare them (their compiled paths, their endpoints), so there is
-one route table. It sits inside
-the request-id, metrics and body-limit middleware, so requests keep all of that, and it renders
-errors with the same handlers as the rest of the API.
+one route table. It sits inside the request-id, metrics and body-limit middleware, so requests
+keep all of that, and it renders errors with the same handlers as the rest of the API.
 """
 
 from __future__ import annotations
