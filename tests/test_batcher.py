@@ -88,7 +88,7 @@ def run_batcher(
         workers.start()
         try:
             scored = await asyncio.gather(
-                *(batcher.submit(classifier.tokenize(texts)) for texts in texts_per_request)
+                *(batcher.submit(texts) for texts in texts_per_request)
             )
         finally:
             workers.running -= int(busy_elsewhere)

@@ -1,7 +1,8 @@
 """Dynamic batching for one variant: a bounded queue in front of the runtime.
 
-Requests put their tokenized texts in the queue and wait for their rows of logits. A free
-inference thread (app/core/workers.py) takes what is queued, sorts the texts by length, cuts them
+Requests put their texts in the queue and wait for their rows of logits. A free inference
+thread (app/core/workers.py) takes what is queued, tokenizes it in one call (the tokenizer releases
+the GIL, so the event loop goes on serving HTTP meanwhile), sorts the texts by length, cuts them
 into batches bounded by ``max_batch_size`` and the ``max_batch_tokens`` budget (texts x longest
 text, i.e. with padding), runs them and hands every caller its own rows, in its own order.
 
@@ -81,9 +82,10 @@ class Scored:
 
 @dataclass(eq=False)
 class Job:
-    encodings: Sequence[Encoding]
+    texts: Sequence[str]
     future: asyncio.Future[Scored]
     enqueued: float
+    encodings: Sequence[Encoding] = ()  # tokenized by the inference thread that takes the job
     started: bool = False
     abandoned: bool = False
     rows: dict[int, np.ndarray] = field(default_factory=dict)
@@ -91,7 +93,7 @@ class Job:
 
     def scored(self, started: float) -> Scored:
         return Scored(
-            logits=np.stack([self.rows[row] for row in range(len(self.encodings))]),
+            logits=np.stack([self.rows[row] for row in range(len(self.texts))]),
             token_counts=[len(e.ids) for e in self.encodings],
             truncated=[bool(e.overflowing) for e in self.encodings],
             queue_seconds=started - self.enqueued,
@@ -170,12 +172,12 @@ class Batcher:
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         self.workers.detach(self)
 
-    async def submit(self, encodings: Sequence[Encoding]) -> Scored:
-        if self._alone(encodings):
-            return self._run_inline(encodings)
-        count = len(encodings)
+    async def submit(self, texts: Sequence[str]) -> Scored:
+        if self._alone(texts):
+            return self._run_inline(texts)
+        count = len(texts)
         loop = asyncio.get_running_loop()
-        job = Job(encodings, loop.create_future(), time.perf_counter())
+        job = Job(texts, loop.create_future(), time.perf_counter())
         with self.workers.lock:
             if self.queued_texts + count > self.policy.max_queue_texts:
                 raise QueueFull(
@@ -198,16 +200,16 @@ class Batcher:
         finally:
             timer.cancel()
 
-    def _alone(self, encodings: Sequence[Encoding]) -> bool:
+    def _alone(self, texts: Sequence[str]) -> bool:
         """One text from the only connection, and nothing queued or running in the process."""
         return (
             self.inline is not None
-            and len(encodings) == 1
+            and len(texts) == 1
             and self.requests_in_flight == 0
             and self.workers.idle
         )
 
-    def _run_inline(self, encodings: Sequence[Encoding]) -> Scored:
+    def _run_inline(self, texts: Sequence[str]) -> Scored:
         """Run a lone text on the event-loop thread: no queue, no hand-off to a worker thread.
         Requests that arrive meanwhile wait in the socket buffers, then batch as usual."""
         assert self.inline is not None
@@ -215,7 +217,8 @@ class Batcher:
             self.workers.running += 1
         try:
             # The process's CPU: nothing else runs, and a session on every core has helpers.
-            logits, run = _infer(self.inline, list(encodings), time.process_time)
+            encodings = self.inline.tokenize(list(texts))
+            logits, run = _infer(self.inline, encodings, time.process_time)
         finally:
             with self.workers.lock:
                 self.workers.running -= 1
@@ -243,7 +246,7 @@ class Batcher:
         """With the lock held: the job leaves the queue unserved (taken out lazily)."""
         job.abandoned = True
         self.requests_in_flight -= 1
-        self._change_depth(-len(job.encodings))
+        self._change_depth(-len(job.texts))
 
     def _change_depth(self, delta: int) -> None:
         self.queued_texts += delta
@@ -264,13 +267,13 @@ class Batcher:
             if job.abandoned:
                 self._queue.popleft()
                 continue
-            if jobs and texts + len(job.encodings) > limit:
+            if jobs and texts + len(job.texts) > limit:
                 break
             self._queue.popleft()
             job.started = True
             jobs.append(job)
-            texts += len(job.encodings)
-            self._change_depth(-len(job.encodings))
+            texts += len(job.texts)
+            self._change_depth(-len(job.texts))
         return jobs
 
     def started(self) -> None:
@@ -285,18 +288,22 @@ class Batcher:
         """Run the jobs' texts in batches of similar length, handing each job to the event loop
         as soon as its last batch is done. Blocking: runs on an inference thread."""
         started = time.perf_counter()
-        slots = [(job, row) for job in jobs for row in range(len(job.encodings))]
-        lengths = [len(job.encodings[row].ids) for job, row in slots]
-        rows_left = {job: len(job.encodings) for job in jobs}
+        rows_left = {job: len(job.texts) for job in jobs}
         clock = self.policy.cpu_clock()
         assert self._loop is not None
         policy = self.policy
         try:
+            encodings = self.classifier.tokenize([text for job in jobs for text in job.texts])
+            first = 0
+            for job in jobs:
+                job.encodings = encodings[first : first + len(job.texts)]
+                first += len(job.texts)
+            slots = [(job, row) for job in jobs for row in range(len(job.texts))]
+            lengths = [len(encoding.ids) for encoding in encodings]
             for batch in plan_batches(
                 lengths, policy.max_batch_size, policy.max_batch_tokens, policy.cost
             ):
-                encodings = [slots[i][0].encodings[slots[i][1]] for i in batch]
-                logits, run = _infer(self.classifier, encodings, clock)
+                logits, run = _infer(self.classifier, [encodings[i] for i in batch], clock)
                 self.on_batch(run)
                 for position, index in enumerate(batch):
                     job, row = slots[index]

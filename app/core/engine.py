@@ -337,9 +337,8 @@ class Engine:
         return batch
 
     async def _score(self, variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
-        encodings = variant.classifier.tokenize(texts)
         try:
-            scored = await self.batchers[variant].submit(encodings)
+            scored = await self.batchers[variant].submit(texts)
         except QueueFull:
             self.metrics.reject(variant.name, "full")
             raise
