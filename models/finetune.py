@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -46,9 +47,13 @@ class FinetuneConfig:
     seed: int = 0
     max_steps: int | None = None  # stop early: used by smoke tests
     # Knowledge distillation, used when teacher logits are given: the chapter's
-    # alpha * CE + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+    # alpha * CE + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
+    # or with soft_loss "mse" alpha * CE + (1 - alpha) * ||student - teacher||^2 on the logits
+    # themselves (Kim et al. 2021, "Comparing Kullback-Leibler Divergence and Mean Squared Error
+    # Loss in Knowledge Distillation"), where the temperature plays no part.
     temperature: float = 1.0
     alpha: float = 1.0
+    soft_loss: Literal["kl", "mse"] = "kl"
     # Recovery after magnitude pruning: weights that start at zero stay zero.
     keep_zeros: bool = False
     # bfloat16 autocast for the forward pass; None: wherever the CPU multiplies bfloat16 natively.
@@ -67,6 +72,7 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    soft_loss: str = "kl",
 ) -> torch.Tensor:
     """The chapter's loss; rows labelled ``IGNORE`` (transfer-set texts) add only the soft part."""
     labelled = labels != IGNORE
@@ -75,6 +81,9 @@ def distillation_loss(
         if labelled.any()
         else student_logits.new_zeros(())
     )
+    if soft_loss == "mse":
+        soft = (student_logits - teacher_logits).pow(2).sum(dim=-1).mean()
+        return alpha * hard + (1 - alpha) * soft
     soft = torch.nn.functional.kl_div(
         torch.log_softmax(student_logits / temperature, dim=-1),
         torch.log_softmax(teacher_logits / temperature, dim=-1),
@@ -259,7 +268,12 @@ def finetune(
                 loss = torch.nn.functional.cross_entropy(logits, labels[batch])
             else:
                 loss = distillation_loss(
-                    logits, teacher_logits[batch], labels[batch], config.temperature, config.alpha
+                    logits,
+                    teacher_logits[batch],
+                    labels[batch],
+                    config.temperature,
+                    config.alpha,
+                    config.soft_loss,
                 )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

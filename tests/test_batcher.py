@@ -87,9 +87,7 @@ def run_batcher(
         batcher.start()
         workers.start()
         try:
-            scored = await asyncio.gather(
-                *(batcher.submit(texts) for texts in texts_per_request)
-            )
+            scored = await asyncio.gather(*(batcher.submit(texts) for texts in texts_per_request))
         finally:
             workers.running -= int(busy_elsewhere)
             await workers.stop()

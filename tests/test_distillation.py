@@ -49,3 +49,15 @@ def test_rows_without_a_label_add_only_the_soft_part():
     # With no label at all, the loss is the soft part alone (the hard part is 0, not NaN).
     only_soft = distillation_loss(student, teacher, labels, 2.0, 0.0)
     assert soft.item() == pytest.approx(0.5 * only_soft.item(), rel=1e-6)
+
+
+def test_mse_soft_loss_is_the_squared_distance_between_logits():
+    student = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    teacher = np.array([[3.0, 1.0, -2.0], [-1.0, 0.0, 2.5]])
+    labels = np.array([0, 2])
+    cross_entropy = -log_softmax(student)[np.arange(2), labels].mean()
+    squared = ((student - teacher) ** 2).sum(-1).mean()
+    actual = distillation_loss(
+        torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), 9.0, 0.25, "mse"
+    )
+    assert actual.item() == pytest.approx(0.25 * cross_entropy + 0.75 * squared, rel=1e-6)
