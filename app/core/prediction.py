@@ -56,7 +56,10 @@ def predictions_from_logits(
     probabilities = softmax(logits.astype(np.float32))
     labels = card.labels
     k = min(top_k, len(labels))
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    if k == 1:  # the usual ask: argmax is a tenth of a sort's cost, and breaks ties alike
+        top = probabilities.argmax(axis=1)[:, None]
+    else:
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     rejection = card.oos_threshold
     oos_id = labels.index(rejection.label) if rejection else -1
     predictions = []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,7 +45,8 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         incoming = (header(scope, REQUEST_ID_HEADER) or b"").decode("latin-1")
-        request_id = incoming if VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # 128 random bits as hex, as uuid4().hex gives, in a fifth of the time.
+        request_id = incoming if VALID_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         variant: str | None = None
