@@ -297,6 +297,18 @@ class Engine:
             return Resolved(self.variant(experiment.assign(sticky_key)), experiment.name)
         raise self.unknown_model(model)
 
+    def card(self, model: str) -> VariantCard:
+        """The card of ``model``: a variant's, or for the experiment its first arm's (the arms
+        serve one task). Cards are read at start-up, so this answers before the sessions load."""
+        experiment = self.experiment
+        name = model
+        if experiment is not None and model == experiment.name and model not in self.variant_names:
+            name = experiment.arms[0].variant
+        for _, card in self.cards:
+            if card.name == name:
+                return card
+        raise self.unknown_model(model)
+
     def unknown_model(self, model: str) -> UnknownVariant:
         experiment = [self.experiment.name] if self.experiment else []
         names = ", ".join(sorted(self.variant_names) + experiment)

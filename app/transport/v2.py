@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from app import __version__
-from app.core.card import VariantCard
 from app.core.engine import Engine
 from app.transport.schemas import ErrorResponse
 from app.transport.v1 import answered_by, choose_variant, set_answer_headers
@@ -144,18 +143,6 @@ def _check_version(version: str) -> None:
         raise HTTPException(404, f"unknown model version {version!r}; available: {MODEL_VERSION}")
 
 
-def _card(engine: Engine, name: str) -> VariantCard:
-    # Cards are read at start-up, so metadata and 404s do not wait for the sessions to load.
-    cards = {card.name: card for _, card in engine.cards}
-    experiment = engine.experiment
-    if name in cards:
-        return cards[name]
-    if experiment is not None and name == experiment.name:
-        # The arms serve one task: the first arm's labels describe the experiment's outputs.
-        return cards[experiment.arms[0].variant]
-    raise engine.unknown_model(name)
-
-
 async def _read(request: Request) -> InferRequest:
     # Parsed here rather than by FastAPI so a binary-extension body gets its own clear 400.
     if BINARY_HEADER in request.headers:
@@ -221,7 +208,7 @@ async def infer(request: Request, name: str, version: str) -> Response:
     """Both infer routes; also dispatched directly by app/transport/lane.py."""
     _check_version(version)
     engine = engine_of(request)
-    _card(engine, name)
+    engine.card(name)
     body = await _read(request)
     texts = _texts(body.inputs)
     wanted = _wanted(body.outputs)
@@ -261,7 +248,7 @@ async def infer(request: Request, name: str, version: str) -> Response:
 
 def _metadata(engine: Engine, name: str, version: str) -> ModelMetadata:
     _check_version(version)
-    classes = len(_card(engine, name).labels)
+    classes = len(engine.card(name).labels)
     return ModelMetadata(
         name=name,
         versions=[MODEL_VERSION],
@@ -277,7 +264,7 @@ def _metadata(engine: Engine, name: str, version: str) -> ModelMetadata:
 
 def _model_ready(engine: Engine, name: str, version: str) -> JSONResponse:
     _check_version(version)
-    _card(engine, name)
+    engine.card(name)
     return JSONResponse({"name": name, "ready": engine.ready}, 200 if engine.ready else 503)
 
 
