@@ -14,6 +14,7 @@ import yaml
 from app.core.card import read_card
 from app.core.experiment import EXPERIMENT_FILE
 from models.__main__ import main
+from models.init import transfer_copies_for
 from models.recipe import load_recipe
 from tests.server import run_server
 from tests.test_pipeline import INTENTS, subset
@@ -71,6 +72,10 @@ def test_init_sizes_the_recipe_to_the_data(made):
     assert "oos" not in written  # the data names no out-of-scope label
     assert written["teacher"]["finetune"]["epochs"] == 10  # a few hundred texts: more passes
     assert load_recipe(root / "recipe.yaml").dataset.kind == "files"
+
+
+def test_the_transfer_set_grows_as_the_training_split_shrinks():
+    assert [transfer_copies_for(n) for n in (300, 4_500, 9_000, 15_000, 100_000)] == [4, 4, 2, 1, 1]
 
 
 def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
