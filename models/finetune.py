@@ -126,14 +126,18 @@ def predict_logits(
     max_length: int,
     batch_size: int = 128,
     progress: bool = False,
+    bf16: bool = False,
 ) -> torch.Tensor:
+    """Logits in length order, padded to the longest of each batch. ``bf16``: matrix products in
+    bfloat16, for a teacher labelling a transfer set (see models/teacher.py)."""
     model.eval()
     ids = encode(tokenizer, texts, max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     logits = torch.empty(len(ids), model.config.num_labels)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="predict", disable=not progress, leave=False):
-        logits[batch] = model(**collate(tokenizer, [ids[i] for i in batch])).logits.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits[batch] = model(**collate(tokenizer, [ids[i] for i in batch])).logits.float()
     return logits
 
 

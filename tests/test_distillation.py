@@ -61,3 +61,21 @@ def test_mse_soft_loss_is_the_squared_distance_between_logits():
         torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), 9.0, 0.25, "mse"
     )
     assert actual.item() == pytest.approx(0.25 * cross_entropy + 0.75 * squared, rel=1e-6)
+
+
+def test_logits_in_bfloat16_stay_close_to_float32(tmp_path, clinc):
+    from transformers import AutoTokenizer
+
+    from models.finetune import load_for_classification, predict_logits
+    from tests.tiny import save_tiny_bert
+
+    base = save_tiny_bert(tmp_path / "bert", clinc.splits["train"].texts[:2000], hidden=64)
+    model = load_for_classification(base, clinc.labels)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    texts = clinc.splits["validation"].texts[:200]
+    exact = predict_logits(model, tokenizer, texts, 32)
+    halved = predict_logits(model, tokenizer, texts, 32, bf16=True)
+    assert halved.dtype == torch.float32 and halved.shape == exact.shape
+    assert not torch.equal(halved, exact)  # the products did run in bfloat16
+    spread = float(exact.max() - exact.min())
+    assert float((halved - exact).abs().max()) < 0.05 * spread
