@@ -128,8 +128,9 @@ def predict_logits(
     progress: bool = False,
     bf16: bool = False,
 ) -> torch.Tensor:
-    """Logits in length order, padded to the longest of each batch. ``bf16``: matrix products in
-    bfloat16, for a teacher labelling a transfer set (see models/teacher.py)."""
+    """One row of logits per text, in the order given; run in batches of similar length, each
+    padded to its longest. ``bf16``: matrix products in bfloat16, for a teacher labelling texts
+    (see models/teacher.py)."""
     model.eval()
     ids = encode(tokenizer, texts, max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
