@@ -61,8 +61,8 @@ benchmark-peers: $(VENV)/.dev  ## brum vs naive FastAPI, KServe, MLServer, Bento
 
 RECIPE ?= models/recipes/clinc150.yaml
 
-build-default: $(VENV)/.dev  ## rebuild every variant of the CLINC150 recipe, benchmark, ship (resumable; ~5 h on 2 cores)
-	$(BIN)/python -m models run $(RECIPE) --repository models/repository
+build-default: $(VENV)/.dev  ## rebuild the shipped CLINC150 variants, benchmark, ship (resumable; hours on 2 cores)
+	$(BIN)/python -m models run $(RECIPE) --shipped-only --repository models/repository
 
 verify-repository: $(VENV)/.serve  ## check every card of the shipped repository against its files
 	$(BIN)/python -c "from models.__main__ import main; main(['verify'])"

@@ -136,7 +136,7 @@ def import_model(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from models.run import run_recipe
 
-    run_recipe(args.recipe, args.runs, args.repository)
+    run_recipe(args.recipe, args.runs, args.repository, shipped_only=args.shipped_only)
     return 0
 
 
@@ -170,6 +170,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=Path, default=RUNS)
     p.add_argument(
         "--repository", type=Path, help="where to ship (default: runs/<name>/repository)"
+    )
+    p.add_argument(
+        "--shipped-only",
+        action="store_true",
+        help="build only the ship: true students and the students they start from",
     )
 
     p = command("import", import_model, "make a model you already have a served variant")

@@ -165,6 +165,14 @@ class Recipe(_Strict):
                 )
         return self
 
+    def shipped_lineage(self) -> list[StudentSpec]:
+        """The ``ship: true`` students and every student they start from, in recipe order."""
+        needed = {s.name for s in self.students if s.ship}
+        for spec in reversed(self.students):  # a student starts only from an earlier one
+            if spec.name in needed and spec.start_from is not None:
+                needed.add(spec.start_from)
+        return [s for s in self.students if s.name in needed]
+
     def student(self, name: str) -> StudentSpec:
         for student in self.students:
             if student.name == name:

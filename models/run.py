@@ -5,6 +5,8 @@ pruning, vocabulary, int8) -> the fp32 teacher as the baseline variant -> the be
 all, side by side -> the shipped students and the experiment in a repository. Every stage keeps
 its output under ``runs/<recipe>/`` and is skipped once done, so a killed run resumes where it
 stopped. One bar counts the stages and estimates what is left; each stage shows its own progress.
+With ``shipped_only`` it builds just the ``ship: true`` students and those they start from: the
+students a recipe keeps only to be measured beside them are skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from models.recipe import load_recipe
 from models.sources import load_dataset
 
 
-def run_recipe(path: Path, runs: Path, repository: Path | None = None) -> Path:
+def run_recipe(
+    path: Path, runs: Path, repository: Path | None = None, shipped_only: bool = False
+) -> Path:
     from models.benchmark import main as benchmark
     from models.pipeline import build_students, build_teacher_variant
     from models.ship import ship
@@ -29,7 +33,8 @@ def run_recipe(path: Path, runs: Path, repository: Path | None = None) -> Path:
     root = runs / recipe.name
     built, output = root / "built", root / "benchmark"
     repository = repository or root / "repository"
-    stages = ["teacher", *(f"student {s.name}" for s in recipe.students), "baseline"]
+    students = recipe.shipped_lineage() if shipped_only else recipe.students
+    stages = ["teacher", *(f"student {s.name}" for s in students), "baseline"]
     stages += ["benchmark", "ship"]
     started = time.perf_counter()
     with tqdm(total=len(stages), desc="run", unit="stage", position=0) as bar:
@@ -45,7 +50,7 @@ def run_recipe(path: Path, runs: Path, repository: Path | None = None) -> Path:
         begin("teacher")
         train_teacher(recipe, data, runs)
         done("teacher")
-        for spec in recipe.students:
+        for spec in students:
             begin(f"student {spec.name}")
             (folder,) = build_students(recipe, data, runs, built, only=[spec.name])
             done(f"student {spec.name} -> {folder}")

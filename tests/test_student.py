@@ -118,3 +118,26 @@ def test_the_reference_recipe_is_valid_and_origins_are_checked(tmp_path):
     bad.write_text("name: x\nteacher: {base: t}\nstudents:\n  - {name: a, start_from: b}\n")
     with pytest.raises(RecipeError, match="not an earlier student"):
         load_recipe(bad)
+
+
+def test_the_shipped_lineage_is_the_shipped_students_and_what_they_start_from(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: x\nteacher: {base: t}\nstudents:\n"
+        "  - {name: l6, base: b}\n"
+        "  - {name: measured-only, base: b}\n"
+        "  - {name: l6-aug, start_from: l6}\n"
+        "  - {name: l6-aug-pruned, start_from: l6-aug, ship: true}\n"
+        "  - {name: l3, base: b, ship: true}\n"
+        "  - {name: l6-aug-more, start_from: l6-aug}\n"
+    )
+    lineage = load_recipe(recipe).shipped_lineage()
+    assert [s.name for s in lineage] == ["l6", "l6-aug", "l6-aug-pruned", "l3"]
+    shipped = load_recipe(ROOT / "models" / "recipes" / "clinc150.yaml").shipped_lineage()
+    assert "minilm-l6-augmented10-int8" not in [s.name for s in shipped]
+    assert {s.name for s in shipped if s.ship} == {
+        "minilm-l6-augmented-int8",
+        "minilm-l3-augmented-int8",
+        "minilm-l6-augmented-pruned-int8",
+        "minilm-l6-augmented-static-pc-int8",
+    }
