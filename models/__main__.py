@@ -113,6 +113,15 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare(args: argparse.Namespace) -> int:
+    from models.compare import compare_repositories, render
+
+    comparisons, only_old, only_new = compare_repositories(args.old, args.new)
+    print(render(comparisons, only_old, only_new, args.tolerance))
+    reproduced = all(c.reproduced(args.tolerance) for c in comparisons)
+    return 0 if reproduced and comparisons and not only_old else 1
+
+
 def init(args: argparse.Namespace) -> int:
     from models.init import write_recipe
 
@@ -258,6 +267,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = command("verify", verify, "check every card of a repository against its files")
     p.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
+
+    p = command(
+        "compare", compare, "does a rebuilt repository reproduce another's cards? (exit 1 if not)"
+    )
+    p.add_argument("old", type=Path, help="the repository to reproduce")
+    p.add_argument("new", type=Path, help="the rebuilt one")
+    p.add_argument(
+        "--tolerance", type=float, default=0.5, help="accuracy difference allowed, in points"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
