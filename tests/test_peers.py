@@ -37,6 +37,8 @@ def test_peer_benchmark_measures_each_server(tmp_path):
             assert len(level["rounds_texts_per_second"]) == 2
             assert level["server_cpu_cores"] > 0
     assert result["raw"]["raw_batch32_texts_per_second"] > 0
+    assert result["raw_before"]["session_run_after_pause_p50_ms_all_cores"] > 0
+    assert "after a 0.5 ms pause" in stem.with_suffix(".md").read_text()
     assert set(result["ratios"]) == set(LEVELS)
     assert {g["goal"].split(":")[0] for g in result["goals"]} >= {"1 conn", "16 conns x 8 texts"}
     assert "## brum against the best peer and raw" in stem.with_suffix(".md").read_text()
