@@ -52,16 +52,16 @@ def made(tmp_path_factory, clinc):
     first = written["students"][0]
     first.update(base=base, layers=[0], distill={**first["distill"], **quick}, ship=True)
     del first["vocabulary"]
-    written["students"] = [first]
+    # Kept in the recipe only to be measured: --shipped-only must not build it.
+    measured_only = {**first, "name": "tiny-measured-only", "ship": False}
+    written["students"] = [first, measured_only]
     written["experiment"].update(
         default=first["name"], arms=[{"variant": first["name"], "weight": 1}]
     )
     recipe.write_text(yaml.safe_dump(written, sort_keys=False))
     repository = root / "served"
-    assert (
-        main(["run", str(recipe), "--runs", str(root / "runs"), "--repository", str(repository)])
-        == 0
-    )
+    argv = ["run", str(recipe), "--runs", str(root / "runs"), "--repository", str(repository)]
+    assert main([*argv, "--shipped-only"]) == 0
     return root, repository, written
 
 
@@ -80,7 +80,8 @@ def test_the_transfer_set_grows_as_the_training_split_shrinks():
 
 def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
     root, repository, written = made
-    (name,) = [s["name"] for s in written["students"]]
+    (name,) = [s["name"] for s in written["students"] if s["ship"]]
+    assert not (root / "runs" / "tiny" / "tiny-measured-only").exists()
     card = read_card(repository / name)
     assert card.labels == sorted(INTENTS) and card.oos_threshold is None
     assert card.metrics.split_sizes["validation"] > 0
