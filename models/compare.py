@@ -1,8 +1,9 @@
 """``python -m models compare OLD NEW``: does a rebuilt repository reproduce another's cards?
 
 Two repositories' cards, variant by variant: what each build was asked to do (labels, maximum
-length, base checkpoint, the lineage's steps and their parameters) must match exactly, and what
-it measured (accuracy, vocabulary, size, threshold) is set side by side with the difference.
+length, base checkpoint, the lineage's steps and their parameters) must match exactly where both
+record it (a parameter only one records is listed apart: an option added since), and what it
+measured (accuracy, vocabulary, size, threshold) is set side by side with the difference.
 Training on CPUs is not bit-reproducible across machines and library versions, so measured
 figures are held to ``--tolerance`` (accuracy points) rather than to equality; latency is left
 out, as it measures the machine more than the model.
@@ -41,6 +42,8 @@ OUTCOMES = frozenset(
 class Comparison:
     variant: str
     recipe_differences: list[str]  # empty: both builds were asked the same
+    # Parameters only one build records: an option added (or renamed) since the other was built.
+    recorded_once: list[str]
     figures: list[tuple[str, Any, Any]]  # (figure, old, new)
     accuracy_delta: float | None  # points, new - old
 
@@ -94,16 +97,22 @@ def measured(card: VariantCard) -> dict[str, Any]:
 def compare_cards(old: VariantCard, new: VariantCard) -> Comparison:
     before, after = asked(old), asked(new)
     differences = [
-        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key) != after.get(key)
+        f"{key}: {before[key]!r} -> {after[key]!r}"
+        for key in sorted(before.keys() & after.keys())
+        if before[key] != after[key]
+    ]
+    recorded_once = [
+        f"old only: {key} = {before[key]!r}" for key in sorted(before.keys() - after.keys())
+    ]
+    recorded_once += [
+        f"new only: {key} = {after[key]!r}" for key in sorted(after.keys() - before.keys())
     ]
     old_figures, new_figures = measured(old), measured(new)
     figures = [(name, old_figures[name], new_figures[name]) for name in old_figures]
     delta = None
     if old.metrics and new.metrics:
         delta = round((new.metrics.accuracy - old.metrics.accuracy) * 100, 2)
-    return Comparison(old.name, differences, figures, delta)
+    return Comparison(old.name, differences, recorded_once, figures, delta)
 
 
 def compare_repositories(old: Path, new: Path) -> tuple[list[Comparison], list[str], list[str]]:
@@ -129,6 +138,10 @@ def render(
         if c.recipe_differences:
             lines += ["Asked differently:", ""]
             lines += [f"- {difference}" for difference in c.recipe_differences]
+            lines.append("")
+        if c.recorded_once:
+            lines += ["Recorded by one build only (options added or renamed since):", ""]
+            lines += [f"- {parameter}" for parameter in c.recorded_once]
             lines.append("")
     for label, names in (("Only in the old repository", only_old), ("Only in the new", only_new)):
         if names:

@@ -31,12 +31,14 @@ def test_a_faithful_rebuild_is_reproduced(tmp_path, capsys):
         card["metrics"]["accuracy"] -= 0.003
         card["lineage"][0]["params"]["history"][0]["train_loss"] += 0.1
         card["lineage"][0]["params"]["teacher_run"] = "elsewhere/teacher"
+        card["lineage"][0]["params"]["soft_loss"] = "kl"  # an option added since
 
     copy_cards(tmp_path / "new", retrained)
     assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new")]) == 0
     out = capsys.readouterr().out
     assert f"## {VARIANT}: reproduced" in out
     assert "-0.30 (tolerance 0.5)" in out
+    assert "- new only: 0.distill.soft_loss = 'kl'" in out
 
 
 def test_other_parameters_or_accuracy_beyond_the_tolerance_differ(tmp_path, capsys):
