@@ -89,7 +89,10 @@ def build_variant(
 def finetune_step(
     step: str, config: object, data: TextClassificationData, trained: Path, **extra
 ) -> LineageStep:
-    params = {**asdict(config), "dataset": data.name, **extra, "history": _history(trained)}
+    record = _finetune_record(trained)
+    params = {**asdict(config), "dataset": data.name, **extra, "history": record.get("history", [])}
+    if "bf16" in record.get("config", {}):  # what the run used, where the config says "auto"
+        params["bf16"] = record["config"]["bf16"]
     if params.get("alpha") == 1.0:
         params.pop("temperature", None)
         params.pop("alpha", None)
@@ -364,6 +367,6 @@ def write_variant(
     return folder
 
 
-def _history(trained: Path) -> list[dict]:
+def _finetune_record(trained: Path) -> dict:
     done = trained / "finetune.json"
-    return json.loads(done.read_text())["history"] if done.is_file() else []
+    return json.loads(done.read_text()) if done.is_file() else {}

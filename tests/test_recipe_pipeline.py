@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from app.core.card import read_card, verify_files
 from models.build import PackageConfig
-from models.finetune import load_for_classification
+from models.finetune import load_for_classification, native_bf16
 from models.pipeline import build_student
 from models.recipe import Recipe
 from models.teacher import LOGITS_FILE, teacher_dir
@@ -94,6 +94,7 @@ def test_shallow_student_lineage_and_vocabulary(students):
     assert card.lineage[0].params == {"layers": [0, 2]}
     distill = card.lineage[1].params
     assert distill["temperature"] == 4.0 and distill["alpha"] == 0.5
+    assert distill["bf16"] == native_bf16()  # what ran, not the config's "auto"
     vocab = card.lineage[2].params
     assert vocab["chosen_on"] == "validation"
     assert vocab["vocab_size_after"] < vocab["vocab_size_before"]
