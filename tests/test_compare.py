@@ -24,6 +24,12 @@ def copy_cards(target, change=None):
             (folder / name).write_bytes(b"")
 
 
+def compare(tmp_path, capsys):
+    """The command's exit code and report, old repository against new."""
+    status = main(["compare", str(tmp_path / "old"), str(tmp_path / "new")])
+    return status, capsys.readouterr().out
+
+
 def test_a_faithful_rebuild_is_reproduced(tmp_path, capsys):
     copy_cards(tmp_path / "old")
 
@@ -34,8 +40,8 @@ def test_a_faithful_rebuild_is_reproduced(tmp_path, capsys):
         card["lineage"][0]["params"]["soft_loss"] = "kl"  # an option added since
 
     copy_cards(tmp_path / "new", retrained)
-    assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new")]) == 0
-    out = capsys.readouterr().out
+    status, out = compare(tmp_path, capsys)
+    assert status == 0
     assert f"## {VARIANT}: reproduced" in out
     assert "-0.30 (tolerance 0.5)" in out
     assert "- new only: 0.distill.soft_loss = 'kl'" in out
@@ -49,8 +55,8 @@ def test_other_parameters_or_accuracy_beyond_the_tolerance_differ(tmp_path, caps
         card["lineage"][0]["params"]["temperature"] = 2.0
 
     copy_cards(tmp_path / "new", changed)
-    assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new")]) == 1
-    out = capsys.readouterr().out
+    status, out = compare(tmp_path, capsys)
+    assert status == 1
     assert f"## {VARIANT}: **differs**" in out
     assert "- 0.distill.temperature: 4.8 -> 2.0" in out
     assert "+1.00 (tolerance 0.5)" in out
@@ -61,5 +67,6 @@ def test_a_variant_missing_from_the_rebuild_fails(tmp_path, capsys):
     copy_cards(tmp_path / "old")
     copy_cards(tmp_path / "new")
     shutil.rmtree(tmp_path / "new" / VARIANT)
-    assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new")]) == 1
-    assert f"Only in the old repository: {VARIANT}" in capsys.readouterr().out
+    status, out = compare(tmp_path, capsys)
+    assert status == 1
+    assert f"Only in the old repository: {VARIANT}" in out
