@@ -83,6 +83,10 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
     # vocabulary cost on BANKING77's test split, and int8 embeddings cost only 384 bytes a piece
     # for MiniLM (BENCHMARKS.md, issue 14).
     vocabulary = {"general": [0, 3000, 8000, 15000], "tolerance": 0.0}
+    # Dynamic int8 with a scale per output channel: as fast as one scale per tensor and 0.2 MB
+    # larger, never less accurate in our runs, up to +0.45 point on BANKING77's test split and
+    # +0.8 on CLINC150's (BENCHMARKS.md, issue 14).
+    quantization = {"quantization": "dynamic", "per_channel": True}
     dataset = spec.model_dump(mode="json", exclude_defaults=True)
     students = [
         {
@@ -90,6 +94,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
             "base": STUDENT,
             "distill": {"epochs": teacher_epochs, "learning_rate": 1e-4, **distill},
             "vocabulary": vocabulary,
+            **quantization,
         },
         # More distillation on perturbed utterances only the teacher labels: on CLINC150 it took
         # the int8 L6 student from 0.915 to 0.920 on the test split (models/augment.py).
@@ -103,6 +108,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
             },
             "distill": {"epochs": 3, "learning_rate": 5e-5, **distill},
             "vocabulary": vocabulary,
+            **quantization,
             "ship": True,
         },
         {
@@ -111,6 +117,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
             "layers": [0, 2, 4],
             "distill": {"epochs": teacher_epochs, "learning_rate": 2e-4, **distill},
             "vocabulary": vocabulary,
+            **quantization,
         },
         {
             "name": f"{name}-minilm-l6-augmented-pruned-int8",
@@ -121,6 +128,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
                 "recover": {"epochs": 2, "learning_rate": 5e-5, **distill},
             },
             "vocabulary": vocabulary,
+            **quantization,
             "ship": True,
         },
     ]

@@ -86,6 +86,8 @@ def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
     assert card.labels == sorted(INTENTS) and card.oos_threshold is None
     assert card.metrics.split_sizes["validation"] > 0
     assert card.metrics.split_origins["validation"].startswith("carved from train")
+    (quantized,) = [step for step in card.lineage if step.step.startswith("quantize")]
+    assert (quantized.step, quantized.params["per_channel"]) == ("quantize_dynamic", True)
     assert (repository / EXPERIMENT_FILE).is_file()
     benchmark = root / "runs" / "tiny" / "benchmark"
     rows = json.loads((benchmark / "benchmark.json").read_text())["rows"]
