@@ -164,6 +164,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--hub-id", help="a hub dataset id, where a hub is reachable")
     data.add_argument("--text-column", default="text")
     data.add_argument("--label-column", default="label")
+    data.add_argument(
+        "--label-names",
+        type=Path,
+        help="integer labels: a file of their names, one per line, in id order",
+    )
     data.add_argument("--oos-label", help="the out-of-scope label, if the data has one")
     p.add_argument("--name", help="the recipe's name (default: from the data)")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
@@ -287,7 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="brum-build", description=__doc__)
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    from models.data import DatasetError
+    from models.recipe import RecipeError
+
+    try:
+        return args.func(args)
+    except (DatasetError, RecipeError) as error:
+        # The message already names the file, row or column; a traceback would bury it.
+        print(f"brum-build {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

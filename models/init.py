@@ -42,7 +42,19 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "label_column": args.label_column,
         "oos_label": args.oos_label,
     }
+    if args.label_names is not None:
+        fields["label_names"] = label_names(args.label_names)
     return DatasetSpec(**{k: v for k, v in fields.items() if v is not None})
+
+
+def label_names(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DatasetError(f"label names file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise DatasetError(f"{path}: label names repeat: {repeated}")
+    return names
 
 
 # Optimizer steps of 32 for the teacher's fine-tuning and for each student's distillation. On

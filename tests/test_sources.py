@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import datasets
 import pytest
 
+from models.__main__ import main
 from models.data import DatasetError
-from models.recipe import DatasetSpec
+from models.recipe import DatasetSpec, load_recipe
 from models.sources import load_dataset
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
@@ -202,3 +204,43 @@ def test_banking77_as_shipped_no_validation_split_no_out_of_scope():
     assert len(data.splits["train"]) + len(data.splits["validation"]) == 10003
     assert 950 <= len(data.splits["validation"]) <= 1050
     assert set(data.splits["validation"].label_ids) == set(range(77))
+
+
+def test_init_names_integer_labels_from_a_file(tmp_path):
+    names = ["zebra", "apple", "mango"]
+    texts = [text for text, _ in rows()]
+    data = write_csv(tmp_path / "ints.csv", [(t, str(i // 6)) for i, t in enumerate(texts)])
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    argv = ["init", "--path", str(data), "--text-column", "utterance", "--label-column", "intent"]
+    assert main([*argv, "--label-names", str(tmp_path / "names.txt"), "-o", str(recipe)]) == 0
+    assert load_dataset(load_recipe(recipe).dataset).labels == tuple(names)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], r"small\.csv: label 'rare' has 1 example, too few"),
+        (["--label-names", "repeated.txt"], r"repeated\.txt: label names repeat: \['a'\]"),
+        (["--label-names", "absent.txt"], r"label names file not found: .*absent\.txt"),
+    ],
+)
+def test_init_reports_bad_data_in_one_line_and_exits_2(tmp_path, capsys, extra, message):
+    data = write_csv(tmp_path / "small.csv", [*rows(), ("rare one", "rare")])
+    (tmp_path / "repeated.txt").write_text("a\nb\na\n")
+    extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
+    argv = ["init", "--path", str(data), "--text-column", "utterance", "--label-column", "intent"]
+    assert main([*argv, *extra, "-o", str(tmp_path / "recipe.yaml")]) == 2
+    stderr = capsys.readouterr().err  # the datasets library's progress bars come first
+    error = stderr.splitlines()[-1]
+    assert error.startswith("brum-build init: error: ") and "Traceback" not in stderr
+    assert re.search(message, error)
+    assert not (tmp_path / "recipe.yaml").exists()
+
+
+def test_a_missing_recipe_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nowhere.yaml")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"brum-build run: error: recipe not found: {tmp_path}/nowhere.yaml\n"
+    )
