@@ -3,7 +3,8 @@
 Two repositories' cards, variant by variant: what each build was asked to do (labels, maximum
 length, base checkpoint, the lineage's steps and their parameters) must match exactly where both
 record it (a parameter only one records is listed apart: an option added since), and what it
-measured (accuracy, vocabulary, size, threshold) is set side by side with the difference.
+measured (accuracy with and without the out-of-scope threshold, vocabulary, size, threshold)
+is set side by side with the difference.
 Training on CPUs is not bit-reproducible across machines and library versions, so measured
 figures are held to ``--tolerance`` (accuracy points) rather than to equality; latency is left
 out, as it measures the machine more than the model.
@@ -85,6 +86,8 @@ def measured(card: VariantCard) -> dict[str, Any]:
     metrics = card.metrics
     return {
         "accuracy": metrics.accuracy if metrics else None,
+        # The top label alone: tells the weights apart from the out-of-scope threshold.
+        "accuracy without threshold": metrics.accuracy_without_threshold if metrics else None,
         "in-scope accuracy": metrics.in_scope_accuracy if metrics else None,
         "oos recall": metrics.oos_recall if metrics else None,
         "size MB": round(metrics.size_bytes / 1e6, 2) if metrics else None,
