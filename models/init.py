@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from models.data import DatasetError, TextClassificationData
-from models.recipe import DatasetSpec, Recipe
+from models.recipe import DatasetSpec, Recipe, check_distinct
 from models.sources import load_dataset
 
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -51,9 +51,10 @@ def label_names(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"label names file not found: {path}")
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(set(names)) != len(names):
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        raise DatasetError(f"{path}: label names repeat: {repeated}")
+    try:
+        check_distinct(names)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: {exc}") from exc
     return names
 
 

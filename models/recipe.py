@@ -31,6 +31,13 @@ class SplitSizes(_Strict):
     seed: int = 0
 
 
+def check_distinct(label_names: list[str]) -> None:
+    """A repeated name would silently shift every later id by one when the label set is built."""
+    if len(set(label_names)) != len(label_names):
+        repeated = sorted({name for name in label_names if label_names.count(name) > 1})
+        raise ValueError(f"label names repeat: {repeated}")
+
+
 class DatasetSpec(_Strict):
     """Where the labelled texts come from (models/sources/). ``source`` is inferred when not
     given: ``hub_id`` -> hub; ``train``, or a ``path`` that is a file or has a suffix -> files;
@@ -59,6 +66,13 @@ class DatasetSpec(_Strict):
     )
     empty_texts: Literal["drop", "refuse"] = "drop"
     split: SplitSizes = SplitSizes()
+
+    @field_validator("label_names")
+    @classmethod
+    def _names_are_distinct(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None:
+            check_distinct(names)
+        return names
 
     @property
     def kind(self) -> str:

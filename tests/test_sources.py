@@ -13,7 +13,7 @@ import pytest
 
 from models.__main__ import main
 from models.data import DatasetError
-from models.recipe import DatasetSpec, load_recipe
+from models.recipe import DatasetSpec, RecipeError, load_recipe
 from models.sources import load_dataset
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
@@ -115,6 +115,16 @@ def test_integer_labels_take_their_names_from_the_recipe(tmp_path):
             assert label == texts.index(text) // 6
     with pytest.raises(DatasetError, match=r"ints\.csv: row \d+ has label 2, not an index"):
         load_dataset(spec(path=path, label_names=names[:2]))
+
+
+def test_a_recipe_naming_a_label_twice_is_refused(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: ints\ndataset:\n  train: ints.csv\n  label_names: [zebra, apple, zebra, mango]\n"
+        "teacher:\n  base: bert\nstudents: []\n"
+    )
+    with pytest.raises(RecipeError, match=r"label names repeat: \['zebra'\]"):
+        load_recipe(recipe)
 
 
 def test_the_out_of_scope_label_is_only_what_the_dataset_names(tmp_path):
