@@ -10,7 +10,7 @@ metrics) applies only when the dataset names an out-of-scope label.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 SPLITS = ("train", "validation", "test")
 
@@ -84,3 +84,16 @@ def from_examples(
         for split, rows in examples.items()
     }
     return TextClassificationData(name, labels, splits, oos_label)
+
+
+def with_splits_trained(
+    data: TextClassificationData, splits: tuple[str, ...]
+) -> TextClassificationData:
+    """``data`` with the texts of ``splits`` joined, in order, as its training split."""
+    if splits == ("train",):
+        return data
+    joined = Split(
+        [text for name in splits for text in data.splits[name].texts],
+        [label for name in splits for label in data.splits[name].label_ids],
+    )
+    return replace(data, splits={**data.splits, "train": joined})

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from app.core.card import LineageStep
 from models.build import PackageConfig, finetune_step, package_variant, stage
 from models.checkpoints import ResolvedCheckpoint, resolve
-from models.data import TextClassificationData
+from models.data import TextClassificationData, with_splits_trained
 from models.finetune import (
     FinetuneConfig,
     collate,
@@ -28,10 +28,10 @@ from models.finetune import (
     predict_logits,
 )
 from models.prune import prune_model
-from models.recipe import PruneSpec, Recipe, StudentSpec
+from models.recipe import PruneSpec, Recipe, RecipeError, StudentSpec, VocabularySpec
 from models.sparsity import zero_smallest
 from models.student import student_init
-from models.teacher import load_teacher_logits, teacher_dir, transfer_set
+from models.teacher import split_logits, teacher_dir, transfer_set
 from models.vocab import prune_vocabulary
 
 DONE = "stage.json"
@@ -56,11 +56,20 @@ def build_student(
     repository: Path,
     package: PackageConfig,
 ) -> Path:
+    if spec.refit and data.oos_id is not None:
+        raise RecipeError(
+            f"student {spec.name}: refit trains on the validation split, where the "
+            "out-of-scope threshold is tuned; drop refit or the dataset's oos_label"
+        )
     workdir = student_dir(recipe, runs, spec.name)
     workdir.mkdir(parents=True, exist_ok=True)
     base = resolve(origin(recipe, spec).base or "")
-    teacher_logits = load_teacher_logits(recipe, runs, len(data.splits["train"]))
     teacher_ref = {"teacher": recipe.teacher.base, "teacher_run": str(teacher_dir(recipe, runs))}
+    trained_on = ("train", "validation") if spec.refit else ("train",)
+    if spec.refit:
+        teacher_ref["refit"] = True
+    teacher_logits = torch.cat([split_logits(recipe, data, runs, split) for split in trained_on])
+    train_data = with_splits_trained(data, trained_on)
     lineage: list[LineageStep] = []
 
     if spec.start_from is not None:
@@ -76,25 +85,33 @@ def build_student(
 
     transfer = None
     if spec.transfer:
-        sets = [transfer_set(recipe, data, runs, augment_spec) for augment_spec in spec.transfer]
-        transfer = ([text for texts, _ in sets for text in texts], torch.cat([x for _, x in sets]))
+        sets = [
+            [transfer_set(recipe, data, runs, augment_spec, split) for split in trained_on]
+            for augment_spec in spec.transfer
+        ]
+        pairs = [pair for per_split in sets for pair in per_split]
+        texts = [text for set_texts, _ in pairs for text in set_texts]
+        transfer = (texts, torch.cat([logits for _, logits in pairs]))
         teacher_ref["transfer_sets"] = [
-            {**augment_spec.model_dump(), "texts": len(texts)}
-            for augment_spec, (texts, _) in zip(spec.transfer, sets, strict=True)
+            {**augment_spec.model_dump(), "texts": sum(len(t) for t, _ in per_split)}
+            for augment_spec, per_split in zip(spec.transfer, sets, strict=True)
         ]
 
     if spec.start_from is None or spec.distill:
-        stage(f"{spec.name}: distil from the teacher")
+        stage(
+            f"{spec.name}: distil from the teacher"
+            + (" on train + validation" if spec.refit else "")
+        )
         config = FinetuneConfig(**spec.distill)
         trained = finetune(
             init,
-            data,
+            train_data,
             workdir / "distill",
             config,
             teacher_logits=teacher_logits,
             transfer=transfer,
         )
-        lineage.append(finetune_step("distill", config, data, trained, **teacher_ref))
+        lineage.append(finetune_step("distill", config, train_data, trained, **teacher_ref))
         (trained / "lineage.json").write_text(
             json.dumps([step.model_dump() for step in lineage], indent=2)
         )
@@ -106,19 +123,21 @@ def build_student(
         kind = "structured" if structured else "magnitude"
         stage(f"{spec.name}: {kind} pruning")
         pruned = workdir / "pruned"
-        summary = prune_stage(trained, pruned, data, spec.prune)
+        summary = prune_stage(trained, pruned, train_data, spec.prune)
         lineage.append(LineageStep(step=f"prune_{kind}", params=summary))
         stage(f"{spec.name}: distil to recover")
         recover = FinetuneConfig(**spec.prune.recover, keep_zeros=spec.prune.magnitude > 0)
         trained = finetune(
             pruned,
-            data,
+            train_data,
             workdir / "recover",
             recover,
             teacher_logits=teacher_logits,
             transfer=transfer,
         )
-        lineage.append(finetune_step("distill_recover", recover, data, trained, **teacher_ref))
+        lineage.append(
+            finetune_step("distill_recover", recover, train_data, trained, **teacher_ref)
+        )
 
     if spec.vocabulary is not None:
         stage(f"{spec.name}: prune the vocabulary, choosing on the validation split")
@@ -128,7 +147,14 @@ def build_student(
         if parent is not None and same_weights and parent.vocabulary == spec.vocabulary:
             # Same weights, same choice: reuse the parent's result rather than recompute it.
             vocab_dir = student_dir(recipe, runs, parent.name) / "vocab"
-        trained, summary = vocabulary_stage(trained, vocab_dir, data, spec)
+        vocabulary, chosen_on = spec.vocabulary, "validation"
+        if spec.refit and parent is not None:
+            # Validation is training data now, so it cannot choose: the parent chose on it unseen.
+            parent_vocab = student_dir(recipe, runs, parent.name) / "vocab" / DONE
+            general = json.loads(parent_vocab.read_text())["general"]
+            vocabulary = vocabulary.model_copy(update={"general": [general]})
+            chosen_on = f"{parent.name}, on validation"
+        trained, summary = vocabulary_stage(trained, vocab_dir, train_data, vocabulary, chosen_on)
         lineage.append(LineageStep(step="prune_vocabulary", params=summary))
 
     return package_variant(spec.name, trained, base, lineage, data, workdir, repository, package)
@@ -165,12 +191,15 @@ def prune_stage(trained: Path, output: Path, data: TextClassificationData, spec:
 
 
 def vocabulary_stage(
-    trained: Path, output: Path, data: TextClassificationData, spec: StudentSpec
+    trained: Path,
+    output: Path,
+    data: TextClassificationData,
+    vocabulary: VocabularySpec,
+    chosen_on: str = "validation",
 ) -> tuple[Path, dict]:
     """Try each ``general`` size; keep the smallest within ``tolerance`` of the full vocabulary."""
     if (output / DONE).is_file():
         return output / "chosen", json.loads((output / DONE).read_text())
-    assert spec.vocabulary is not None
     validation = data.splits["validation"]
     truth = torch.tensor(validation.label_ids)
     max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
@@ -183,7 +212,7 @@ def vocabulary_stage(
 
     full = validation_accuracy(trained)
     candidates = []
-    for general in sorted(spec.vocabulary.general):
+    for general in sorted(vocabulary.general):
         candidate = output / f"general-{general}"
         info = prune_vocabulary(trained, candidate, data.splits["train"].texts, general=general)
         info["validation_accuracy"] = round(validation_accuracy(candidate), 4)
@@ -192,16 +221,16 @@ def vocabulary_stage(
     fitting = [
         (path, info)
         for path, info in candidates
-        if info["validation_accuracy"] >= full - spec.vocabulary.tolerance
+        if info["validation_accuracy"] >= full - vocabulary.tolerance
     ]
     chosen, info = min(fitting or candidates[-1:], key=lambda c: c[1]["vocab_size_after"])
     shutil.copytree(chosen, output / "chosen", dirs_exist_ok=True)
     shutil.copyfile(trained / "finetune.json", output / "chosen" / "finetune.json")
     summary = {
         **info,
-        "chosen_on": "validation",
+        "chosen_on": chosen_on,
         "validation_accuracy_full_vocabulary": round(full, 4),
-        "tolerance": spec.vocabulary.tolerance,
+        "tolerance": vocabulary.tolerance,
         "candidates": [c[1] for c in candidates],
     }
     (output / DONE).write_text(json.dumps(summary, indent=2))

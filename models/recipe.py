@@ -141,6 +141,11 @@ class StudentSpec(_Strict):
     )
     prune: PruneSpec | None = None
     vocabulary: VocabularySpec | None = None
+    refit: bool = Field(
+        False,
+        description="train on the validation split too (its texts and their perturbed copies), "
+        "once start_from's choices were made on it; the vocabulary size is start_from's",
+    )
     quantization: Literal["dynamic", "static", "none"] = "dynamic"
     per_channel: bool = False
     ship: bool = False
@@ -154,6 +159,11 @@ class StudentSpec(_Strict):
     def _one_origin(self) -> StudentSpec:
         if (self.base is None) == (self.start_from is None):
             raise ValueError(f"student {self.name}: give exactly one of base or start_from")
+        if self.refit and self.start_from is None:
+            raise ValueError(
+                f"student {self.name}: refit needs start_from, the student whose choices "
+                "were made on the validation split it then trains on"
+            )
         return self
 
 
@@ -176,6 +186,12 @@ class Recipe(_Strict):
                 raise ValueError(
                     f"student {student.name} starts from {student.start_from!r}, "
                     "which is not an earlier student"
+                )
+            parent = self.students[names.index(student.start_from)] if student.refit else None
+            if parent is not None and student.vocabulary is not None and parent.vocabulary is None:
+                raise ValueError(
+                    f"student {student.name}: a refit student keeps the vocabulary size its "
+                    f"start_from chose on validation, but {parent.name} prunes no vocabulary"
                 )
         return self
 

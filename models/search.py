@@ -20,7 +20,7 @@ from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, predict_logits
 from models.recipe import Recipe, StudentSpec
 from models.student import student_init
-from models.teacher import load_teacher_logits
+from models.teacher import split_logits
 
 
 def search_distillation(
@@ -34,7 +34,7 @@ def search_distillation(
     workdir = runs / recipe.name / f"search-{spec.name}"
     base = resolve(spec.base or "")
     init = student_init(base.path, spec.layers, workdir)
-    teacher_logits = load_teacher_logits(recipe, runs, len(data.splits["train"]))
+    teacher_logits = split_logits(recipe, data, runs, "train")
     validation = data.splits["validation"]
     truth = torch.tensor(validation.label_ids)
 

@@ -38,49 +38,53 @@ def train_teacher(recipe: Recipe, data: TextClassificationData, runs: Path) -> P
         model_dir = adopt_teacher(base.path, data, workdir / "finetune", config)
     else:
         model_dir = finetune(base.path, data, workdir / "finetune", config)
-    logits_path = workdir / LOGITS_FILE
-    if not logits_path.is_file():
-        print("==> teacher logits on the training split", flush=True)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        logits = predict_logits(
-            model,
-            tokenizer,
-            data.splits["train"].texts,
-            config.max_length,
-            progress=True,
-            bf16=LABEL_IN_BF16,
-        )
-        np.save(logits_path, logits.numpy().astype(np.float32))
+    split_logits(recipe, data, runs, "train")
     return model_dir
 
 
-def load_teacher_logits(recipe: Recipe, runs: Path, examples: int) -> torch.Tensor:
-    logits = np.load(teacher_dir(recipe, runs) / LOGITS_FILE)
-    if logits.shape[0] != examples:
-        raise ValueError(f"teacher logits hold {logits.shape[0]} rows, the split {examples}")
+def split_logits(
+    recipe: Recipe, data: TextClassificationData, runs: Path, split: str
+) -> torch.Tensor:
+    """The teacher's logits on one split of ``data``, one row per text, computed once."""
+    texts = data.splits[split].texts
+    path = teacher_dir(recipe, runs) / f"{split}_logits.npy"
+    if not path.is_file():
+        print(f"==> teacher logits on the {split} split", flush=True)
+        np.save(path, _label(recipe, runs, texts))
+    logits = np.load(path)
+    if logits.shape[0] != len(texts):
+        raise ValueError(f"{path} holds {logits.shape[0]} rows of logits, the split {len(texts)}")
     return torch.from_numpy(logits)
 
 
 def transfer_set(
-    recipe: Recipe, data: TextClassificationData, runs: Path, spec: AugmentSpec
+    recipe: Recipe,
+    data: TextClassificationData,
+    runs: Path,
+    spec: AugmentSpec,
+    split: str = "train",
 ) -> tuple[list[str], torch.Tensor]:
-    """Augmented training texts and the teacher's logits on them, computed once per ``spec``."""
+    """Perturbed texts of one split and the teacher's logits on them, computed once per ``spec``."""
     key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
-    folder = teacher_dir(recipe, runs) / f"transfer-{key}"
+    folder = teacher_dir(recipe, runs) / (
+        f"transfer-{key}" if split == "train" else f"transfer-{key}-{split}"
+    )
     texts_path, logits_path = folder / TRANSFER_TEXTS, folder / LOGITS_FILE
     if not logits_path.is_file():
-        texts = augment(data.splits["train"].texts, spec)
-        print(f"==> teacher logits on {len(texts)} augmented texts ({spec})", flush=True)
-        model_dir = teacher_dir(recipe, runs) / "finetune"
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        max_length = FinetuneConfig(**recipe.teacher.finetune).max_length
-        logits = predict_logits(
-            model, tokenizer, texts, max_length, progress=True, bf16=LABEL_IN_BF16
-        )
+        texts = augment(data.splits[split].texts, spec)
+        print(f"==> teacher logits on {len(texts)} augmented {split} texts ({spec})", flush=True)
+        logits = _label(recipe, runs, texts)
         folder.mkdir(parents=True, exist_ok=True)
         texts_path.write_text(json.dumps({"spec": spec.model_dump(), "texts": texts}))
-        np.save(logits_path, logits.numpy().astype(np.float32))
+        np.save(logits_path, logits)
     texts = json.loads(texts_path.read_text())["texts"]
     return texts, torch.from_numpy(np.load(logits_path))
+
+
+def _label(recipe: Recipe, runs: Path, texts: list[str]) -> np.ndarray:
+    model_dir = teacher_dir(recipe, runs) / "finetune"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    max_length = FinetuneConfig(**recipe.teacher.finetune).max_length
+    logits = predict_logits(model, tokenizer, texts, max_length, progress=True, bf16=LABEL_IN_BF16)
+    return logits.numpy().astype(np.float32)

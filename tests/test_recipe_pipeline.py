@@ -11,7 +11,7 @@ from app.core.card import read_card, verify_files
 from models.build import PackageConfig
 from models.finetune import load_for_classification, native_bf16
 from models.pipeline import build_student
-from models.recipe import Recipe
+from models.recipe import Recipe, RecipeError
 from models.teacher import LOGITS_FILE, teacher_dir
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
@@ -68,21 +68,101 @@ def students(tmp_path_factory, clinc):
             ],
         }
     )
+    built = build_all(recipe, data, base, root)
+    return built, data
+
+
+def build_all(recipe: Recipe, data, base, root) -> dict:
     runs = root / "runs"
-    # A stand-in teacher: confident on the true labels.
+    # A stand-in teacher: confident on the true labels of the training split,
     teacher = teacher_dir(recipe, runs)
     teacher.mkdir(parents=True)
     labels = np.array(data.splits["train"].label_ids)
     np.save(teacher / LOGITS_FILE, np.eye(len(data.labels), dtype=np.float32)[labels] * 6)
-    # and a model, which labels the transfer set
+    # and a model, which labels the transfer sets and any other split
     load_for_classification(base, data.labels).save_pretrained(teacher / "finetune")
     AutoTokenizer.from_pretrained(base).save_pretrained(teacher / "finetune")
     package = PackageConfig(latency_samples=20)
-    built = {
+    return {
         spec.name: build_student(recipe, spec, data, runs, root / "repository", package)
         for spec in recipe.students
     }
-    return built, data
+
+
+DISTILL = {
+    "epochs": 2,
+    "learning_rate": 3e-3,
+    "batch_size": 16,
+    "max_length": 32,
+    "temperature": 4.0,
+    "alpha": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def refit(tmp_path_factory, clinc):
+    """Distilled on train, its vocabulary chosen on validation; then trained on both."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("refit")
+    data = subset(clinc, tuple(intent for intent in INTENTS if intent != "oos"))
+    base = save_tiny_bert(root / "base", clinc.splits["train"].texts, hidden=64, layers=2)
+    vocabulary = {"general": [0, 50, 100], "tolerance": 0.05}
+    recipe = Recipe.model_validate(
+        {
+            "name": "tiny",
+            "teacher": {"base": str(base)},
+            "students": [
+                {"name": "first", "base": str(base), "distill": DISTILL, "vocabulary": vocabulary},
+                {
+                    "name": "refit",
+                    "start_from": "first",
+                    "refit": True,
+                    "transfer": {"kinds": ["light"], "copies": 1, "seed": 0},
+                    "distill": {**DISTILL, "epochs": 1},
+                    "vocabulary": vocabulary,
+                },
+            ],
+        }
+    )
+    return build_all(recipe, data, base, root), data, root
+
+
+def test_a_refit_student_trains_on_validation_too_and_keeps_its_parents_vocabulary(refit):
+    built, data, root = refit
+    first, card = read_card(built["first"]), read_card(built["refit"])
+    verify_files(built["refit"], card)
+    train, validation = len(data.splits["train"]), len(data.splits["validation"])
+    steps = {step.step: step.params for step in card.lineage}  # the last of each
+    assert [step.step for step in card.lineage][:3] == ["distill", "distill", "prune_vocabulary"]
+    distill = steps["distill"]
+    assert distill["refit"] is True
+    assert distill["transfer_sets"][0]["texts"] == train + validation  # one copy of each text
+    # Every batch holds at most 16: no fewer steps cover train, validation and their copies.
+    assert distill["history"][-1]["step"] * 16 >= 2 * (train + validation)
+    validation_logits = np.load(root / "runs" / "tiny" / "teacher" / "validation_logits.npy")
+    assert validation_logits.shape == (validation, len(data.labels))
+    vocabulary = steps["prune_vocabulary"]
+    assert vocabulary["chosen_on"] == "first, on validation"
+    chosen = next(step.params for step in first.lineage if step.step == "prune_vocabulary")
+    assert [c["general"] for c in vocabulary["candidates"]] == [chosen["general"]]
+    assert card.labels == first.labels == list(data.labels)
+
+
+def test_refit_is_refused_where_validation_tunes_the_out_of_scope_threshold(students, tmp_path):
+    _, data = students
+    assert data.oos_id is not None
+    recipe = Recipe.model_validate(
+        {
+            "name": "tiny",
+            "teacher": {"base": "t"},
+            "students": [
+                {"name": "first", "base": "b"},
+                {"name": "refit", "start_from": "first", "refit": True, "distill": DISTILL},
+            ],
+        }
+    )
+    with pytest.raises(RecipeError, match="refit trains on the validation split"):
+        build_student(recipe, recipe.students[1], data, tmp_path, tmp_path, PackageConfig())
 
 
 def test_shallow_student_lineage_and_vocabulary(students):

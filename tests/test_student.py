@@ -120,6 +120,24 @@ def test_the_reference_recipe_is_valid_and_origins_are_checked(tmp_path):
         load_recipe(bad)
 
 
+@pytest.mark.parametrize(
+    ("students", "message"),
+    [
+        ("  - {name: a, base: b, refit: true}\n", "refit needs start_from"),
+        (
+            "  - {name: a, base: b}\n"
+            "  - {name: c, start_from: a, refit: true, vocabulary: {general: [0]}}\n",
+            "keeps the vocabulary size its start_from chose on validation, but a prunes no",
+        ),
+    ],
+)
+def test_a_refit_student_needs_a_parent_that_chose_on_validation(tmp_path, students, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nteacher: {base: t}\nstudents:\n" + students)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(recipe)
+
+
 def test_the_shipped_lineage_is_the_shipped_students_and_what_they_start_from(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
