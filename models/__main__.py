@@ -156,7 +156,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         return parser
 
     p = command("init", init, "write a recipe sized to your data (then: run)")
-    data = p.add_argument_group("data (one of --train, --path, --hub-id)")
+    data = p.add_argument_group("data (one of DATA, --train, --path, --hub-id)")
+    data.add_argument(
+        "data",
+        nargs="?",
+        type=Path,
+        metavar="DATA",
+        help="one data file (CSV, TSV, JSON Lines, Parquet) or a save_to_disk folder",
+    )
     data.add_argument("--train", type=Path, help="training file (CSV, TSV, JSON Lines, Parquet)")
     data.add_argument("--validation", type=Path, help="validation file (else carved from train)")
     data.add_argument("--test", type=Path, help="test file (else carved)")

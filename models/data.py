@@ -1,10 +1,11 @@
 """A labelled text-classification dataset in memory: its label set and its splits.
 
 Every source (models/sources/) ends here, in ``from_examples``: the label set is fixed from the
-training split, in a stable order (the names a source gives, else sorted), so that label ids are
-the same across machines, file orders and sources; a label that only validation or test has is an
-error, as is a dataset of fewer than two labels. The out-of-scope handling (threshold, ``oos``
-metrics) applies only when the dataset names an out-of-scope label.
+training split, in a stable order (the names a source gives, else sorted, numerically where
+every label is an integer), so that label ids are the same across machines, file orders and
+sources; a label that only validation or test has is an error, as is a dataset of fewer than two
+labels. The out-of-scope handling (threshold, ``oos`` metrics) applies only when the dataset names
+an out-of-scope label.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def from_examples(
             f"({sorted(seen)}); a classifier needs at least two"
         )
     if label_order is None:
-        labels = tuple(sorted(seen))
+        # Integer labels in numeric order: "10" after "9", and ids equal to the labels 0..n-1.
+        numeric = all(label.lstrip("-").isdigit() for label in seen)
+        labels = tuple(sorted(seen, key=lambda label: (int(label), label) if numeric else label))
     else:
         labels = tuple(label for label in dict.fromkeys(label_order) if label in seen)
     for split, rows in examples.items():

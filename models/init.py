@@ -29,14 +29,14 @@ PIECES_PER_WORD = 1.4
 
 
 def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
-    given = [x for x in (args.train, args.path, args.hub_id) if x is not None]
+    given = [x for x in (args.data, args.train, args.path, args.hub_id) if x is not None]
     if len(given) != 1:
-        raise DatasetError("init: give exactly one of --train (with --test), --path, --hub-id")
+        raise DatasetError("give exactly one of DATA, --train (with --test), --path, --hub-id")
     fields = {
         "train": args.train,
         "validation": args.validation,
         "test": args.test,
-        "path": args.path,
+        "path": args.path or args.data,
         "hub_id": args.hub_id,
         "text_column": args.text_column,
         "label_column": args.label_column,

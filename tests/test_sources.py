@@ -127,6 +127,14 @@ def test_a_recipe_naming_a_label_twice_is_refused(tmp_path):
         load_recipe(recipe)
 
 
+def test_integer_labels_without_names_keep_their_numeric_order(tmp_path):
+    texts = [text for text, _ in rows()]
+    # Labels 0, 2, 10: sorted as strings, "10" would come before "2".
+    pairs = [(text, str([0, 2, 10][index // 6])) for index, text in enumerate(texts)]
+    data = load_dataset(spec(path=write_csv(tmp_path / "ints.csv", pairs)))
+    assert data.labels == ("0", "2", "10")
+
+
 def test_the_out_of_scope_label_is_only_what_the_dataset_names(tmp_path):
     path = write_csv(tmp_path / "all.csv", rows())
     assert load_dataset(spec(path=path)).oos_id is None
@@ -222,7 +230,7 @@ def test_init_names_integer_labels_from_a_file(tmp_path):
     data = write_csv(tmp_path / "ints.csv", [(t, str(i // 6)) for i, t in enumerate(texts)])
     (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
     recipe = tmp_path / "recipe.yaml"
-    argv = ["init", "--path", str(data), "--text-column", "utterance", "--label-column", "intent"]
+    argv = ["init", str(data), "--text-column", "utterance", "--label-column", "intent"]
     assert main([*argv, "--label-names", str(tmp_path / "names.txt"), "-o", str(recipe)]) == 0
     assert load_dataset(load_recipe(recipe).dataset).labels == tuple(names)
 
@@ -239,7 +247,7 @@ def test_init_reports_bad_data_in_one_line_and_exits_2(tmp_path, capsys, extra, 
     data = write_csv(tmp_path / "small.csv", [*rows(), ("rare one", "rare")])
     (tmp_path / "repeated.txt").write_text("a\nb\na\n")
     extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
-    argv = ["init", "--path", str(data), "--text-column", "utterance", "--label-column", "intent"]
+    argv = ["init", str(data), "--text-column", "utterance", "--label-column", "intent"]
     assert main([*argv, *extra, "-o", str(tmp_path / "recipe.yaml")]) == 2
     stderr = capsys.readouterr().err  # the datasets library's progress bars come first
     error = stderr.splitlines()[-1]
