@@ -74,6 +74,33 @@ def test_init_sizes_the_recipe_to_the_data(made):
     assert load_recipe(root / "recipe.yaml").dataset.kind == "files"
 
 
+def test_init_refits_the_later_l6_stages_unless_validation_tunes_a_threshold(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    train = write_split(tmp_path / "train.csv", data, "train")
+    argv = [
+        "init",
+        str(train),
+        "--name",
+        "tiny",
+        "--text-column",
+        "utterance",
+        "--label-column",
+        "intent",
+    ]
+    refit = {}
+    for oos in (False, True):
+        recipe = tmp_path / f"oos-{oos}.yaml"
+        assert main([*argv, *(["--oos-label", "oos"] if oos else []), "-o", str(recipe)]) == 0
+        refit[oos] = {s.name: s.refit for s in load_recipe(recipe).students}
+    assert refit[False] == {
+        "tiny-minilm-l6-int8": False,
+        "tiny-minilm-l6-augmented-int8": True,
+        "tiny-minilm-l3-int8": False,
+        "tiny-minilm-l6-augmented-pruned-int8": True,
+    }
+    assert not any(refit[True].values())
+
+
 def test_the_transfer_set_grows_as_the_training_split_shrinks():
     assert [transfer_copies_for(n) for n in (300, 4_500, 9_000, 15_000, 100_000)] == [4, 4, 2, 1, 1]
 
