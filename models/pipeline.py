@@ -140,20 +140,20 @@ def build_student(
         )
 
     if spec.vocabulary is not None:
-        stage(f"{spec.name}: prune the vocabulary, choosing on the validation split")
         vocab_dir = workdir / "vocab"
         parent = recipe.student(spec.start_from) if spec.start_from else None
         same_weights = spec.prune is None and not spec.distill
         if parent is not None and same_weights and parent.vocabulary == spec.vocabulary:
             # Same weights, same choice: reuse the parent's result rather than recompute it.
             vocab_dir = student_dir(recipe, runs, parent.name) / "vocab"
-        vocabulary, chosen_on = spec.vocabulary, "validation"
+        vocabulary, chosen_on = spec.vocabulary, "validation"  # or: "<student>, on validation"
         if spec.refit and parent is not None:
             # Validation is training data now, so it cannot choose: the parent chose on it unseen.
             parent_vocab = student_dir(recipe, runs, parent.name) / "vocab" / DONE
             general = json.loads(parent_vocab.read_text())["general"]
             vocabulary = vocabulary.model_copy(update={"general": [general]})
             chosen_on = f"{parent.name}, on validation"
+        stage(f"{spec.name}: prune the vocabulary, its size chosen by {chosen_on}")
         trained, summary = vocabulary_stage(trained, vocab_dir, train_data, vocabulary, chosen_on)
         lineage.append(LineageStep(step="prune_vocabulary", params=summary))
 
