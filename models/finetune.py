@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from models.data import Split, TextClassificationData
+from models.recipe import StaleRunError
 from models.sparsity import keep_zeros, zero_masks
 
 STATE_FILE = "train_state.pt"
@@ -159,6 +160,28 @@ def load_for_classification(base: Path, labels: tuple[str, ...]) -> PreTrainedMo
     )
 
 
+def check_same_run(output: Path, recorded: dict, config: FinetuneConfig, examples: int) -> None:
+    """Refuse to reuse or resume a run in ``output`` that the recipe no longer describes. Runs
+    recorded before a setting existed are not held to it; bf16 "auto" matches what it chose."""
+    asked = asdict(config)
+    before = recorded.get("config", {})
+    changed = {
+        key: (before[key], value)
+        for key, value in asked.items()
+        if key in before and key != "bf16" and before[key] != value
+    }
+    if recorded.get("examples", examples) != examples:
+        changed["training texts"] = (recorded["examples"], examples)
+    if config.bf16 is not None and before.get("bf16") not in (None, config.bf16):
+        changed["bf16"] = (before["bf16"], config.bf16)
+    if changed:
+        differences = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+        raise StaleRunError(
+            f"{output} holds a run with other settings ({differences}); "
+            f"delete it to train again, or restore the recipe"
+        )
+
+
 def finetune(
     base: Path,
     data: TextClassificationData,
@@ -174,13 +197,15 @@ def finetune(
     With ``teacher_logits`` (one row per training example), train on the distillation loss;
     ``transfer`` adds unlabelled texts with the teacher's logits on them (see models/augment.py).
     """
+    train = data.splits["train"]
+    examples = len(train) + (len(transfer[0]) if transfer is not None else 0)
     if (output / DONE_FILE).is_file():
+        check_same_run(output, json.loads((output / DONE_FILE).read_text()), config, examples)
         return output
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = load_for_classification(base, data.labels)
-    train = data.splits["train"]
     texts, labels = list(train.texts), torch.tensor(train.label_ids)
     if transfer is not None:
         if teacher_logits is None:
@@ -218,6 +243,7 @@ def finetune(
     state_path = output / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
+        check_same_run(output, state, config, examples)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -243,6 +269,8 @@ def finetune(
                 "history": history,
                 "batches_done": batches_done,
                 "running_loss": running_loss,
+                "config": asdict(config),
+                "examples": examples,
             },
             partial,
         )
@@ -312,6 +340,9 @@ def finetune(
     tokenizer.save_pretrained(output)
     state_path.unlink(missing_ok=True)
     (output / DONE_FILE).write_text(
-        json.dumps({"config": asdict(config) | {"bf16": bf16}, "history": history}, indent=2)
+        json.dumps(
+            {"config": asdict(config) | {"bf16": bf16}, "examples": examples, "history": history},
+            indent=2,
+        )
     )
     return output

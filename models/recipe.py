@@ -216,6 +216,10 @@ class RecipeError(ValueError):
     """The recipe file is missing or invalid."""
 
 
+class StaleRunError(RecipeError):
+    """A finished or half-done stage on disk was asked for with other settings or other data."""
+
+
 def load_recipe(path: Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe not found: {path}")

@@ -1,12 +1,15 @@
 """Students: a layer subset of a pretrained encoder, and distillation moving toward the teacher."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+from models.data import Split
 from models.finetune import FinetuneConfig, finetune, predict_logits
-from models.recipe import RecipeError, load_recipe
+from models.recipe import RecipeError, StaleRunError, load_recipe
 from models.student import keep_layers
 from tests.server import ROOT
 from tests.test_pipeline import INTENTS, subset
@@ -101,6 +104,17 @@ def test_a_distillation_stopped_mid_epoch_resumes_to_the_same_model(tmp_path, cl
     monkeypatch.undo()
     state = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)
     assert (state["epoch"], state["batches_done"]) == (1, 2)
+    with pytest.raises(
+        StaleRunError, match=r"resumed holds a run with other settings \(epochs 2 -> 3\)"
+    ):
+        finetune(
+            base,
+            data,
+            tmp_path / "resumed",
+            replace(config, epochs=3),
+            progress=False,
+            teacher_logits=teacher_logits,
+        )
     resumed = distil(tmp_path / "resumed", checkpoint_seconds=0.0)
 
     expected = AutoModelForSequenceClassification.from_pretrained(whole).state_dict()
@@ -109,6 +123,28 @@ def test_a_distillation_stopped_mid_epoch_resumes_to_the_same_model(tmp_path, cl
     ):
         torch.testing.assert_close(weight, expected[name], msg=name)
     assert not (tmp_path / "resumed" / "train_state.pt").exists()
+
+
+def test_a_finished_stage_is_reused_only_for_the_same_settings_and_texts(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    train = data.splits["train"]
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)
+    config = FinetuneConfig(epochs=1, learning_rate=1e-3, batch_size=64, max_steps=2)
+    done = finetune(base, data, tmp_path / "done", config, progress=False)
+    assert finetune(base, data, done, config, progress=False) == done
+    with pytest.raises(StaleRunError, match=r"\(learning_rate 0\.001 -> 0\.002\); delete it"):
+        finetune(base, data, done, replace(config, learning_rate=2e-3), progress=False)
+    fewer = Split(train.texts[:-1], train.label_ids[:-1])
+    with pytest.raises(
+        StaleRunError, match=rf"\(training texts {len(train)} -> {len(train) - 1}\)"
+    ):
+        finetune(
+            base,
+            replace(data, splits={**data.splits, "train": fewer}),
+            done,
+            config,
+            progress=False,
+        )
 
 
 def test_the_reference_recipe_is_valid_and_origins_are_checked(tmp_path):
