@@ -140,16 +140,12 @@ def build_student(
         )
 
     if spec.vocabulary is not None:
-        vocab_dir = workdir / "vocab"
+        vocab_dir = vocabulary_dir(recipe, runs, spec)
         parent = recipe.student(spec.start_from) if spec.start_from else None
-        same_weights = spec.prune is None and not spec.distill
-        if parent is not None and same_weights and parent.vocabulary == spec.vocabulary:
-            # Same weights, same choice: reuse the parent's result rather than recompute it.
-            vocab_dir = student_dir(recipe, runs, parent.name) / "vocab"
         vocabulary, chosen_on = spec.vocabulary, "validation"  # or: "<student>, on validation"
         if spec.refit and parent is not None:
             # Validation is training data now, so it cannot choose: the parent chose on it unseen.
-            parent_vocab = student_dir(recipe, runs, parent.name) / "vocab" / DONE
+            parent_vocab = vocabulary_dir(recipe, runs, parent) / DONE
             general = json.loads(parent_vocab.read_text())["general"]
             vocabulary = vocabulary.model_copy(update={"general": [general]})
             chosen_on = f"{parent.name}, on validation"
@@ -158,6 +154,16 @@ def build_student(
         lineage.append(LineageStep(step="prune_vocabulary", params=summary))
 
     return package_variant(spec.name, trained, base, lineage, data, workdir, repository, package)
+
+
+def vocabulary_dir(recipe: Recipe, runs: Path, spec: StudentSpec) -> Path:
+    """Where ``spec``'s vocabulary is chosen: its parent's folder where the weights and the
+    choice are the same, rather than a second identical result."""
+    parent = recipe.student(spec.start_from) if spec.start_from else None
+    same_weights = spec.prune is None and not spec.distill
+    if parent is not None and same_weights and parent.vocabulary == spec.vocabulary:
+        return vocabulary_dir(recipe, runs, parent)
+    return student_dir(recipe, runs, spec.name) / "vocab"
 
 
 def prune_stage(trained: Path, output: Path, data: TextClassificationData, spec: PruneSpec) -> dict:

@@ -9,6 +9,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from models.data import Split
 from models.finetune import FinetuneConfig, finetune, predict_logits
+from models.pipeline import vocabulary_dir
 from models.recipe import RecipeError, StaleRunError, load_recipe
 from models.student import keep_layers
 from tests.server import ROOT
@@ -172,6 +173,27 @@ def test_a_refit_student_needs_a_parent_that_chose_on_validation(tmp_path, stude
     recipe.write_text("name: x\nteacher: {base: t}\nstudents:\n" + students)
     with pytest.raises(RecipeError, match=message):
         load_recipe(recipe)
+
+
+def test_a_vocabulary_is_chosen_once_for_the_same_weights(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: x\nteacher: {base: t}\nstudents:\n"
+        "  - {name: a, base: b, vocabulary: {}}\n"
+        "  - {name: a-static, start_from: a, quantization: static, vocabulary: {}}\n"
+        "  - {name: a-static-pc, start_from: a-static, per_channel: true, vocabulary: {}}\n"
+        "  - {name: a-more, start_from: a-static, distill: {epochs: 1}, vocabulary: {}}\n"
+        "  - {name: a-other, start_from: a, vocabulary: {general: [0]}}\n"
+    )
+    loaded = load_recipe(recipe)
+    chosen = {s.name: vocabulary_dir(loaded, tmp_path, s).parent.name for s in loaded.students}
+    assert chosen == {
+        "a": "a",
+        "a-static": "a",
+        "a-static-pc": "a",  # two steps up: still a's weights
+        "a-more": "a-more",  # trained further
+        "a-other": "a-other",  # another choice
+    }
 
 
 def test_the_shipped_lineage_is_the_shipped_students_and_what_they_start_from(tmp_path):
