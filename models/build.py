@@ -40,6 +40,7 @@ from models.evaluate import (
     throughput,
 )
 from models.oos import ThresholdChoice, tune_threshold
+from models.stamps import made_from, weights_digest
 
 LICENSE_FILES = ("LICENSE", "NOTICE")
 
@@ -163,7 +164,9 @@ def build_graphs(
     """The ONNX export, its fused graph and the quantized graph served, each made once."""
     from models.export import export_onnx, optimize_graph, quantize_int8, quantize_static_int8
 
+    weights = weights_digest(trained)
     fp32 = workdir / "onnx" / "model.onnx"
+    made_from(fp32.parent, {"weights": weights, "opset": config.opset})
     if not fp32.is_file():
         stage("export to ONNX (optimum)")
         export_onnx(trained, fp32, config.opset)
@@ -183,6 +186,16 @@ def build_graphs(
         assert fused is not None
         return Graphs(fp32, fused, fused, tokenizer, max_length)
     served = workdir / f"int8-{config.quantization}" / MODEL_FILE
+    static = config.quantization == "static"
+    made_from(
+        served.parent,
+        {
+            "weights": weights,
+            "opset": config.opset,
+            "per_channel": config.per_channel,
+            "calibration_texts": config.calibration_texts if static else None,
+        },
+    )
     if not served.is_file():
         stage(f"quantize {config.quantization} int8")
         served.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from transformers import (
 from models.data import Split, TextClassificationData
 from models.recipe import StaleRunError
 from models.sparsity import keep_zeros, zero_masks
+from models.stamps import weights_digest
 
 STATE_FILE = "train_state.pt"
 DONE_FILE = "finetune.json"
@@ -160,8 +161,11 @@ def load_for_classification(base: Path, labels: tuple[str, ...]) -> PreTrainedMo
     )
 
 
-def check_same_run(output: Path, recorded: dict, config: FinetuneConfig, examples: int) -> None:
-    """Refuse to reuse or resume a run in ``output`` that the recipe no longer describes. Runs
+def check_same_run(
+    output: Path, recorded: dict, config: FinetuneConfig, examples: int, start: str
+) -> None:
+    """Refuse to reuse or resume a run in ``output`` that the recipe no longer describes: other
+    settings, other training texts, other starting weights (a parent trained again). Runs
     recorded before a setting existed are not held to it; bf16 "auto" matches what it chose."""
     asked = asdict(config)
     before = recorded.get("config", {})
@@ -172,6 +176,8 @@ def check_same_run(output: Path, recorded: dict, config: FinetuneConfig, example
     }
     if recorded.get("examples", examples) != examples:
         changed["training texts"] = (recorded["examples"], examples)
+    if recorded.get("start_weights", start) != start:
+        changed["starting weights"] = (recorded["start_weights"][:12], start[:12])
     if config.bf16 is not None and before.get("bf16") not in (None, config.bf16):
         changed["bf16"] = (before["bf16"], config.bf16)
     if changed:
@@ -199,8 +205,10 @@ def finetune(
     """
     train = data.splits["train"]
     examples = len(train) + (len(transfer[0]) if transfer is not None else 0)
+    start = weights_digest(base)
     if (output / DONE_FILE).is_file():
-        check_same_run(output, json.loads((output / DONE_FILE).read_text()), config, examples)
+        recorded = json.loads((output / DONE_FILE).read_text())
+        check_same_run(output, recorded, config, examples, start)
         return output
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -243,7 +251,7 @@ def finetune(
     state_path = output / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        check_same_run(output, state, config, examples)
+        check_same_run(output, state, config, examples, start)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -271,6 +279,7 @@ def finetune(
                 "running_loss": running_loss,
                 "config": asdict(config),
                 "examples": examples,
+                "start_weights": start,
             },
             partial,
         )
@@ -341,7 +350,12 @@ def finetune(
     state_path.unlink(missing_ok=True)
     (output / DONE_FILE).write_text(
         json.dumps(
-            {"config": asdict(config) | {"bf16": bf16}, "examples": examples, "history": history},
+            {
+                "config": asdict(config) | {"bf16": bf16},
+                "examples": examples,
+                "start_weights": start,
+                "history": history,
+            },
             indent=2,
         )
     )

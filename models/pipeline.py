@@ -30,6 +30,7 @@ from models.finetune import (
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, RecipeError, StudentSpec, VocabularySpec
 from models.sparsity import zero_smallest
+from models.stamps import made_from, weights_digest
 from models.student import student_init
 from models.teacher import split_logits, teacher_dir, transfer_set
 from models.vocab import prune_vocabulary
@@ -167,6 +168,8 @@ def vocabulary_dir(recipe: Recipe, runs: Path, spec: StudentSpec) -> Path:
 
 
 def prune_stage(trained: Path, output: Path, data: TextClassificationData, spec: PruneSpec) -> dict:
+    inputs = {"weights": weights_digest(trained), "texts": len(data.splits["train"])}
+    made_from(output, inputs | spec.model_dump(exclude={"recover"}))
     if (output / DONE).is_file():
         return json.loads((output / DONE).read_text())
     torch.manual_seed(0)
@@ -204,6 +207,15 @@ def vocabulary_stage(
     chosen_on: str = "validation",
 ) -> tuple[Path, dict]:
     """Try each ``general`` size; keep the smallest within ``tolerance`` of the full vocabulary."""
+    made_from(
+        output,
+        {
+            "weights": weights_digest(trained),
+            "general": sorted(vocabulary.general),
+            "tolerance": vocabulary.tolerance,
+            "texts": len(data.splits["train"]),
+        },
+    )
     if (output / DONE).is_file():
         return output / "chosen", json.loads((output / DONE).read_text())
     validation = data.splits["validation"]

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel
 
+from models.stamps import made_from, weights_digest
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -38,6 +40,7 @@ def student_init(base: Path, layers: list[int] | None, workdir: Path) -> Path:
     if layers is None:
         return base
     init = workdir / "init"
+    made_from(init, {"base": weights_digest(base), "layers": layers})
     if not (init / "config.json").is_file():
         keep_layers(base, init, layers)
     return init

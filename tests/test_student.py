@@ -146,6 +146,10 @@ def test_a_finished_stage_is_reused_only_for_the_same_settings_and_texts(tmp_pat
             config,
             progress=False,
         )
+    torch.manual_seed(1)
+    save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)  # trained again
+    with pytest.raises(StaleRunError, match=r"\(starting weights \w{12} -> \w{12}\)"):
+        finetune(base, data, done, config, progress=False)
 
 
 def test_the_reference_recipe_is_valid_and_origins_are_checked(tmp_path):

@@ -1,0 +1,57 @@
+"""Cached stages follow what they were made from: other weights or settings, a fresh result."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from app.core.card import sha256_file
+from models.build import PackageConfig, build_graphs
+from models.finetune import load_for_classification
+from models.stamps import made_from
+from tests.test_pipeline import INTENTS, subset
+from tests.tiny import save_tiny_bert
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_a_stamped_folder_is_emptied_when_its_inputs_change(tmp_path):
+    folder = tmp_path / "stage"
+    made_from(folder, {"weights": "a", "opset": 18})
+    (folder / "result").write_text("made from a")
+    made_from(folder, {"weights": "a", "opset": 18})
+    assert (folder / "result").read_text() == "made from a"
+    made_from(folder, {"weights": "b", "opset": 18})
+    assert not (folder / "result").exists()
+    unstamped = tmp_path / "from-an-older-run"
+    unstamped.mkdir()
+    (unstamped / "result").write_text("made from who knows what")
+    made_from(unstamped, {"weights": "a", "opset": 18})
+    assert not (unstamped / "result").exists()
+
+
+def test_the_served_graph_follows_the_weights_and_the_quantization(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32, layers=1)
+    trained = tmp_path / "trained"
+
+    def train(seed: int) -> None:  # a stand-in for a stage trained (again)
+        torch.manual_seed(seed)
+        load_for_classification(base, data.labels).save_pretrained(trained)
+        AutoTokenizer.from_pretrained(base).save_pretrained(trained)
+        (trained / "finetune.json").write_text('{"config": {"max_length": 32}}')
+
+    def served(config: PackageConfig) -> str:
+        return sha256_file(build_graphs(trained, data, tmp_path / "work", config).served)
+
+    train(seed=0)
+    config = PackageConfig()
+    first = served(config)
+    assert served(config) == first
+    train(seed=1)
+    retrained = served(config)
+    assert retrained != first  # not the export of the weights trained before
+    assert served(replace(config, per_channel=True)) != retrained
