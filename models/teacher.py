@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, native_bf16, predict_logits
 from models.recipe import Recipe
+from models.stamps import weights_digest
 
 LOGITS_FILE = "train_logits.npy"
 # Where the CPU multiplies bfloat16 natively the teacher labels texts in half the time: on
@@ -23,6 +25,7 @@ LOGITS_FILE = "train_logits.npy"
 # bf16) at T=4 of 1.3e-6 (BENCHMARKS.md, issue 14).
 LABEL_IN_BF16 = native_bf16()
 TRANSFER_TEXTS = "texts.json"
+LABELS_STAMP = "logits_made_by.json"
 
 
 def teacher_dir(recipe: Recipe, runs: Path) -> Path:
@@ -42,10 +45,27 @@ def train_teacher(recipe: Recipe, data: TextClassificationData, runs: Path) -> P
     return model_dir
 
 
+def forget_stale_labels(recipe: Recipe, runs: Path) -> None:
+    """Drop every cached logit unless the teacher's weights now are the ones that computed them
+    (a teacher trained again). Logits cached before this record existed are taken as the current
+    teacher's."""
+    workdir = teacher_dir(recipe, runs)
+    stamp = workdir / LABELS_STAMP
+    teacher = {"teacher_weights": weights_digest(workdir / "finetune")}
+    if stamp.is_file() and json.loads(stamp.read_text()) != teacher:
+        print("==> the teacher changed: its cached logits are computed again", flush=True)
+        for stale in workdir.glob("*_logits.npy"):
+            stale.unlink()
+        for stale in workdir.glob("transfer-*"):
+            shutil.rmtree(stale)
+    stamp.write_text(json.dumps(teacher))
+
+
 def split_logits(
     recipe: Recipe, data: TextClassificationData, runs: Path, split: str
 ) -> torch.Tensor:
     """The teacher's logits on one split of ``data``, one row per text, computed once."""
+    forget_stale_labels(recipe, runs)
     texts = data.splits[split].texts
     path = teacher_dir(recipe, runs) / f"{split}_logits.npy"
     if not path.is_file():
@@ -65,6 +85,7 @@ def transfer_set(
     split: str = "train",
 ) -> tuple[list[str], torch.Tensor]:
     """Perturbed texts of one split and the teacher's logits on them, computed once per ``spec``."""
+    forget_stale_labels(recipe, runs)
     key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
     folder = teacher_dir(recipe, runs) / (
         f"transfer-{key}" if split == "train" else f"transfer-{key}-{split}"

@@ -11,7 +11,9 @@ from transformers import AutoTokenizer
 from app.core.card import sha256_file
 from models.build import PackageConfig, build_graphs
 from models.finetune import load_for_classification
+from models.recipe import Recipe
 from models.stamps import made_from
+from models.teacher import split_logits, teacher_dir
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
 
@@ -55,3 +57,27 @@ def test_the_served_graph_follows_the_weights_and_the_quantization(tmp_path, cli
     retrained = served(config)
     assert retrained != first  # not the export of the weights trained before
     assert served(replace(config, per_channel=True)) != retrained
+
+
+def test_a_teacher_trained_again_labels_the_texts_again(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32, layers=1)
+    recipe = Recipe.model_validate(
+        {"name": "tiny", "teacher": {"base": str(base), "finetune": {"max_length": 32}}}
+    )
+    teacher = teacher_dir(recipe, tmp_path) / "finetune"
+
+    def train_teacher(seed: int) -> None:  # a stand-in for the teacher trained (again)
+        torch.manual_seed(seed)
+        load_for_classification(base, data.labels).save_pretrained(teacher)
+        AutoTokenizer.from_pretrained(base).save_pretrained(teacher)
+
+    train_teacher(seed=0)
+    first = split_logits(recipe, data, tmp_path, "validation")
+    cached = teacher.parent / "validation_logits.npy"
+    made = cached.stat().st_mtime_ns
+    assert torch.equal(split_logits(recipe, data, tmp_path, "validation"), first)
+    assert cached.stat().st_mtime_ns == made  # the same teacher: read, not computed again
+    train_teacher(seed=1)
+    again = split_logits(recipe, data, tmp_path, "validation")
+    assert not torch.allclose(again, first)
