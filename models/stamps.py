@@ -8,6 +8,7 @@ again; these stages take minutes, while training stages refuse instead (models/f
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -19,11 +20,19 @@ WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def weights_digest(model_dir: Path) -> str:
-    """sha256 of the folder's weights file."""
+    """sha256 of the folder's weights file, read once while the file stays as it is."""
     for name in WEIGHTS_FILES:
-        if (model_dir / name).is_file():
-            return sha256_file(model_dir / name)
+        path = model_dir / name
+        if path.is_file():
+            stat = path.stat()
+            return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
     raise FileNotFoundError(f"no weights ({' or '.join(WEIGHTS_FILES)}) in {model_dir}")
+
+
+@functools.cache
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    # A student's stages ask for the teacher's digest several times: 438 MB each time otherwise.
+    return sha256_file(path)
 
 
 def made_from(folder: Path, inputs: dict) -> None:
