@@ -169,8 +169,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--test", type=Path, help="test file (else carved)")
     data.add_argument("--path", type=Path, help="one data file, or a save_to_disk folder")
     data.add_argument("--hub-id", help="a hub dataset id, where a hub is reachable")
-    data.add_argument("--text-column", default="text")
-    data.add_argument("--label-column", default="label")
+    data.add_argument("--text-column", help="default: guessed from the names and the values")
+    data.add_argument("--label-column", help="default: guessed from the names and the values")
     data.add_argument(
         "--label-names",
         type=Path,

@@ -37,6 +37,8 @@ class TextClassificationData:
     oos_label: str | None = None
     # How each split was made: "given", or carved from which, how much, with which seed.
     splits_made: dict[str, str] = field(default_factory=dict)
+    # The source's (text, label) columns, as the recipe names them or as they were guessed.
+    columns: tuple[str, str] | None = None
 
     @property
     def label_to_id(self) -> dict[str, int]:

@@ -161,8 +161,19 @@ def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
     [
         (lambda d: spec(path=d / "nowhere.csv"), r"nowhere\.csv: file not found"),
         (
-            lambda d: DatasetSpec(path=write_csv(d / "a.csv", rows())),
-            r"a\.csv: no text column 'text'; the columns are \['utterance', 'intent'\]",
+            lambda d: DatasetSpec(path=write_csv(d / "a.csv", rows()), text_column="sentence"),
+            r"a\.csv: no text column 'sentence'; the columns are \['utterance', 'intent'\]",
+        ),
+        (
+            lambda d: DatasetSpec(
+                path=write_csv(
+                    d / "ids.csv",
+                    [(t, f"#{i}") for i, (t, _) in enumerate(rows())],
+                    header=("a", "b"),
+                )
+            ),
+            r"ids\.csv: cannot tell which column holds the labels among \['a', 'b'\]; name them: "
+            r"--text-column and --label-column",
         ),
         (
             lambda d: spec(
@@ -192,6 +203,32 @@ def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
 def test_bad_data_is_a_clear_error(tmp_path, make, message):
     with pytest.raises(DatasetError, match=message):
         load_dataset(make(tmp_path))
+
+
+def test_columns_the_recipe_does_not_name_are_guessed_and_logged(tmp_path, caplog):
+    by_name = write_csv(tmp_path / "named.csv", rows(), header=("Utterance", "intent"))
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        assert load_dataset(DatasetSpec(path=by_name)).columns == ("Utterance", "intent")
+    assert "texts from column 'Utterance', labels from 'intent' (text and label guessed" in (
+        caplog.text
+    )
+    # init writes the guess into the recipe, so run reads those columns without guessing again.
+    assert main(["init", str(by_name), "-o", str(tmp_path / "recipe.yaml")]) == 0
+    dataset = load_recipe(tmp_path / "recipe.yaml").dataset
+    assert (dataset.text_column, dataset.label_column) == ("Utterance", "intent")
+    assert {"text_column", "label_column"} <= dataset.model_fields_set
+    # No usual names: the column of most words is the texts, the one that repeats the labels.
+    table = {
+        "row": list(range(18)),
+        "said": [f"{t}, says the customer" for t, _ in rows()],
+        "at": [f"2026-12-0{i % 9 + 1} 10:{i:02}" for i in range(18)],
+        "kind": [label for _, label in rows()],
+    }
+    path = tmp_path / "unnamed.parquet"
+    datasets.Dataset.from_dict(table).to_parquet(str(path))
+    assert load_dataset(DatasetSpec(path=path)).columns == ("said", "kind")
+    # A named column is never second-guessed; the other is still guessed around it.
+    assert load_dataset(DatasetSpec(path=path, text_column="at")).columns == ("at", "kind")
 
 
 def test_texts_in_both_train_and_test_are_counted(tmp_path, caplog):

@@ -22,30 +22,32 @@ class Table:
     dropped_empty: int
 
 
-def read_rows(dataset: datasets.Dataset, spec: DatasetSpec, where: str) -> Table:
-    """``where`` names the table in errors: a file, or a saved or hub dataset's split."""
-    columns = dataset.column_names
-    for role, column in (("text", spec.text_column), ("label", spec.label_column)):
-        if column not in columns:
+def read_rows(
+    dataset: datasets.Dataset, spec: DatasetSpec, columns: tuple[str, str], where: str
+) -> Table:
+    """``columns``: (text, label); ``where`` names the table in errors: a file, or a saved or hub
+    dataset's split."""
+    text_column, label_column = columns
+    for role, column in (("text", text_column), ("label", label_column)):
+        if column not in dataset.column_names:
             raise DatasetError(
-                f"{where}: no {role} column {column!r}; the columns are {columns} "
-                f"(set dataset.{role}_column)"
+                f"{where}: no {role} column {column!r}; the columns are {dataset.column_names}"
             )
-    feature = dataset.features[spec.label_column]
+    feature = dataset.features[label_column]
     names = feature.names if isinstance(feature, datasets.ClassLabel) else spec.label_names
     rows: list[tuple[str, str]] = []
     dropped = 0
-    texts, labels = dataset[spec.text_column], dataset[spec.label_column]
+    texts, labels = dataset[text_column], dataset[label_column]
     for row, (text, label) in enumerate(zip(texts, labels, strict=True), 1):
         if text is None or not str(text).strip():
             if spec.empty_texts == "refuse":
                 raise DatasetError(
-                    f"{where}: row {row} has an empty text in column {spec.text_column!r} "
+                    f"{where}: row {row} has an empty text in column {text_column!r} "
                     "(dataset.empty_texts: refuse; 'drop' drops and counts them)"
                 )
             dropped += 1
             continue
-        rows.append((str(text), _label(label, names, where, row, spec.label_column)))
+        rows.append((str(text), _label(label, names, where, row, label_column)))
     if dropped:
         logger.warning("%s: dropped %d empty or whitespace-only texts", where, dropped)
     return Table(rows, list(names) if names else None, dropped)

@@ -10,6 +10,7 @@ import datasets
 from models.data import DatasetError, TextClassificationData, from_examples
 from models.recipe import DatasetSpec
 from models.sources.carve import complete
+from models.sources.columns import resolve_columns
 from models.sources.rows import read_rows
 
 # Split names other tools write, and the one brum reads them as.
@@ -22,7 +23,11 @@ Tables = dict[str, tuple[datasets.Dataset, str]]
 def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassificationData:
     if "train" not in tables:
         raise DatasetError(f"{name}: no training split among {sorted(tables)}")
-    read = {split: read_rows(table, spec, where) for split, (table, where) in tables.items()}
+    train, train_where = tables["train"]
+    columns = resolve_columns(train, spec, train_where)
+    read = {
+        split: read_rows(table, spec, columns, where) for split, (table, where) in tables.items()
+    }
     names = read["train"].label_names
     examples = {split: table.rows for split, table in read.items()}
     where = {split: place for split, (_, place) in tables.items()}
@@ -32,7 +37,7 @@ def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassification
         if table.dropped_empty:
             made[split] += f"; {table.dropped_empty} empty texts dropped"
     data = from_examples(name, examples, names, spec.oos_label, where)
-    return replace(data, splits_made=made)
+    return replace(data, splits_made=made, columns=columns)
 
 
 def named_splits(
