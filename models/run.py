@@ -4,7 +4,8 @@ teacher (fine-tuned, or adopted) -> its logits -> students (transfer sets, disti
 pruning, vocabulary, int8) -> the fp32 teacher as the baseline variant -> the benchmark of them
 all, side by side -> the shipped students and the experiment in a repository. Every stage keeps
 its output under ``runs/<recipe>/`` and is skipped once done, so a killed run resumes where it
-stopped. One bar counts the stages and estimates what is left; each stage shows its own progress.
+stopped. One bar shows the whole run and how long is left, weighing each stage by its work
+(models/workload.py); each stage shows its own progress.
 With ``shipped_only`` it builds just the ``ship: true`` students and those they start from: the
 students a recipe keeps only to be measured beside them are skipped.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.recipe import load_recipe
+from models.recipe import Recipe, load_recipe
 from models.sources import load_dataset
+from models.workload import run_work
 
 
 def run_recipe(
@@ -26,7 +28,7 @@ def run_recipe(
     from models.benchmark import main as benchmark
     from models.pipeline import build_students, build_teacher_variant
     from models.ship import ship
-    from models.teacher import train_teacher
+    from models.teacher import teacher_dir, train_teacher
 
     recipe = load_recipe(path)
     data = load_dataset(recipe.dataset)
@@ -34,33 +36,63 @@ def run_recipe(
     built, output = root / "built", root / "benchmark"
     repository = repository or root / "repository"
     students = recipe.shipped_lineage() if shipped_only else recipe.students
-    stages = ["teacher", *(f"student {s.name}" for s in students), "baseline"]
-    stages += ["benchmark", "ship"]
+    work = run_work(recipe, data, students)
+    made = made_before(recipe, teacher_dir(recipe, runs), built, output, work)
     started = time.perf_counter()
-    with tqdm(total=len(stages), desc="run", unit="stage", position=0) as bar:
-
-        def done(stage: str) -> None:
-            bar.update()
-            tqdm.write(f"==> {stage}: done ({time.perf_counter() - started:.0f} s in all)")
+    # Work, not stages, fills the bar, and only what runs now sets the pace (smoothing 0 with
+    # ``initial``: what is left / what was done since the start), so a resumed run estimates well.
+    with tqdm(
+        total=sum(work.values()),
+        initial=sum(work[stage] for stage in made),
+        desc="run",
+        smoothing=0,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        position=0,
+    ) as bar:
 
         def begin(stage: str) -> None:
             bar.set_description(stage)
-            tqdm.write(f"==> {stage} ({bar.n + 1} of {len(stages)})")
+            place = f"{list(work).index(stage) + 1} of {len(work)}"
+            tqdm.write(f"==> {stage} ({place}{', made before' if stage in made else ''})")
+
+        def done(stage: str, what: str = "") -> None:
+            if stage not in made:
+                bar.update(work[stage])
+            tqdm.write(f"==> {stage}{what}: done ({time.perf_counter() - started:.0f} s in all)")
 
         begin("teacher")
         train_teacher(recipe, data, runs)
         done("teacher")
         for spec in students:
-            begin(f"student {spec.name}")
+            stage = f"student {spec.name}"
+            begin(stage)
             (folder,) = build_students(recipe, data, runs, built, only=[spec.name])
-            done(f"student {spec.name} -> {folder}")
+            done(stage, f" -> {folder}")
         begin("baseline")
         build_teacher_variant(recipe, data, runs, built)
         done("baseline")
         begin("benchmark")
         benchmark([str(built), "--recipe", str(path), "--output", str(output)])
-        done(f"benchmark -> {output}/benchmark.md, .png")
+        done("benchmark", f" -> {output}/benchmark.md, .png")
         begin("ship")
         shipped = ship(recipe, built, repository)
-        done(f"ship {', '.join(shipped)} -> {repository}")
+        done("ship", f" {', '.join(shipped)} -> {repository}")
     return repository
+
+
+def made_before(
+    recipe: Recipe, teacher: Path, built: Path, output: Path, work: dict[str, float]
+) -> set[str]:
+    """The stages whose results a resumed run finds: they are checked and skipped in seconds."""
+    made = set()
+    if (teacher / "train_logits.npy").is_file():
+        made.add("teacher")
+    for stage in work:
+        name = stage.removeprefix("student ")
+        if name != stage and (built / name / "variant.json").is_file():
+            made.add(stage)
+    if any(built.glob(f"{recipe.name}-teacher-*/variant.json")):
+        made.add("baseline")
+    if (output / "benchmark.json").is_file():
+        made.add("benchmark")
+    return made

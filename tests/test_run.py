@@ -16,6 +16,8 @@ from app.core.experiment import EXPERIMENT_FILE
 from models.__main__ import main
 from models.init import transfer_copies_for
 from models.recipe import load_recipe
+from models.run import made_before
+from models.workload import run_work
 from tests.server import run_server
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
@@ -125,3 +127,15 @@ def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
         answer = httpx.post(server.url + "/v1/predict", json={"text": "what is the weather"})
     assert answer.status_code == 200
     assert answer.json()["predictions"][0]["label"] in INTENTS
+
+
+def test_a_resumed_run_counts_the_stages_it_finds_made(made, clinc):
+    root = made[0]
+    recipe = load_recipe(root / "recipe.yaml")
+    students = recipe.shipped_lineage()
+    work = run_work(recipe, subset(clinc, INTENTS), students)
+    runs = root / "runs" / "tiny"
+    found = made_before(recipe, runs / "teacher", runs / "built", runs / "benchmark", work)
+    assert found == set(work) - {"ship"}
+    elsewhere = root / "elsewhere"
+    assert not made_before(recipe, elsewhere, elsewhere, elsewhere, work)

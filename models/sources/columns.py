@@ -44,13 +44,22 @@ def resolve_columns(table: datasets.Dataset, spec: DatasetSpec, where: str) -> t
             f"{where}: cannot tell which column holds the labels among {table.column_names}; "
             + HOW_TO_CHOOSE
         )
-    if guessed_text or guessed_label:
+    # Columns called what a recipe assumes by default are no guess worth a warning.
+    guessed = [
+        role
+        for role, column, was_guessed in (
+            ("text", text, guessed_text),
+            ("label", label, guessed_label),
+        )
+        if was_guessed and column != DatasetSpec.model_fields[f"{role}_column"].default
+    ]
+    if guessed:
         logger.warning(
             "%s: texts from column %r, labels from %r (%s guessed; %s)",
             where,
             text,
             label,
-            " and ".join(r for r, g in (("text", guessed_text), ("label", guessed_label)) if g),
+            " and ".join(guessed),
             HOW_TO_CHOOSE,
         )
     return text, label
