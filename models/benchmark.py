@@ -90,8 +90,19 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
         result[f"latency_{threads}t"] = latency.model_dump()
         result[f"throughput_b32_{threads}t"] = throughput(classifier, test.texts[:2048])
     result["all_threads"] = cores
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = peak_rss_bytes()
     return result
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak. Not ``ru_maxrss``: Linux carries it over fork and exec, so every
+    worker started by ``run`` (which has the teacher in memory) would report ``run``'s peak."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # no procfs (macOS): there ru_maxrss is in bytes and not inherited
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
 
 
 def run_all(folders: list[Path], samples: int, recipe: Path | None = None) -> list[dict]:
