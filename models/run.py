@@ -44,9 +44,9 @@ def run_recipe(
     with tqdm(
         total=sum(work.values()),
         initial=sum(work[stage] for stage in made),
-        desc="run",
+        desc="run: ",
         smoothing=0,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
         position=0,
     ) as bar:
 
