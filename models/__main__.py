@@ -177,6 +177,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="integer labels: a file of their names, one per line, in id order",
     )
     data.add_argument("--oos-label", help="the out-of-scope label, if the data has one")
+    data.add_argument("--encoding", help="of CSV and TSV files (default: utf-8)")
     p.add_argument("--name", help="the recipe's name (default: from the data)")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     p.add_argument(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec, Recipe, check_distinct
@@ -41,10 +42,20 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "text_column": args.text_column,
         "label_column": args.label_column,
         "oos_label": args.oos_label,
+        "encoding": args.encoding,
     }
     if args.label_names is not None:
         fields["label_names"] = label_names(args.label_names)
-    return DatasetSpec(**{k: v for k, v in fields.items() if v is not None})
+    try:
+        return DatasetSpec(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:  # an option's value: name the option, as argparse would
+        raise DatasetError(
+            "; ".join(
+                f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: "
+                + e["msg"].removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+        ) from exc
 
 
 def label_names(path: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +57,7 @@ class DatasetSpec(_Strict):
         None, description="of the files; by default from their suffix (.jsonl is json)"
     )
     delimiter: str | None = Field(None, description="of CSV files; sniffed by default")
+    encoding: str = Field("utf-8", description="of CSV and TSV files")
     text_column: str = "text"
     label_column: str = "label"
     label_names: list[str] | None = Field(
@@ -66,6 +68,15 @@ class DatasetSpec(_Strict):
     )
     empty_texts: Literal["drop", "refuse"] = "drop"
     split: SplitSizes = SplitSizes()
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}") from None
+        return encoding
 
     @field_validator("label_names")
     @classmethod

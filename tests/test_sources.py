@@ -195,6 +195,10 @@ def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
             r"data\.txt: cannot tell the format from the suffix '\.txt'",
         ),
         (
+            lambda d: spec(path=write_csv(d / "ragged.csv", [*rows(), ("so, hello", "greet")])),
+            r"ragged\.csv: cannot be read as csv: .*Expected 2 fields in line 20, saw 3",
+        ),
+        (
             lambda d: spec(path=d, source="saved"),
             r"not a folder written by save_to_disk",
         ),
@@ -229,6 +233,22 @@ def test_columns_the_recipe_does_not_name_are_guessed_and_logged(tmp_path, caplo
     assert load_dataset(DatasetSpec(path=path)).columns == ("said", "kind")
     # A named column is never second-guessed; the other is still guessed around it.
     assert load_dataset(DatasetSpec(path=path, text_column="at")).columns == ("at", "kind")
+
+
+def test_a_file_in_another_encoding_says_so_and_reads_with_it(tmp_path):
+    pairs = [*rows(), ("café au lait bonjour", "greet")]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(
+        ("utterance,intent\n" + "".join(f"{t},{i}\n" for t, i in pairs)).encode("latin-1")
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"excel\.csv: cannot be read as csv: 'utf-8' codec can't "
+        r"decode .*\(not utf-8: give --encoding or dataset\.encoding",
+    ):
+        load_dataset(spec(path=path))
+    data = load_dataset(spec(path=path, encoding="latin-1"))
+    assert "café au lait bonjour" in [t for split in data.splits.values() for t in split.texts]
 
 
 def test_texts_in_both_train_and_test_are_counted(tmp_path, caplog):
@@ -278,6 +298,7 @@ def test_init_names_integer_labels_from_a_file(tmp_path):
         ([], r"small\.csv: label 'rare' has 1 example, too few"),
         (["--label-names", "repeated.txt"], r"repeated\.txt: label names repeat: \['a'\]"),
         (["--label-names", "absent.txt"], r"label names file not found: .*absent\.txt"),
+        (["--encoding", "klingon"], r"--encoding: unknown encoding 'klingon'"),
     ],
 )
 def test_init_reports_bad_data_in_one_line_and_exits_2(tmp_path, capsys, extra, message):

@@ -48,19 +48,34 @@ def read_file(path: Path, spec: DatasetSpec) -> datasets.Dataset:
     options: dict[str, object] = {}
     if kind in {"csv", "tsv"}:
         # Only an empty field is missing: "NA" or "null" is text to classify.
-        options = {"delimiter": spec.delimiter or _delimiter(path, kind), "keep_default_na": False}
+        options = {
+            "delimiter": spec.delimiter or _delimiter(path, kind, spec.encoding),
+            "keep_default_na": False,
+            "encoding": spec.encoding,
+        }
     try:
         return datasets.load_dataset(
             BUILDERS[kind], data_files={"rows": str(path)}, split="rows", **options
         )
     except Exception as exc:  # the builders raise many kinds; the message is what matters
-        raise DatasetError(f"{path}: cannot be read as {kind}: {exc}") from exc
+        cause = _root_cause(exc)
+        hint = ""
+        if isinstance(cause, UnicodeDecodeError):
+            hint = f" (not {spec.encoding}: give --encoding or dataset.encoding, e.g. latin-1)"
+        raise DatasetError(f"{path}: cannot be read as {kind}: {cause}{hint}") from exc
 
 
-def _delimiter(path: Path, kind: str) -> str:
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error under the builders' generic "An error occurred while generating the dataset"."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def _delimiter(path: Path, kind: str, encoding: str) -> str:
     if kind == "tsv":
         return "\t"
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    with path.open(newline="", encoding=encoding, errors="replace") as handle:
         sample = handle.read(64 * 1024)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
