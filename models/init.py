@@ -43,6 +43,7 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "label_column": args.label_column,
         "oos_label": args.oos_label,
         "encoding": args.encoding,
+        "field": args.field,
     }
     if args.label_names is not None:
         fields["label_names"] = label_names(args.label_names)

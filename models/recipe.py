@@ -58,6 +58,9 @@ class DatasetSpec(_Strict):
     )
     delimiter: str | None = Field(None, description="of CSV files; sniffed by default")
     encoding: str = Field("utf-8", description="of CSV and TSV files")
+    field: str | None = Field(
+        None, description="of a JSON file whose records sit under one key (as SQuAD's 'data')"
+    )
     text_column: str = "text"
     label_column: str = "label"
     label_names: list[str] | None = Field(

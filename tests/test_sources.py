@@ -251,6 +251,16 @@ def test_a_file_in_another_encoding_says_so_and_reads_with_it(tmp_path):
     assert "café au lait bonjour" in [t for split in data.splits.values() for t in split.texts]
 
 
+def test_json_records_under_one_key_are_pointed_to_and_read_with_field(tmp_path):
+    path = tmp_path / "nested.json"
+    records = [{"utterance": t, "intent": i} for t, i in rows()]
+    path.write_text(json.dumps({"version": 2, "data": records}))
+    with pytest.raises(DatasetError, match=r"nested\.json: the records seem to sit under 'data'"):
+        load_dataset(DatasetSpec(path=path))
+    data = load_dataset(DatasetSpec(path=path, field="data"))
+    assert data.columns == ("utterance", "intent") and data.labels == ("bye", "greet", "thanks")
+
+
 def test_texts_in_both_train_and_test_are_counted(tmp_path, caplog):
     train = write_csv(tmp_path / "train.csv", rows())
     test = write_csv(tmp_path / "test.csv", [("hello there", "greet"), ("hi", "greet")])

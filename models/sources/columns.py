@@ -32,6 +32,12 @@ def resolve_columns(table: datasets.Dataset, spec: DatasetSpec, where: str) -> t
             )
     guessed_text = text is None
     text = text or _text_column(table, exclude=label)
+    nested = [c for c, f in table.features.items() if isinstance(f, datasets.List | list)]
+    if text is None and nested:
+        raise DatasetError(
+            f"{where}: the records seem to sit under {nested[0]!r}, not at the top: "
+            f"give --field {nested[0]} (dataset.field)"
+        )
     if text is None:
         raise DatasetError(
             f"{where}: cannot tell which column holds the texts among {table.column_names}; "

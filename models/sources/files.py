@@ -53,6 +53,8 @@ def read_file(path: Path, spec: DatasetSpec) -> datasets.Dataset:
             "keep_default_na": False,
             "encoding": spec.encoding,
         }
+    if kind == "json" and spec.field is not None:
+        options = {"field": spec.field}
     try:
         return datasets.load_dataset(
             BUILDERS[kind], data_files={"rows": str(path)}, split="rows", **options
