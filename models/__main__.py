@@ -125,8 +125,8 @@ def compare(args: argparse.Namespace) -> int:
 def init(args: argparse.Namespace) -> int:
     from models.init import write_recipe
 
-    path = write_recipe(args)
-    print(f"wrote {path}; next: python -m models run {path}")
+    path, timing = write_recipe(args)
+    print(f"wrote {path}: {timing}\nnext: python -m models run {path}")
     return 0
 
 
@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from models.init import BUDGET_HOURS
+
     def command(name: str, func: Command, help: str, **kwargs) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help, **kwargs)
         parser.set_defaults(func=func)
@@ -185,6 +187,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--fine-tuned",
         action="store_true",
         help="the teacher is already fine-tuned on these labels",
+    )
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=BUDGET_HOURS,
+        help="how long run may take on this machine; a dataset too large for it is sampled "
+        f"down, stratified (default: {BUDGET_HOURS:g})",
     )
     p.add_argument("--output", "-o", type=Path, help="recipe file (default: recipes/<name>.yaml)")
 

@@ -28,6 +28,9 @@ class AugmentSpec(BaseModel):
     kinds: list[str] = Field(default_factory=lambda: list(KINDS), min_length=1)
     copies: int = Field(1, gt=0, description="texts of each kind per training utterance")
     seed: int = 0
+    limit: int | None = Field(
+        None, gt=0, description="at most this many texts per split: a seeded sample of them"
+    )
 
     def model_post_init(self, context: object) -> None:
         unknown = set(self.kinds) - set(KINDS)
@@ -74,12 +77,11 @@ def perturb(
 
 
 def augment(texts: Sequence[str], spec: AugmentSpec) -> list[str]:
-    """``len(texts) * len(spec.kinds) * spec.copies`` new texts, the same for the same spec."""
+    """``len(texts) * len(spec.kinds) * spec.copies`` new texts (at most ``spec.limit``), the same
+    for the same spec."""
     rng = random.Random(spec.seed)
     pool = [word for text in texts for word in text.split()]
-    return [
-        perturb(text, kind, texts, pool, rng)
-        for _ in range(spec.copies)
-        for kind in spec.kinds
-        for text in texts
-    ]
+    jobs = [(kind, text) for _ in range(spec.copies) for kind in spec.kinds for text in texts]
+    if spec.limit is not None and spec.limit < len(jobs):
+        jobs = [jobs[i] for i in sorted(rng.sample(range(len(jobs)), spec.limit))]
+    return [perturb(text, kind, texts, pool, rng) for kind, text in jobs]

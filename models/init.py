@@ -8,12 +8,15 @@ training text per kind), and the students: MiniLM-L6 distilled, then on the tran
 MiniLM-L3 (every other layer) distilled, and the L6 student pruned, each int8, the augmented L6
 and the pruned one shipped with an experiment between them.
 An out-of-scope threshold is tuned only where the data names an out-of-scope label.
+Sized to the time too: the run is estimated (models/workload.py) and kept within ``--hours``,
+with fewer passes and perturbed texts, then on a sample of the data, where it would take longer.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,9 @@ from pydantic import ValidationError
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec, Recipe, check_distinct
 from models.sources import load_dataset
+from models.workload import PIECES_PER_WORD, Sizes, run_work, seconds, split_sizes, tokens_per_text
 
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
-# Sub-word pieces per whitespace word in English intents (CLINC150: 1.3), plus [CLS] and [SEP].
-PIECES_PER_WORD = 1.4
 
 
 def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
@@ -76,9 +78,12 @@ def label_names(path: Path) -> list[str]:
 TRAINING_STEPS = 2_000
 
 
+MIN_EPOCHS = 3
+
+
 def epochs_for(examples: int, steps: int = TRAINING_STEPS) -> int:
     """About ``steps`` optimizer steps of 32, within 3 to 10 epochs."""
-    return min(10, max(3, math.ceil(steps * 32 / max(examples, 1))))
+    return min(10, max(MIN_EPOCHS, math.ceil(steps * 32 / max(examples, 1))))
 
 
 # Perturbed texts in the transfer set, of three kinds. On BANKING77 (9,000 training texts) 27,000
@@ -89,9 +94,21 @@ TRANSFER_TEXTS = 54_000
 MAX_TRANSFER_COPIES = 4
 
 
-def transfer_copies_for(examples: int, texts: int = TRANSFER_TEXTS) -> int:
-    """Perturbed copies of each training text per kind: about ``texts`` in all, 1 to 4."""
-    return min(MAX_TRANSFER_COPIES, max(1, round(texts / (3 * max(examples, 1)))))
+def transfer_for(examples: int, texts: int = TRANSFER_TEXTS) -> dict:
+    """Perturbed copies of each training text per kind, about ``texts`` in all: 1 to 4 copies,
+    and a sample of ``texts`` where one copy of each kind would be more."""
+    copies = min(MAX_TRANSFER_COPIES, max(1, round(texts / (3 * max(examples, 1)))))
+    limit = {"limit": texts} if 3 * copies * examples > texts else {}
+    return {"kinds": ["light", "heavy", "splice"], "copies": copies, "seed": 0, **limit}
+
+
+# ``run`` should end within this many hours of the machine ``init`` runs on; a dataset too large
+# for it is sampled down (split.max_*): train to what fits (never below MIN_TRAIN texts),
+# validation with it, test to TEST_TEXTS (a test accuracy of 0.9 on 10,000 texts is +-0.6 point).
+BUDGET_HOURS = 3.0
+MIN_TRAIN = 1_000
+VALIDATION_TEXTS = 1_000
+TEST_TEXTS = 10_000
 
 
 def max_length_for(texts: list[str]) -> int:
@@ -99,10 +116,23 @@ def max_length_for(texts: list[str]) -> int:
     return int(min(512, 16 * math.ceil((words * PIECES_PER_WORD + 2) / 16)))
 
 
-def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args) -> dict:
-    train = data.splits["train"]
-    length = max_length_for(train.texts)
-    teacher_epochs = epochs_for(len(train))
+def recipe_for(
+    data: TextClassificationData,
+    spec: DatasetSpec,
+    name: str,
+    args,
+    sizes: Sizes | None = None,
+    frugal: bool = False,
+) -> dict:
+    """The recipe for ``data``, sized for splits of ``sizes`` (default: the data's own; smaller
+    ones are written as the dataset's ``split.max_*``). ``frugal``: the fewest passes and one
+    perturbed text per training text, where time is short and texts are not (more texts beat
+    more passes over fewer)."""
+    whole = split_sizes(data)
+    sizes = sizes or whole
+    length = max_length_for(data.splits["train"].texts)
+    teacher_epochs = MIN_EPOCHS if frugal else epochs_for(sizes["train"])
+    transfer_texts = min(sizes["train"], TRANSFER_TEXTS) if frugal else TRANSFER_TEXTS
     distill = {"batch_size": 32, "max_length": length, "temperature": 4.0, "alpha": 0.5}
     # No loss on validation: a split of ~1,000 texts cannot see the 0.1-0.3 points a smaller
     # vocabulary cost on BANKING77's test split, and int8 embeddings cost only 384 bytes a piece
@@ -113,6 +143,9 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
     # +0.8 on CLINC150's (BENCHMARKS.md, issue 14).
     quantization = {"quantization": "dynamic", "per_channel": True}
     dataset = spec.model_dump(mode="json", exclude_defaults=True)
+    limits = {f"max_{split}": n for split, n in sizes.items() if n < whole[split]}
+    if limits:
+        dataset["split"] = {**dataset.get("split", {}), **limits}
     if data.columns is not None:  # written out, guessed or not, so run reads the same columns
         dataset["text_column"], dataset["label_column"] = data.columns
     # Once the first student's choices are made on validation, the later L6 stages train on it
@@ -132,11 +165,7 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
         {
             "name": f"{name}-minilm-l6-augmented-int8",
             "start_from": f"{name}-minilm-l6-int8",
-            "transfer": {
-                "kinds": ["light", "heavy", "splice"],
-                "copies": transfer_copies_for(len(train)),
-                "seed": 0,
-            },
+            "transfer": transfer_for(sizes["train"], transfer_texts),
             "distill": {"epochs": 3, "learning_rate": 5e-5, **distill},
             "vocabulary": vocabulary,
             **refit,
@@ -195,6 +224,55 @@ def recipe_for(data: TextClassificationData, spec: DatasetSpec, name: str, args)
     return recipe
 
 
+def fitted_recipe(
+    data: TextClassificationData, spec: DatasetSpec, name: str, args
+) -> tuple[dict, float, float]:
+    """(recipe, its estimated seconds, the default recipe's on all the data). Where the default
+    would take longer than ``args.hours``: the frugal recipe, and if that is still too long, on
+    as many training texts as fit (sampled, with validation and test)."""
+    tokens = tokens_per_text(data.splits["train"].texts)
+
+    def estimate(sizes: Sizes, frugal: bool) -> tuple[dict, float]:
+        recipe = recipe_for(data, spec, name, args, sizes, frugal)
+        students = Recipe.model_validate(recipe).students
+        work = run_work(Recipe.model_validate(recipe), sizes, students)
+        return recipe, seconds(sum(work.values()), tokens)
+
+    whole = split_sizes(data)
+    budget = args.hours * 3600
+    recipe, took = estimate(whole, frugal=False)
+    if took <= budget:
+        return recipe, took, took
+
+    def sampled(train: int) -> Sizes:
+        # Validation keeps what carving would give this much training data, and at least
+        # VALIDATION_TEXTS: the refit stages train on it, and the vocabulary is chosen on it.
+        validation = max(VALIDATION_TEXTS, math.ceil(train * spec.split.validation))
+        return {
+            "train": train,
+            "validation": min(whole["validation"], validation),
+            "test": min(whole["test"], TEST_TEXTS),
+        }
+
+    # The estimate grows with the training texts, so the most that fit are found by bisection.
+    low, high = min(whole["train"], max(MIN_TRAIN, len(data.labels))), whole["train"]
+    if estimate(whole, frugal=True)[1] <= budget:
+        low = high
+    while low < high:
+        middle = (low + high + 1) // 2
+        if estimate(sampled(middle), frugal=True)[1] <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    fitted, fitted_took = estimate(whole if low == whole["train"] else sampled(low), frugal=True)
+    return fitted, fitted_took, took
+
+
+def duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 class _NoAliases(yaml.SafeDumper):
     """Each student's settings written out in full, not as anchors to the first's."""
 
@@ -202,20 +280,36 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
-def write_recipe(args: argparse.Namespace) -> Path:
+def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
+    """The recipe file written, and what it should take."""
     spec = dataset_spec(args)
     data = load_dataset(spec)
     name = args.name or "".join(c if c.isalnum() else "-" for c in data.name.lower()).strip("-")
-    recipe = recipe_for(data, spec, name, args)
-    Recipe.model_validate(recipe)  # what run will read
+    recipe, took, whole = fitted_recipe(data, spec, name, args)
     output = args.output or Path("recipes") / f"{name}.yaml"
     output.parent.mkdir(parents=True, exist_ok=True)
     sizes = ", ".join(f"{split} {len(s):,}" for split, s in data.splits.items())
+    cores = len(os.sched_getaffinity(0))
+    timing = (
+        f"run should take about {duration(took)} on this machine's {cores} cores (from paces "
+        "measured on 2 cores; the run's bar measures this machine's)"
+    )
+    if took < whole:
+        limits = recipe["dataset"].get("split", {})
+        sampled = ", ".join(f"split.{k} {v:,}" for k, v in limits.items() if k.startswith("max_"))
+        timing += (
+            f"; the default recipe would take {duration(whole)}, over --hours {args.hours:g}, so "
+            f"it trains {MIN_EPOCHS} epochs with one perturbed text per training text"
+            + (f" on a sample of the data ({sampled})" if sampled else "")
+        )
+    if took > args.hours * 3600:
+        timing += f"; over --hours {args.hours:g} even so"
     header = (
         f"# Written by `python -m models init` for {data.name}: {len(data.labels)} labels, "
         f"{sizes}.\n# Splits: "
         + "; ".join(f"{split} {how}" for split, how in data.splits_made.items())
+        + f"\n# {timing}."
         + f"\n# Next: python -m models run {output}\n"
     )
     output.write_text(header + yaml.dump(recipe, Dumper=_NoAliases, sort_keys=False, width=100))
-    return output
+    return output, timing

@@ -94,7 +94,10 @@ def build_student(
         texts = [text for set_texts, _ in pairs for text in set_texts]
         transfer = (texts, torch.cat([logits for _, logits in pairs]))
         teacher_ref["transfer_sets"] = [
-            {**augment_spec.model_dump(), "texts": sum(len(t) for t, _ in per_split)}
+            {
+                **augment_spec.model_dump(exclude_none=True),
+                "texts": sum(len(t) for t, _ in per_split),
+            }
             for augment_spec, per_split in zip(spec.transfer, sets, strict=True)
         ]
 

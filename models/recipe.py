@@ -25,11 +25,18 @@ class _Strict(BaseModel):
 
 class SplitSizes(_Strict):
     """What is carved, stratified by label and seeded, where the source lacks a split: test from
-    a source that is one file, validation from the training split (never from test)."""
+    a source that is one file, validation from the training split (never from test). Then each
+    split above its ``max_*`` is sampled down, stratified and seeded (models/sources/sample.py):
+    how ``init`` keeps a large dataset's run within its time budget."""
 
     test: float = Field(0.2, gt=0, lt=1, description="share of the one file carved as test")
     validation: float = Field(0.1, gt=0, lt=1, description="share of train carved as validation")
     seed: int = 0
+    max_train: int | None = Field(
+        None, gt=1, description="at most this many training texts: a stratified, seeded sample"
+    )
+    max_validation: int | None = Field(None, gt=1, description="as max_train, for validation")
+    max_test: int | None = Field(None, gt=1, description="as max_train, for test")
 
 
 def check_distinct(label_names: list[str]) -> None:

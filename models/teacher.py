@@ -86,7 +86,8 @@ def transfer_set(
 ) -> tuple[list[str], torch.Tensor]:
     """Perturbed texts of one split and the teacher's logits on them, computed once per ``spec``."""
     forget_stale_labels(recipe, runs)
-    key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
+    # Unset options leave the key (and so the cached texts and logits) as it was before them.
+    key = hashlib.sha256(spec.model_dump_json(exclude_none=True).encode()).hexdigest()[:12]
     folder = teacher_dir(recipe, runs) / (
         f"transfer-{key}" if split == "train" else f"transfer-{key}-{split}"
     )
@@ -96,7 +97,9 @@ def transfer_set(
         print(f"==> teacher logits on {len(texts)} augmented {split} texts ({spec})", flush=True)
         logits = _label(recipe, runs, texts)
         folder.mkdir(parents=True, exist_ok=True)
-        texts_path.write_text(json.dumps({"spec": spec.model_dump(), "texts": texts}))
+        texts_path.write_text(
+            json.dumps({"spec": spec.model_dump(exclude_none=True), "texts": texts})
+        )
         np.save(logits_path, logits)
     texts = json.loads(texts_path.read_text())["texts"]
     return texts, torch.from_numpy(np.load(logits_path))

@@ -11,13 +11,21 @@ is priced against it by what it took on BANKING77 on 2 cores, bf16 (runs of 2026
   took 36-68 s: about 6,000 units. The fp32 teacher's takes about 3 times that; benchmarking a
   variant (speed at two batch sizes, accuracy on test) about as long as packaging it.
 
-Only the proportions matter: the bar turns them into time with this machine's own pace.
+The bar turns the proportions into time with this machine's own pace. ``init`` needs a time
+before anything has run: a unit took 0.48 ms per token of the average training text on 2 cores
+(AMD EPYC, bf16), on BANKING77 (18.8 tokens, 8.8 ms a unit) and on a 10-domain CLINC150 sample
+(13.6 tokens, 6.6 ms a unit; the whole run 49.8 min), and is taken to shrink with more cores.
 """
 
 from __future__ import annotations
 
+import os
+
+from models.augment import AugmentSpec
 from models.data import TextClassificationData
 from models.recipe import Recipe, StudentSpec
+
+Sizes = dict[str, int]  # texts per split: train, validation, test
 
 TEACHER_TRAINING = 5.0
 TEACHER_LABELLING = 1.4
@@ -26,20 +34,28 @@ TEACHER_PACKAGING = 3 * PACKAGING
 BENCHMARK_PER_VARIANT = PACKAGING
 BASE_LAYERS = 6  # MiniLM-L6, the students' usual base
 FIXED_SHARE = 0.35  # of a MiniLM-L6 step that does not scale with layers
+SECONDS_PER_UNIT_TOKEN = 0.48e-3
+MEASURED_CORES = 2
+# Sub-word pieces per whitespace word in English (CLINC150: 1.3), plus [CLS] and [SEP].
+PIECES_PER_WORD = 1.4
 
 
-def teacher_work(recipe: Recipe, data: TextClassificationData) -> float:
-    train = len(data.splits["train"])
-    labelled = train + len(data.splits["validation"])
-    trained = 0.0 if recipe.teacher.fine_tuned else _epochs(recipe.teacher.finetune) * train
+def split_sizes(data: TextClassificationData) -> Sizes:
+    return {split: len(texts) for split, texts in data.splits.items()}
+
+
+def teacher_work(recipe: Recipe, sizes: Sizes) -> float:
+    labelled = sizes["train"] + sizes["validation"]
+    trained = (
+        0.0 if recipe.teacher.fine_tuned else _epochs(recipe.teacher.finetune) * sizes["train"]
+    )
     return trained * TEACHER_TRAINING + labelled * TEACHER_LABELLING
 
 
-def student_work(spec: StudentSpec, data: TextClassificationData) -> float:
-    examples = len(data.splits["train"])
-    if spec.refit:
-        examples += len(data.splits["validation"])
-    transfer = examples * sum(s.copies * len(s.kinds) for s in spec.transfer)
+def student_work(spec: StudentSpec, sizes: Sizes) -> float:
+    splits = ["train", "validation"] if spec.refit else ["train"]
+    examples = sum(sizes[split] for split in splits)
+    transfer = sum(_transfer_texts(s, sizes[split]) for s in spec.transfer for split in splits)
     passes = 0.0
     if spec.start_from is None or spec.distill:
         passes += _epochs(spec.distill)
@@ -51,16 +67,32 @@ def student_work(spec: StudentSpec, data: TextClassificationData) -> float:
     return training + transfer * TEACHER_LABELLING + PACKAGING
 
 
-def run_work(
-    recipe: Recipe, data: TextClassificationData, students: list[StudentSpec]
-) -> dict[str, float]:
+def run_work(recipe: Recipe, sizes: Sizes, students: list[StudentSpec]) -> dict[str, float]:
     """Each stage of ``run`` (named as its bar names it) -> its share of the work."""
-    work = {"teacher": teacher_work(recipe, data)}
-    work |= {f"student {spec.name}": student_work(spec, data) for spec in students}
-    work["baseline"] = TEACHER_PACKAGING + len(data.splits["test"]) * TEACHER_LABELLING
+    work = {"teacher": teacher_work(recipe, sizes)}
+    work |= {f"student {spec.name}": student_work(spec, sizes) for spec in students}
+    work["baseline"] = TEACHER_PACKAGING + sizes["test"] * TEACHER_LABELLING
     work["benchmark"] = BENCHMARK_PER_VARIANT * (len(students) + 1)
     work["ship"] = PACKAGING / 10
     return work
+
+
+def tokens_per_text(texts: list[str]) -> float:
+    """The average text's length in sub-word pieces, from its words."""
+    words = sum(len(text.split()) for text in texts) / max(len(texts), 1)
+    return words * PIECES_PER_WORD + 2
+
+
+def seconds(work: float, tokens: float, cores: int | None = None) -> float:
+    """What ``work`` takes on texts of ``tokens`` pieces on average, on ``cores`` (default:
+    those this process may use)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return work * tokens * SECONDS_PER_UNIT_TOKEN * MEASURED_CORES / cores
+
+
+def _transfer_texts(spec: AugmentSpec, texts: int) -> int:
+    made = texts * spec.copies * len(spec.kinds)
+    return made if spec.limit is None else min(made, spec.limit)
 
 
 def _epochs(config: dict) -> float:

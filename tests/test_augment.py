@@ -41,3 +41,10 @@ def test_each_kind_perturbs_as_described():
 def test_unknown_kinds_are_refused():
     with pytest.raises(ValidationError, match="unknown augmentation kinds"):
         AugmentSpec(kinds=["light", "paraphrase"])
+
+
+def test_a_limit_samples_the_transfer_set_the_same_way_every_time():
+    spec = AugmentSpec(kinds=["light", "heavy", "splice"], copies=2, seed=3, limit=10)
+    first = augment(TEXTS, spec)
+    assert len(first) == 10 and first == augment(TEXTS, spec)
+    assert len(augment(TEXTS, spec.model_copy(update={"limit": 100}))) == len(TEXTS) * 3 * 2

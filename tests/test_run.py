@@ -14,10 +14,10 @@ import yaml
 from app.core.card import read_card
 from app.core.experiment import EXPERIMENT_FILE
 from models.__main__ import main
-from models.init import transfer_copies_for
+from models.init import transfer_for
 from models.recipe import load_recipe
 from models.run import made_before
-from models.workload import run_work
+from models.workload import run_work, split_sizes
 from tests.server import run_server
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
@@ -103,8 +103,11 @@ def test_init_refits_the_later_l6_stages_unless_validation_tunes_a_threshold(tmp
     assert not any(refit[True].values())
 
 
-def test_the_transfer_set_grows_as_the_training_split_shrinks():
-    assert [transfer_copies_for(n) for n in (300, 4_500, 9_000, 15_000, 100_000)] == [4, 4, 2, 1, 1]
+def test_the_transfer_set_grows_as_the_training_split_shrinks_and_is_sampled_when_large():
+    sizes = (300, 4_500, 9_000, 15_000, 100_000)
+    assert [transfer_for(n)["copies"] for n in sizes] == [4, 4, 2, 1, 1]
+    # One copy of each kind of 100,000 texts would be 300,000: a sample of 54,000 instead.
+    assert [transfer_for(n).get("limit") for n in sizes] == [None] * 4 + [54_000]
 
 
 def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
@@ -133,7 +136,7 @@ def test_a_resumed_run_counts_the_stages_it_finds_made(made, clinc):
     root = made[0]
     recipe = load_recipe(root / "recipe.yaml")
     students = recipe.shipped_lineage()
-    work = run_work(recipe, subset(clinc, INTENTS), students)
+    work = run_work(recipe, split_sizes(subset(clinc, INTENTS)), students)
     runs = root / "runs" / "tiny"
     found = made_before(recipe, runs / "teacher", runs / "built", runs / "benchmark", work)
     assert found == set(work) - {"ship"}

@@ -330,3 +330,57 @@ def test_a_missing_recipe_is_one_line_and_exit_2(tmp_path, capsys):
         capsys.readouterr().err
         == f"brum-build run: error: recipe not found: {tmp_path}/nowhere.yaml\n"
     )
+
+
+def skewed_rows(total: int) -> list[tuple[str, str]]:
+    """``total`` distinct texts: 70% 'common', 25% 'middle', 5% 'rare'."""
+    labels = ["common"] * 14 + ["middle"] * 5 + ["rare"]
+    return [(f"text number {i} here", labels[i % 20]) for i in range(total)]
+
+
+def test_splits_above_their_maximum_are_sampled_stratified_and_seeded(tmp_path):
+    data_file = write_csv(tmp_path / "all.csv", skewed_rows(2_000))
+    split = {"max_train": 300, "max_validation": 40, "max_test": 60}
+    data = load_dataset(spec(path=data_file, split=split))
+    sizes = {name: len(s) for name, s in data.splits.items()}
+    assert sizes == {"train": 300, "validation": 40, "test": 60}
+    train = [data.labels[i] for i in data.splits["train"].label_ids]
+    assert (train.count("common"), train.count("middle"), train.count("rare")) == (210, 75, 15)
+    assert "sampled 300 of 1,440 (split.max_train), stratified, seed 0" in data.splits_made["train"]
+    again = load_dataset(spec(path=data_file, split=split))
+    assert again.splits["train"].texts == data.splits["train"].texts
+    reseeded = load_dataset(spec(path=data_file, split={**split, "seed": 1}))
+    assert reseeded.splits["train"].texts != data.splits["train"].texts
+    # Below the maximum, a split is left as it is.
+    assert (
+        len(load_dataset(spec(path=data_file, split={"max_train": 5_000})).splits["train"]) == 1_440
+    )
+
+
+def test_a_maximum_below_the_label_count_is_refused(tmp_path):
+    data_file = write_csv(tmp_path / "all.csv", skewed_rows(200))
+    with pytest.raises(
+        DatasetError, match=r"split\.max_train is 2, fewer than the split's 3 labels"
+    ):
+        load_dataset(spec(path=data_file, split={"max_train": 2}))
+
+
+def test_init_fits_a_large_dataset_to_the_hours_it_is_given(tmp_path, capsys):
+    data_file = write_csv(tmp_path / "large.csv", skewed_rows(40_000))
+    argv = ["init", str(data_file), "--text-column", "utterance", "--label-column", "intent"]
+    assert main([*argv, "--hours", "1", "-o", str(tmp_path / "short.yaml")]) == 0
+    said = capsys.readouterr().out
+    assert "over --hours 1, so it trains 3 epochs" in said and "split.max_train" in said
+    short = load_recipe(tmp_path / "short.yaml")
+    hours, minutes = re.search(r"take about (?:(\d+) h )?(\d+) min", said).groups()
+    assert 40 <= 60 * int(hours or 0) + int(minutes) <= 60
+    assert short.teacher.finetune["epochs"] == 3
+    data = load_dataset(short.dataset)
+    assert len(data.splits["train"]) == short.dataset.split.max_train < 28_800
+    augmented = short.students[1].transfer[0]
+    assert augmented.copies == 1 and augmented.limit == short.dataset.split.max_train
+    # Given the time, all of it, with the default recipe.
+    assert main([*argv, "--hours", "100", "-o", str(tmp_path / "long.yaml")]) == 0
+    long = load_recipe(tmp_path / "long.yaml")
+    assert long.dataset.split.max_train is None and long.dataset.split.max_test is None
+    assert long.students[1].transfer[0].limit == 54_000

@@ -1,5 +1,6 @@
 """The run's bar weighs each stage by its work: the estimates keep the proportions measured on
-BANKING77, and a resumed run counts what it finds already made."""
+BANKING77, turn into the times two whole runs took, and a resumed run counts what it finds
+already made."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 from models.data import from_examples
 from models.init import recipe_for
 from models.recipe import DatasetSpec, Recipe
-from models.workload import run_work
+from models.workload import run_work, seconds, split_sizes
 
 # Minutes each stage of `init`'s BANKING77 recipe took on 2 cores (runs of 2026-12-04):
 # the teacher 8 epochs at 6:20 plus its labels, the refit augmented L6 2,811 s, the L3 374 s.
+# Its training texts average 12.0 words, 18.8 sub-word pieces.
 MEASURED_MINUTES = {
     "teacher": 53,
     "student banking77-minilm-l6-augmented-int8": 47,
@@ -21,19 +23,26 @@ MEASURED_MINUTES = {
 }
 
 
-def banking77_sized(fine_tuned: bool = False) -> tuple[Recipe, object]:
-    labels = [f"intent{i}" for i in range(77)]
-    sizes = {"train": 9_000, "validation": 1_003, "test": 3_080}
+BANKING77_TOKENS = 18.8
+
+
+def sized(name: str, labels: int, sizes: dict[str, int], fine_tuned: bool = False):
+    names = [f"intent{i}" for i in range(labels)]
     examples = {
-        split: [(f"{split} text {i}", labels[i % 77]) for i in range(n)]
+        split: [(f"{split} text {i}", names[i % labels]) for i in range(n)]
         for split, n in sizes.items()
     }
-    data = from_examples("banking77", examples)
+    data = from_examples(name, examples)
     args = argparse.Namespace(
         teacher="sentence-transformers/all-mpnet-base-v2", fine_tuned=fine_tuned
     )
-    recipe = Recipe.model_validate(recipe_for(data, DatasetSpec(), "banking77", args))
-    return recipe, data
+    recipe = Recipe.model_validate(recipe_for(data, DatasetSpec(), name, args))
+    return recipe, split_sizes(data)
+
+
+def banking77_sized(fine_tuned: bool = False):
+    sizes = {"train": 9_000, "validation": 1_003, "test": 3_080}
+    return sized("banking77", 77, sizes, fine_tuned)
 
 
 def test_stage_estimates_keep_the_measured_proportions():
@@ -44,6 +53,20 @@ def test_stage_estimates_keep_the_measured_proportions():
     pace = work["teacher"] / MEASURED_MINUTES["teacher"]
     for stage, minutes in MEASURED_MINUTES.items():
         assert work[stage] / pace == pytest.approx(minutes, rel=0.35), stage
+
+
+def test_stage_estimates_turn_into_the_minutes_measured_on_two_cores():
+    recipe, sizes = banking77_sized()
+    work = run_work(recipe, sizes, recipe.students)
+    for stage, minutes in MEASURED_MINUTES.items():
+        assert seconds(work[stage], BANKING77_TOKENS, cores=2) / 60 == pytest.approx(
+            minutes, rel=0.35
+        ), stage
+    # A whole run: 10 CLINC150 domains from one Parquet file (2,882 training texts of 8.3 words,
+    # 13.6 pieces), `init` and `run` with no options: 49.8 minutes (BENCHMARKS.md, issue 14).
+    recipe, sizes = sized("domains", 10, {"train": 2_882, "validation": 319, "test": 799})
+    whole = sum(run_work(recipe, sizes, recipe.students).values())
+    assert seconds(whole, 13.6, cores=2) / 60 == pytest.approx(49.8, rel=0.2)
 
 
 def test_a_fine_tuned_teacher_only_labels():

@@ -1,7 +1,8 @@
 """Dataset sources, keyed by the recipe's ``dataset.source``: each module's ``load`` turns a
 ``DatasetSpec`` into a ``TextClassificationData``. Files, saved datasets and hub datasets are
 read by the ``datasets`` library's own loaders, imported only when one is used; what they give is
-checked and split the same way (models/sources/tables.py)."""
+checked and split the same way (models/sources/tables.py); every source's splits are then sampled
+down to the recipe's ``split.max_*`` (models/sources/sample.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib
 
 from models.data import TextClassificationData
 from models.recipe import DatasetSpec
+from models.sources.sample import sample_splits
 
 SOURCES = {
     "clinc150": "models.sources.clinc150",
@@ -19,4 +21,5 @@ SOURCES = {
 
 
 def load_dataset(spec: DatasetSpec) -> TextClassificationData:
-    return importlib.import_module(SOURCES[spec.kind]).load(spec)
+    data = importlib.import_module(SOURCES[spec.kind]).load(spec)
+    return sample_splits(data, spec.split)
