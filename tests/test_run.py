@@ -47,6 +47,7 @@ def made(tmp_path_factory, clinc):
         == 0
     )
     written = yaml.safe_load(recipe.read_text())
+    written["dataset"]["split"] = {"max_train": 300}  # as `init` writes for data too large
     # A tiny model stands in for the pretrained checkpoints; a few steps stand in for epochs.
     base = str(save_tiny_bert(root / "base", clinc.splits["train"].texts, hidden=64, layers=2))
     quick = {"max_steps": 15, "batch_size": 16, "max_length": 32, "learning_rate": 3e-3}
@@ -117,6 +118,8 @@ def test_run_ends_with_a_repository_an_experiment_and_the_benchmark(made):
     card = read_card(repository / name)
     assert card.labels == sorted(INTENTS) and card.oos_threshold is None
     assert card.metrics.split_sizes["validation"] > 0
+    assert card.metrics.split_sizes["train"] == 300
+    assert "sampled 300 of " in card.metrics.split_origins["train"]
     assert card.metrics.split_origins["validation"].startswith("carved from train")
     (quantized,) = [step for step in card.lineage if step.step.startswith("quantize")]
     assert (quantized.step, quantized.params["per_channel"]) == ("quantize_dynamic", True)
