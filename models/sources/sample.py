@@ -1,6 +1,6 @@
 """Splits sampled down to the recipe's ``split.max_*``: every label keeps its share of the split
-(rounded by largest remainder, at least one text each), the same texts for the same seed. A large dataset
-trains in hours, not days, and the card says what was sampled."""
+(rounded by largest remainder, at least one text each), the same texts for the same seed. A
+large dataset trains in hours, not days, and the card says what was sampled."""
 
 from __future__ import annotations
 
