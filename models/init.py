@@ -2,8 +2,8 @@
 
 The data is read (and checked) now, so a bad file fails here rather than an hour into ``run``.
 Sized to the data: fine-tuning epochs by the training split's size (small sets need more passes),
-the maximum length by its texts (the 99th percentile of words, with room for sub-word pieces,
-rounded up to 16), the transfer set by it too (about 54,000 perturbed texts, 1 to 4 copies of each
+the maximum length by its texts (the 99th percentile of their lengths in the student tokenizer's
+pieces, rounded up to 16), the transfer set by it too (about 54,000 perturbed texts, 1 to 4 copies of each
 training text per kind), and the students: MiniLM-L6 distilled, then on the transfer set,
 MiniLM-L3 (every other layer) distilled, and the L6 student pruned, each int8, the augmented L6
 and the pruned one shipped with an experiment between them.
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec, Recipe, check_distinct
 from models.sources import load_dataset
-from models.workload import PIECES_PER_WORD, Sizes, run_work, seconds, split_sizes, tokens_per_text
+from models.workload import Sizes, run_work, seconds, split_sizes
 
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -111,9 +111,22 @@ VALIDATION_TEXTS = 1_000
 TEST_TEXTS = 10_000
 
 
-def max_length_for(texts: list[str]) -> int:
-    words = np.percentile([len(t.split()) for t in texts], 99)
-    return int(min(512, 16 * math.ceil((words * PIECES_PER_WORD + 2) / 16)))
+def piece_counts(texts: list[str], reference: str = STUDENT) -> np.ndarray:
+    """Each text's length in the student's sub-word pieces, [CLS] and [SEP] included: words
+    say little of it outside English (German 3.4 pieces a word, Chinese a piece a character)."""
+    from tokenizers import Tokenizer
+
+    from models.checkpoints import resolve
+
+    tokenizer = Tokenizer.from_file(str(resolve(reference).path / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return np.array([len(encoding.ids) for encoding in tokenizer.encode_batch(texts)])
+
+
+def max_length_for(pieces: np.ndarray) -> int:
+    """The 99th percentile of the texts' pieces, rounded up to 16, at most 512."""
+    return int(min(512, 16 * math.ceil(np.percentile(pieces, 99) / 16)))
 
 
 def recipe_for(
@@ -121,16 +134,17 @@ def recipe_for(
     spec: DatasetSpec,
     name: str,
     args,
+    max_length: int,
     sizes: Sizes | None = None,
     frugal: bool = False,
 ) -> dict:
-    """The recipe for ``data``, sized for splits of ``sizes`` (default: the data's own; smaller
-    ones are written as the dataset's ``split.max_*``). ``frugal``: the fewest passes and one
-    perturbed text per training text, where time is short and texts are not (more texts beat
-    more passes over fewer)."""
+    """The recipe for ``data``, its texts cut at ``max_length`` pieces, sized for splits of
+    ``sizes`` (default: the data's own; smaller ones are written as the dataset's
+    ``split.max_*``). ``frugal``: the fewest passes and one perturbed text per training text,
+    where time is short and texts are not (more texts beat more passes over fewer)."""
     whole = split_sizes(data)
     sizes = sizes or whole
-    length = max_length_for(data.splits["train"].texts)
+    length = max_length
     teacher_epochs = MIN_EPOCHS if frugal else epochs_for(sizes["train"])
     transfer_texts = min(sizes["train"], TRANSFER_TEXTS) if frugal else TRANSFER_TEXTS
     distill = {"batch_size": 32, "max_length": length, "temperature": 4.0, "alpha": 0.5}
@@ -230,13 +244,14 @@ def fitted_recipe(
     """(recipe, its estimated seconds, the default recipe's on all the data). Where the default
     would take longer than ``args.hours``: the frugal recipe, and if that is still too long, on
     as many training texts as fit (sampled, with validation and test)."""
-    tokens = tokens_per_text(data.splits["train"].texts)
+    pieces = piece_counts(data.splits["train"].texts)
+    max_length = max_length_for(pieces)
 
     def estimate(sizes: Sizes, frugal: bool) -> tuple[dict, float]:
-        recipe = recipe_for(data, spec, name, args, sizes, frugal)
+        recipe = recipe_for(data, spec, name, args, max_length, sizes, frugal)
         students = Recipe.model_validate(recipe).students
         work = run_work(Recipe.model_validate(recipe), sizes, students)
-        return recipe, seconds(sum(work.values()), tokens)
+        return recipe, seconds(sum(work.values()), float(np.minimum(pieces, max_length).mean()))
 
     whole = split_sizes(data)
     budget = args.hours * 3600

@@ -12,9 +12,11 @@ is priced against it by what it took on BANKING77 on 2 cores, bf16 (runs of 2026
   variant (speed at two batch sizes, accuracy on test) about as long as packaging it.
 
 The bar turns the proportions into time with this machine's own pace. ``init`` needs a time
-before anything has run: a unit took 0.48 ms per token of the average training text on 2 cores
-(AMD EPYC, bf16), on BANKING77 (18.8 tokens, 8.8 ms a unit) and on a 10-domain CLINC150 sample
-(13.6 tokens, 6.6 ms a unit; the whole run 49.8 min), and is taken to shrink with more cores.
+before anything has run: on 2 cores (AMD EPYC, bf16) a unit took 8.8 ms on BANKING77, whose
+training texts average 16.2 sub-word pieces, and 6.6 ms on a 10-domain CLINC150 sample (11.0
+pieces; the whole run 49.8 min): 0.43 ms per piece plus 4 pieces' worth that length does not
+change. A MiniLM-L6 step on texts of 62 pieces took 2.3 times one on 22 (runs of 2026-12-04).
+Time is taken to shrink in proportion to cores.
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ TEACHER_PACKAGING = 3 * PACKAGING
 BENCHMARK_PER_VARIANT = PACKAGING
 BASE_LAYERS = 6  # MiniLM-L6, the students' usual base
 FIXED_SHARE = 0.35  # of a MiniLM-L6 step that does not scale with layers
-SECONDS_PER_UNIT_TOKEN = 0.48e-3
+SECONDS_PER_UNIT_PIECE = 0.43e-3
+FIXED_PIECES = 4.0
 MEASURED_CORES = 2
-# Sub-word pieces per whitespace word in English (CLINC150: 1.3), plus [CLS] and [SEP].
-PIECES_PER_WORD = 1.4
 
 
 def split_sizes(data: TextClassificationData) -> Sizes:
@@ -77,17 +78,12 @@ def run_work(recipe: Recipe, sizes: Sizes, students: list[StudentSpec]) -> dict[
     return work
 
 
-def tokens_per_text(texts: list[str]) -> float:
-    """The average text's length in sub-word pieces, from its words."""
-    words = sum(len(text.split()) for text in texts) / max(len(texts), 1)
-    return words * PIECES_PER_WORD + 2
-
-
-def seconds(work: float, tokens: float, cores: int | None = None) -> float:
-    """What ``work`` takes on texts of ``tokens`` pieces on average, on ``cores`` (default:
-    those this process may use)."""
+def seconds(work: float, pieces: float, cores: int | None = None) -> float:
+    """What ``work`` takes on texts of ``pieces`` sub-word pieces on average, on ``cores``
+    (default: those this process may use)."""
     cores = cores or len(os.sched_getaffinity(0))
-    return work * tokens * SECONDS_PER_UNIT_TOKEN * MEASURED_CORES / cores
+    per_unit = (pieces + FIXED_PIECES) * SECONDS_PER_UNIT_PIECE
+    return work * per_unit * MEASURED_CORES / cores
 
 
 def _transfer_texts(spec: AugmentSpec, texts: int) -> int:

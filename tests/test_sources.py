@@ -384,3 +384,14 @@ def test_init_fits_a_large_dataset_to_the_hours_it_is_given(tmp_path, capsys):
     long = load_recipe(tmp_path / "long.yaml")
     assert long.dataset.split.max_train is None and long.dataset.split.max_test is None
     assert long.students[1].transfer[0].limit == 54_000
+
+
+def test_init_measures_lengths_in_the_students_pieces_not_in_words(tmp_path):
+    # Chinese has no spaces: one "word" a sentence, one piece a character.
+    sentence = "我想查询一下我的银行卡余额请帮我预订明天晚上两个人的餐厅今天天气怎么样我要转账"
+    pairs = [(sentence[i:] + sentence[:i], f"intent{i % 3}") for i in range(18)]
+    data_file = write_csv(tmp_path / "zh.csv", pairs)
+    argv = ["init", str(data_file), "--text-column", "utterance", "--label-column", "intent"]
+    assert main([*argv, "-o", str(tmp_path / "zh.yaml")]) == 0
+    recipe = load_recipe(tmp_path / "zh.yaml")
+    assert len(sentence) + 2 <= recipe.teacher.finetune["max_length"] <= len(sentence) + 2 + 16
