@@ -2,11 +2,11 @@
 
 The data is read (and checked) now, so a bad file fails here rather than an hour into ``run``.
 Sized to the data: fine-tuning epochs by the training split's size (small sets need more passes),
-the maximum length by its texts (the 99th percentile of their lengths in the student tokenizer's
-pieces, rounded up to 16), the transfer set by it too (about 54,000 perturbed texts, 1 to 4 copies of each
-training text per kind), and the students: MiniLM-L6 distilled, then on the transfer set,
-MiniLM-L3 (every other layer) distilled, and the L6 student pruned, each int8, the augmented L6
-and the pruned one shipped with an experiment between them.
+the maximum length by its texts (the 99th percentile of their lengths in the student
+tokenizer's pieces, rounded up to 16), the transfer set by it too (about 54,000 perturbed texts,
+1 to 4 copies of each training text per kind), and the students: MiniLM-L6 distilled, then on
+the transfer set, MiniLM-L3 (every other layer) distilled, and the L6 student pruned, each int8,
+the augmented L6 and the pruned one shipped with an experiment between them.
 An out-of-scope threshold is tuned only where the data names an out-of-scope label.
 Sized to the time too: the run is estimated (models/workload.py) and kept within ``--hours``,
 with fewer passes and perturbed texts, then on a sample of the data, where it would take longer.
