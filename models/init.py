@@ -144,10 +144,9 @@ def recipe_for(
     where time is short and texts are not (more texts beat more passes over fewer)."""
     whole = split_sizes(data)
     sizes = sizes or whole
-    length = max_length
     teacher_epochs = MIN_EPOCHS if frugal else epochs_for(sizes["train"])
     transfer_texts = min(sizes["train"], TRANSFER_TEXTS) if frugal else TRANSFER_TEXTS
-    distill = {"batch_size": 32, "max_length": length, "temperature": 4.0, "alpha": 0.5}
+    distill = {"batch_size": 32, "max_length": max_length, "temperature": 4.0, "alpha": 0.5}
     # No loss on validation: a split of ~1,000 texts cannot see the 0.1-0.3 points a smaller
     # vocabulary cost on BANKING77's test split, and int8 embeddings cost only 384 bytes a piece
     # for MiniLM (BENCHMARKS.md, issue 14).
@@ -218,7 +217,7 @@ def recipe_for(
                 "epochs": teacher_epochs,
                 "learning_rate": 5e-5,
                 "batch_size": 32,
-                "max_length": length,
+                "max_length": max_length,
                 "warmup_ratio": 0.1,
             },
         },
@@ -249,8 +248,8 @@ def fitted_recipe(
 
     def estimate(sizes: Sizes, frugal: bool) -> tuple[dict, float]:
         recipe = recipe_for(data, spec, name, args, max_length, sizes, frugal)
-        students = Recipe.model_validate(recipe).students
-        work = run_work(Recipe.model_validate(recipe), sizes, students)
+        validated = Recipe.model_validate(recipe)  # also what run will read
+        work = run_work(validated, sizes, validated.students)
         return recipe, seconds(sum(work.values()), float(np.minimum(pieces, max_length).mean()))
 
     whole = split_sizes(data)
