@@ -51,11 +51,11 @@ format: $(VENV)/.dev  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix app models tests loadtests deploy
 	$(BIN)/ruff format app models tests loadtests deploy
 
-benchmark: $(VENV)/.dev  ## serving benchmark of the shipped repository -> loadtests/results/
-	$(BIN)/python -m loadtests.serving_benchmark
+PEERS_ARGS ?=
+benchmark: $(VENV)/.dev  ## brum vs the naive FastAPI app and KServe (brum's own environment) -> loadtests/results/peers/
+	$(BIN)/python -m loadtests.peers --servers brum,naive,kserve $(PEERS_ARGS)
 
 # Builds MLServer's and BentoML's own pinned environments under .cache/peers/ on first use.
-PEERS_ARGS ?=
 benchmark-peers: $(VENV)/.dev  ## brum vs naive FastAPI, KServe, MLServer, BentoML on one variant -> loadtests/results/peers/
 	$(BIN)/python -m loadtests.peers $(PEERS_ARGS)
 

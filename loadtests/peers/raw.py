@@ -3,6 +3,8 @@ same cores do in-process with no server at all, in the two configurations that u
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,50 @@ import numpy as np
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
-from loadtests.serving_benchmark import in_process
+
+# A server at one connection idles about this long between two runs (the HTTP round trip), and a
+# run after a pause is slower than one back to back (BENCHMARKS.md, "The lone request").
+PAUSE_SECONDS = 0.0005
+
+
+def percentiles_ms(samples: list[float]) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(np.array(samples) * 1000, [50, 95, 99])
+    return {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3)}
+
+
+def in_process(folder: Path, threads: int, workers: int, texts: list[str]) -> dict:
+    """Batch-32 tokenize + run throughput with ``workers`` threads each running whole batches
+    (as the service does with BRUM_INFERENCE_WORKERS), and batch-1 ``session.run`` latency."""
+    card = read_card(folder)
+    classifier = load_classifier(
+        folder / MODEL_FILE,
+        folder / TOKENIZER_FILE,
+        card.max_length,
+        SessionConfig(intra_op_threads=threads),
+    )
+    batches = [texts[start : start + 32] for start in range(0, len(texts), 32)]
+    with ThreadPoolExecutor(workers) as pool:
+        started = time.perf_counter()
+        list(pool.map(classifier.classify, batches))
+        batched = len(texts) / (time.perf_counter() - started)
+    encoded = [classifier.encode([t]) for t in texts]
+    for batch in encoded[:50]:
+        classifier.run(batch)
+    raw, paused = [], []
+    for batch in encoded:
+        started = time.perf_counter()
+        classifier.run(batch)
+        raw.append(time.perf_counter() - started)
+    for batch in encoded:
+        time.sleep(PAUSE_SECONDS)
+        started = time.perf_counter()
+        classifier.run(batch)
+        paused.append(time.perf_counter() - started)
+    return {
+        "session_run": percentiles_ms(raw),
+        "session_run_after_pause": percentiles_ms(paused),
+        "raw_batch32_texts_per_second": round(batched, 1),
+    }
 
 
 def raw_bracket(folder: Path, texts: list[str], cores: int) -> dict:
