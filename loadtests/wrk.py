@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("wrk.lua")
@@ -16,9 +18,15 @@ def wrk_available() -> bool:
 
 
 def run_wrk(
-    url: str, bodies: list[dict], connections: int, seconds: float, threads: int = 1
+    url: str,
+    bodies: list[dict],
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    cpus: Collection[int] | None = None,
 ) -> dict:
-    """POST ``bodies`` in rotation over ``connections`` for ``seconds``; latency in ms."""
+    """POST ``bodies`` in rotation over ``connections`` for ``seconds``; latency in ms. ``cpus``:
+    the CPUs wrk runs on (default: this process's)."""
     if not wrk_available():
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as handle:
@@ -37,7 +45,10 @@ def run_wrk(
             "--",
             handle.name,
         ]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        pin = None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
+        output = subprocess.run(
+            command, capture_output=True, text=True, check=True, preexec_fn=pin
+        ).stdout
     summary = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
     seconds_run = summary["duration_us"] / 1e6
     return {

@@ -4,6 +4,7 @@ environment of their own (brum, the naive app, KServe), in short levels, and rep
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -92,3 +93,24 @@ def test_rounds_fold_into_medians_with_their_spread():
 def test_a_round_that_failed_marks_the_server_skipped():
     failed = {"settings": "s", "skipped": "failed: no answer"}
     assert fold_server([server_round(600, 80, 1), failed]) == failed
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None or len(os.sched_getaffinity(0)) < 2,
+    reason="needs wrk and two CPUs",
+)
+def test_cpus_pins_the_servers_to_fewer_cores_and_wrk_to_the_rest(tmp_path):
+    argv = ["--servers", "brum", "--cpus", "1", "--seconds", "1", "--warmup", "1", "--rounds", "1"]
+    assert main([*argv, "--levels", "1x1", "--texts", "32", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "peers-minilm-l6-augmented-int8-1cpu.json").read_text())
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2  # the benchmark gave this process its CPUs back
+    assert result["cores"] == 1
+    assert result["cpus"] == {"servers": cpus[:1], "load": cpus[1:]}
+    # brum sizes itself by the CPUs it may use: one, so one one-thread session.
+    assert result["servers"]["brum"]["chosen"]["plan"]["threads"] == "1"
+    assert result["servers"]["brum"]["chosen"]["plan"]["side_by_side"] == "1"
+    assert (
+        f"pinned to CPUs {cpus[:1]}"
+        in (tmp_path / "peers-minilm-l6-augmented-int8-1cpu.md").read_text()
+    )

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +72,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="worker processes of KServe, MLServer, BentoML (0: one per core, one-thread "
         "sessions; 1: one process, a session on every core)",
     )
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        help="pin every server and the raw bracket to this many CPUs, and wrk to the others: a "
+        "smaller machine, emulated (default: every CPU for all of them)",
+    )
     args = parser.parse_args(argv)
+    available = len(os.sched_getaffinity(0))
+    if args.cpus is not None and not 1 <= args.cpus <= available:
+        parser.error(f"--cpus must be between 1 and the {available} CPUs this process may use")
     unknown = set(args.servers.split(",")) - set(SERVERS)
     if unknown:
         parser.error(f"unknown servers {sorted(unknown)}; choose from {list(SERVERS)}")
@@ -87,11 +98,34 @@ def test_texts(count: int) -> list[str]:
     return [test.texts[i] for i in order]
 
 
-def run_server(name: str, args, folder: Path, texts, reference, workdir: Path, cores: int) -> dict:
+@contextmanager
+def pinned(cpus: frozenset[int]) -> Iterator[None]:
+    """This process (and what it starts meanwhile) on ``cpus``, then back where it was."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def split_cpus(wanted: int | None) -> tuple[frozenset[int], frozenset[int] | None]:
+    """(the servers' CPUs, wrk's): the first ``wanted`` of this process's CPUs for the servers
+    and the rest for wrk, or all of them for both."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if wanted is None:
+        return frozenset(cpus), None
+    return frozenset(cpus[:wanted]), frozenset(cpus[wanted:] or cpus)
+
+
+def run_server(name: str, args, folder: Path, texts, reference, workdir: Path, cpus: tuple) -> dict:
     server = SERVERS[name]
     brum_env = dict(item.split("=", 1) for item in args.brum_env)
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
-    ctx = context(folder, scratch, sys.executable, cores, brum_env, args.peer_workers)
+    servers_cpus, load_cpus = cpus
+    ctx = context(
+        folder, scratch, sys.executable, len(servers_cpus), brum_env, args.peer_workers, load_cpus
+    )
     if server.requirements:
         try:
             ctx = replace(ctx, python=str(ensure_venv(name, server.requirements)))
@@ -111,23 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.repository / args.variant
     if not (folder / "variant.json").is_file():
         raise SystemExit(f"{folder}: no variant.json")
-    cores = len(os.sched_getaffinity(0))
-    texts = test_texts(args.texts)
-    reference = (texts[0], reference_label(folder, texts[0]))
-    print(f"raw onnxruntime, before ({cores} cores)", flush=True)
-    raw_before = raw_bracket(folder, texts, cores)
-    names = args.servers.split(",")
-    runs: dict[str, list[dict]] = {name: [] for name in names}
-    with tempfile.TemporaryDirectory(prefix="brum-peers-") as workdir:
-        for round_index in range(args.rounds):
-            for name in rotated(names, round_index):
-                print(f"[{name}, round {round_index + 1} of {args.rounds}]", flush=True)
-                runs[name].append(
-                    run_server(name, args, folder, texts, reference, Path(workdir), cores)
-                )
-    servers = {name: fold_server(runs[name]) for name in names}
-    print("raw onnxruntime, after", flush=True)
-    raw_after = raw_bracket(folder, texts, cores)
+    cpus = split_cpus(args.cpus)
+    cores = len(cpus[0])
+    # The servers (started from here) and the raw bracket (run here) inherit these CPUs.
+    with pinned(cpus[0]):
+        texts = test_texts(args.texts)
+        reference = (texts[0], reference_label(folder, texts[0]))
+        print(f"raw onnxruntime, before ({cores} cores)", flush=True)
+        raw_before = raw_bracket(folder, texts, cores)
+        names = args.servers.split(",")
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        with tempfile.TemporaryDirectory(prefix="brum-peers-") as workdir:
+            for round_index in range(args.rounds):
+                for name in rotated(names, round_index):
+                    print(f"[{name}, round {round_index + 1} of {args.rounds}]", flush=True)
+                    runs[name].append(
+                        run_server(name, args, folder, texts, reference, Path(workdir), cpus)
+                    )
+        servers = {name: fold_server(runs[name]) for name in names}
+        print("raw onnxruntime, after", flush=True)
+        raw_after = raw_bracket(folder, texts, cores)
     raw = {
         key: (min if key.startswith("session_run") else max)(raw_before[key], raw_after[key])
         for key in (
@@ -141,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m loadtests.peers "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "cores": cores,
+        "cpus": {
+            "servers": sorted(cpus[0]),
+            "load": sorted(cpus[1]) if cpus[1] is not None else sorted(cpus[0]),
+        },
         "cpu": cpu_model(),
         "onnxruntime": onnxruntime.__version__,
         "variant": args.variant,
@@ -155,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "goals": goals(servers, raw),
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"peers-{args.variant}"
+    suffix = f"-{args.cpus}cpu" if args.cpus is not None else ""
+    stem = args.output / f"peers-{args.variant}{suffix}"
     table = render_markdown(result)
     stem.with_suffix(".md").write_text(table)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -78,10 +78,13 @@ def measure(
         print(f"  ready in {ready_seconds:.2f} s; {text!r} -> {label!r} (expected {expected!r})")
         if not result["verified"]["match"]:
             raise RuntimeError(f"answers {label!r} where the model says {expected!r}")
-        run_wrk(endpoint, request_bodies(server, texts, 1), 8, warmup, threads=2)
+        bodies = request_bodies(server, texts, 1)
+        run_wrk(endpoint, bodies, 8, warmup, threads=2, cpus=ctx.load_cpus)
         result["levels"] = {}
         for level in levels:
-            result["levels"][level.key] = run_level(server, pid, endpoint, texts, level, seconds)
+            result["levels"][level.key] = run_level(
+                server, pid, endpoint, texts, level, seconds, ctx.load_cpus
+            )
         result["rss_after_bytes"] = tree_rss_bytes(pid)
         if server.name == "brum":
             result["chosen"] = brum_choices(url)
@@ -108,12 +111,18 @@ def brum_choices(url: str) -> dict:
 
 
 def run_level(
-    server: Server, pid: int, endpoint: str, texts: list[str], level: Level, seconds: float
+    server: Server,
+    pid: int,
+    endpoint: str,
+    texts: list[str],
+    level: Level,
+    seconds: float,
+    load_cpus: frozenset[int] | None = None,
 ) -> dict:
     bodies = request_bodies(server, texts, level.texts)
     cpu = tree_cpu_seconds(pid)
     threads = 1 if level.connections == 1 else 2
-    run = run_wrk(endpoint, bodies, level.connections, seconds, threads=threads)
+    run = run_wrk(endpoint, bodies, level.connections, seconds, threads=threads, cpus=load_cpus)
     run["texts_per_request"] = level.texts
     run["texts_per_second"] = round(run["requests_per_second"] * level.texts, 1)
     run["server_cpu_cores"] = round((tree_cpu_seconds(pid) - cpu) / run["seconds"], 2)
@@ -127,6 +136,12 @@ def run_level(
 
 
 def context(
-    folder: Path, workdir: Path, python: str, cores: int, brum_env: dict, peer_workers: int
+    folder: Path,
+    workdir: Path,
+    python: str,
+    cores: int,
+    brum_env: dict,
+    peer_workers: int,
+    load_cpus: frozenset[int] | None = None,
 ) -> Context:
-    return Context(folder, free_port(), workdir, python, cores, brum_env, peer_workers)
+    return Context(folder, free_port(), workdir, python, cores, brum_env, peer_workers, load_cpus)

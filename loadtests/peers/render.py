@@ -23,6 +23,13 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
     ]
 
 
+def _pinning(result: dict) -> str:
+    cpus = result.get("cpus")
+    if cpus is None or cpus["servers"] == cpus["load"]:
+        return ""
+    return f" (servers and raw pinned to CPUs {cpus['servers']}, wrk to {cpus['load']})"
+
+
 def _rounds(rounds: int) -> str:
     if rounds == 1:
         return "one round"
@@ -38,7 +45,7 @@ def render_markdown(result: dict) -> str:
         "",
         f"{result['date']}; {result['cores']} cores ({result['cpu']}); onnxruntime "
         f"{result['onnxruntime']}; {result['seconds']:g} s per level, {result['texts']} CLINC150 "
-        "test utterances in rotation; load from wrk on the same machine; "
+        f"test utterances in rotation; load from wrk on the same machine{_pinning(result)}; "
         f"{_rounds(result.get('rounds', 1))}.",
         "",
         f"`{result['command']}`",

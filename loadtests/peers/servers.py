@@ -34,6 +34,7 @@ class Context:
     cores: int
     brum_env: dict[str, str] = field(default_factory=dict)
     peer_workers: int = 0  # worker processes of the framework peers; 0: one per core
+    load_cpus: frozenset[int] | None = None  # where wrk runs, when the servers are pinned
 
     @property
     def workers(self) -> int:
