@@ -245,12 +245,13 @@ def fitted_recipe(
     default would give them."""
     pieces = piece_counts(data.splits["train"].texts)
     max_length = max_length_for(pieces)
+    trained_pieces = float(np.minimum(pieces, max_length).mean())
 
     def estimate(sizes: Sizes, transfer: int = TRANSFER_TEXTS) -> tuple[dict, float]:
         recipe = recipe_for(data, spec, name, args, max_length, sizes, transfer)
         validated = Recipe.model_validate(recipe)  # also what run will read
         work = run_work(validated, sizes, validated.students)
-        return recipe, seconds(sum(work.values()), float(np.minimum(pieces, max_length).mean()))
+        return recipe, seconds(sum(work.values()), trained_pieces)
 
     whole = split_sizes(data)
     budget = args.hours * 3600
@@ -271,17 +272,18 @@ def fitted_recipe(
     def lean(sizes: Sizes) -> tuple[dict, float]:
         return estimate(sizes, min(sizes["train"], TRANSFER_TEXTS))
 
+    fitted, fitted_took = lean(whole)
+    if fitted_took <= budget:
+        return fitted, fitted_took, took
     # The estimate grows with the training texts, so the most that fit are found by bisection.
     low, high = min(whole["train"], max(MIN_TRAIN, len(data.labels))), whole["train"]
-    if lean(whole)[1] <= budget:
-        low = high
     while low < high:
         middle = (low + high + 1) // 2
         if lean(sampled(middle))[1] <= budget:
             low = middle
         else:
             high = middle - 1
-    fitted, fitted_took = lean(whole if low == whole["train"] else sampled(low))
+    fitted, fitted_took = lean(sampled(low))
     return fitted, fitted_took, took
 
 
