@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,13 +96,20 @@ def running_service(
     log: Path | None = None,
     timeout: float = 120,
     cwd: Path = ROOT,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[subprocess.Popen, float]]:
     """Start ``python command``, wait for ``ready_path`` to answer 200, yield the process with its
-    start-to-ready time, then stop it and whatever it started. Output goes to ``log``, if given."""
+    start-to-ready time, then stop it and whatever it started. Output goes to ``log``, if given;
+    ``preexec_fn`` runs in the child before it starts (e.g. joining a cgroup)."""
     started = time.perf_counter()
     output = log.open("wb") if log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [python, *command], cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
+        [python, *command],
+        cwd=cwd,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
     )
     try:
         while True:

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from loadtests.cgroup import limits_available
 from loadtests.peers.__main__ import main
 from loadtests.peers.rounds import fold_server, rotated
 from loadtests.processes import only_loopback
@@ -95,22 +96,49 @@ def test_a_round_that_failed_marks_the_server_skipped():
     assert fold_server([server_round(600, 80, 1), failed]) == failed
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None or len(os.sched_getaffinity(0)) < 2,
-    reason="needs wrk and two CPUs",
+CGROUP = pytest.mark.skipif(
+    shutil.which("wrk") is None or not limits_available() or len(os.sched_getaffinity(0)) < 2,
+    reason="needs wrk, two CPUs and a writable cgroup v1 (root)",
 )
-def test_cpus_pins_the_servers_to_fewer_cores_and_wrk_to_the_rest(tmp_path):
-    argv = ["--servers", "brum", "--cpus", "1", "--seconds", "1", "--warmup", "1", "--rounds", "1"]
-    assert main([*argv, "--levels", "1x1", "--texts", "32", "--output", str(tmp_path)]) == 0
+
+
+@CGROUP
+def test_cpus_holds_every_server_to_fewer_cores_and_wrk_to_the_rest(tmp_path):
+    argv = ["--servers", "brum,naive", "--cpus", "1", "--seconds", "2", "--warmup", "1"]
+    argv += ["--rounds", "1", "--levels", "1x1,8x1", "--texts", "32", "--output", str(tmp_path)]
+    assert main(argv) == 0
     result = json.loads((tmp_path / "peers-minilm-l6-augmented-int8-1cpu.json").read_text())
     cpus = sorted(os.sched_getaffinity(0))
     assert len(cpus) >= 2  # the benchmark gave this process its CPUs back
     assert result["cores"] == 1
-    assert result["cpus"] == {"servers": cpus[:1], "load": cpus[1:]}
+    assert result["cpus"] == {
+        "servers": cpus[:1],
+        "load": cpus[1:],
+        "quota": None,
+        "isolation": "cgroup",
+    }
     # brum sizes itself by the CPUs it may use: one, so one one-thread session.
     assert result["servers"]["brum"]["chosen"]["plan"]["threads"] == "1"
     assert result["servers"]["brum"]["chosen"]["plan"]["side_by_side"] == "1"
-    assert (
-        f"pinned to CPUs {cpus[:1]}"
-        in (tmp_path / "peers-minilm-l6-augmented-int8-1cpu.md").read_text()
-    )
+    # onnxruntime's default session pins its threads to every core of the machine, which widened
+    # an affinity mask to two cores; it cannot widen a cpuset.
+    assert result["servers"]["naive"]["levels"]["8x1"]["server_cpu_cores"] <= 1.1
+    report = (tmp_path / "peers-minilm-l6-augmented-int8-1cpu.md").read_text()
+    assert f"servers and raw on CPUs {cpus[:1]}, wrk on {cpus[1:]}; by a cgroup" in report
+
+
+@CGROUP
+def test_quota_holds_every_server_to_a_share_of_the_cores(tmp_path):
+    argv = ["--servers", "naive,brum", "--quota", "0.5", "--seconds", "2", "--warmup", "1"]
+    argv += ["--rounds", "1", "--levels", "8x1", "--texts", "32", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "peers-minilm-l6-augmented-int8-quota0.5.json").read_text())
+    assert result["cores"] == 1
+    assert result["cpus"]["quota"] == 0.5 and result["cpus"]["isolation"] == "cgroup"
+    for name in ("naive", "brum"):
+        assert result["servers"][name]["levels"]["8x1"]["server_cpu_cores"] <= 0.7, name
+    # brum reads the quota from its cgroup (app/runtime/cores.py): one core's plan.
+    assert result["servers"]["brum"]["chosen"]["plan"]["threads"] == "1"
+    assert result["servers"]["brum"]["chosen"]["plan"]["side_by_side"] == "1"
+    report = (tmp_path / "peers-minilm-l6-augmented-int8-quota0.5.md").read_text()
+    assert "under a CPU quota of 0.5 CPUs; by a cgroup" in report

@@ -4,29 +4,33 @@ onnxruntime. Load from wrk; writes peers-<variant>.md, .json and .png.
 
     python -m loadtests.peers [--variant NAME] [--servers brum,naive,kserve,mlserver,bentoml]
         [--seconds 10] [--rounds 3] [--levels 1x1,8x1,32x1,64x1,16x8] [--texts 1000]
-        [--output DIR] [--brum-env KEY=VALUE ...] [--peer-workers 0]
+        [--output DIR] [--brum-env KEY=VALUE ...] [--peer-workers 0] [--cpus N] [--quota CPUS]
 
 Every server runs once per round, the rounds in rotated order; figures are medians over the
-rounds (loadtests/peers/rounds.py).
+rounds (loadtests/peers/rounds.py). ``--cpus`` and ``--quota`` emulate a smaller machine, or a
+Kubernetes CPU limit, with a cgroup around every server and the raw bracket (loadtests/cgroup.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 
 from app.settings import SHIPPED_REPOSITORY
+from loadtests.cgroup import cpu_group, limits_available
 from loadtests.peers.goals import goals, ratios
 from loadtests.peers.measure import Level, context, measure
 from loadtests.peers.raw import raw_bracket, reference_label
@@ -75,13 +79,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cpus",
         type=int,
-        help="pin every server and the raw bracket to this many CPUs, and wrk to the others: a "
-        "smaller machine, emulated (default: every CPU for all of them)",
+        help="every server and the raw bracket on this many CPUs (a cgroup cpuset, or CPU "
+        "affinity where this process cannot make one), wrk on the others: a smaller machine, "
+        "emulated (default: every CPU for all of them)",
+    )
+    parser.add_argument(
+        "--quota",
+        type=float,
+        help="a CFS CPU quota, in CPUs, over the servers and the raw bracket (1.5: 150 ms of CPU "
+        "time per 100 ms): a Kubernetes CPU limit, emulated; needs a writable cgroup v1 (root)",
     )
     args = parser.parse_args(argv)
     available = len(os.sched_getaffinity(0))
     if args.cpus is not None and not 1 <= args.cpus <= available:
         parser.error(f"--cpus must be between 1 and the {available} CPUs this process may use")
+    if args.quota is not None and args.quota <= 0:
+        parser.error("--quota must be a positive number of CPUs")
+    if args.quota is not None and not limits_available():
+        parser.error("--quota needs a writable cgroup v1 cpu and cpuset controller (run as root)")
     unknown = set(args.servers.split(",")) - set(SERVERS)
     if unknown:
         parser.error(f"unknown servers {sorted(unknown)}; choose from {list(SERVERS)}")
@@ -100,7 +115,7 @@ def test_texts(count: int) -> list[str]:
 
 @contextmanager
 def pinned(cpus: frozenset[int]) -> Iterator[None]:
-    """This process (and what it starts meanwhile) on ``cpus``, then back where it was."""
+    """This process on ``cpus``, then back where it was."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus)
     try:
@@ -109,22 +124,71 @@ def pinned(cpus: frozenset[int]) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def split_cpus(wanted: int | None) -> tuple[frozenset[int], frozenset[int] | None]:
-    """(the servers' CPUs, wrk's): the first ``wanted`` of this process's CPUs for the servers
-    and the rest for wrk, or all of them for both."""
+@dataclass(frozen=True)
+class Limits:
+    """The emulated machine: the servers' CPUs and quota, and where wrk runs."""
+
+    servers: frozenset[int]
+    load: frozenset[int] | None  # None: wrk shares the servers' CPUs
+    quota: float | None
+    isolation: str  # "cgroup", "affinity" (a process may widen it) or "none"
+
+    @property
+    def cores(self) -> int:
+        """What a server may use, as brum counts it (app/runtime/cores.py): a quota of 1.5 CPUs
+        on 2 cores is 2."""
+        cores = len(self.servers)
+        return cores if self.quota is None else min(cores, max(1, math.ceil(self.quota)))
+
+
+def plan_limits(wanted_cpus: int | None, quota: float | None) -> Limits:
+    """The first ``wanted_cpus`` of this process's CPUs for the servers and the rest for wrk (or
+    all of them for both), and the quota over the servers."""
     cpus = sorted(os.sched_getaffinity(0))
-    if wanted is None:
-        return frozenset(cpus), None
-    return frozenset(cpus[:wanted]), frozenset(cpus[wanted:] or cpus)
+    servers, load = frozenset(cpus), None
+    if wanted_cpus is not None:
+        servers, load = frozenset(cpus[:wanted_cpus]), frozenset(cpus[wanted_cpus:] or cpus)
+    if wanted_cpus is None and quota is None:
+        return Limits(servers, load, quota, "none")
+    if limits_available():
+        return Limits(servers, load, quota, "cgroup")
+    print(
+        "warning: no writable cgroup here, so the servers are pinned by CPU affinity, which a "
+        "server may widen (onnxruntime's default session does)",
+        flush=True,
+    )
+    return Limits(servers, load, quota, "affinity")
 
 
-def run_server(name: str, args, folder: Path, texts, reference, workdir: Path, cpus: tuple) -> dict:
+@contextmanager
+def confined(limits: Limits) -> Iterator[tuple[Callable[[], None] | None, Callable]]:
+    """(what each server runs first to enter the limits, a context manager that puts this process
+    inside them for the raw bracket)."""
+    if limits.isolation == "cgroup":
+        cpuset = limits.servers if limits.load is not None else None
+        with cpu_group(cpuset, limits.quota) as group:
+            yield group.enter, group.joined
+    elif limits.isolation == "affinity":
+        yield partial(os.sched_setaffinity, 0, limits.servers), partial(pinned, limits.servers)
+    else:
+        yield None, nullcontext
+
+
+def run_server(
+    name: str, args, folder: Path, texts, reference, workdir: Path, limits: Limits, enter
+) -> dict:
     server = SERVERS[name]
     brum_env = dict(item.split("=", 1) for item in args.brum_env)
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
-    servers_cpus, load_cpus = cpus
     ctx = context(
-        folder, scratch, sys.executable, len(servers_cpus), brum_env, args.peer_workers, load_cpus
+        folder,
+        scratch,
+        sys.executable,
+        limits.cores,
+        brum_env,
+        args.peer_workers,
+        limits.load,
+        enter,
     )
     if server.requirements:
         try:
@@ -145,26 +209,29 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.repository / args.variant
     if not (folder / "variant.json").is_file():
         raise SystemExit(f"{folder}: no variant.json")
-    cpus = split_cpus(args.cpus)
-    cores = len(cpus[0])
-    # The servers (started from here) and the raw bracket (run here) inherit these CPUs.
-    with pinned(cpus[0]):
-        texts = test_texts(args.texts)
-        reference = (texts[0], reference_label(folder, texts[0]))
+    limits = plan_limits(args.cpus, args.quota)
+    cores = limits.cores
+    texts = test_texts(args.texts)
+    reference = (texts[0], reference_label(folder, texts[0]))
+    names = args.servers.split(",")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    with confined(limits) as (enter, inside):
         print(f"raw onnxruntime, before ({cores} cores)", flush=True)
-        raw_before = raw_bracket(folder, texts, cores)
-        names = args.servers.split(",")
-        runs: dict[str, list[dict]] = {name: [] for name in names}
+        with inside():
+            raw_before = raw_bracket(folder, texts, cores)
         with tempfile.TemporaryDirectory(prefix="brum-peers-") as workdir:
             for round_index in range(args.rounds):
                 for name in rotated(names, round_index):
                     print(f"[{name}, round {round_index + 1} of {args.rounds}]", flush=True)
                     runs[name].append(
-                        run_server(name, args, folder, texts, reference, Path(workdir), cpus)
+                        run_server(
+                            name, args, folder, texts, reference, Path(workdir), limits, enter
+                        )
                     )
-        servers = {name: fold_server(runs[name]) for name in names}
         print("raw onnxruntime, after", flush=True)
-        raw_after = raw_bracket(folder, texts, cores)
+        with inside():
+            raw_after = raw_bracket(folder, texts, cores)
+    servers = {name: fold_server(runs[name]) for name in names}
     raw = {
         key: (min if key.startswith("session_run") else max)(raw_before[key], raw_after[key])
         for key in (
@@ -179,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "cores": cores,
         "cpus": {
-            "servers": sorted(cpus[0]),
-            "load": sorted(cpus[1]) if cpus[1] is not None else sorted(cpus[0]),
+            "servers": sorted(limits.servers),
+            "load": sorted(limits.load if limits.load is not None else limits.servers),
+            "quota": limits.quota,
+            "isolation": limits.isolation,
         },
         "cpu": cpu_model(),
         "onnxruntime": onnxruntime.__version__,
@@ -197,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.cpus}cpu" if args.cpus is not None else ""
+    suffix += f"-quota{args.quota:g}" if args.quota is not None else ""
     stem = args.output / f"peers-{args.variant}{suffix}"
     table = render_markdown(result)
-    stem.with_suffix(".md").write_text(table)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    render_plot(result, stem.with_suffix(".png"))
+    # Not with_suffix: a quota of 0.5 or a variant named v1.2 has a dot of its own.
+    Path(f"{stem}.md").write_text(table)
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    render_plot(result, Path(f"{stem}.png"))
     print(table)
     print(f"wrote {stem}.md, .json and .png")
     return 0

@@ -3,6 +3,7 @@ it up, run every load level with wrk, and read its process tree's CPU and memory
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,15 @@ def measure(
     url = f"http://127.0.0.1:{ctx.port}"
     launch = server.launch(ctx)
     log = ctx.workdir / f"{server.name}.log"
-    with running_service(launch.env, url, launch.command, launch.ready_path, ctx.python, log) as (
-        process,
-        ready_seconds,
-    ):
+    with running_service(
+        launch.env,
+        url,
+        launch.command,
+        launch.ready_path,
+        ctx.python,
+        log,
+        preexec_fn=ctx.enter,
+    ) as (process, ready_seconds):
         pid = process.pid
         addresses = listening_addresses(pid)
         if not only_loopback(addresses):
@@ -143,5 +149,8 @@ def context(
     brum_env: dict,
     peer_workers: int,
     load_cpus: frozenset[int] | None = None,
+    enter: Callable[[], None] | None = None,
 ) -> Context:
-    return Context(folder, free_port(), workdir, python, cores, brum_env, peer_workers, load_cpus)
+    return Context(
+        folder, free_port(), workdir, python, cores, brum_env, peer_workers, load_cpus, enter
+    )

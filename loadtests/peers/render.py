@@ -24,10 +24,17 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
 
 
 def _pinning(result: dict) -> str:
+    """Where the servers and wrk ran, when the run emulated a smaller machine."""
     cpus = result.get("cpus")
-    if cpus is None or cpus["servers"] == cpus["load"]:
+    if cpus is None:
         return ""
-    return f" (servers and raw pinned to CPUs {cpus['servers']}, wrk to {cpus['load']})"
+    how = {"cgroup": "a cgroup", "affinity": "CPU affinity"}.get(cpus.get("isolation"), "")
+    parts = []
+    if cpus["servers"] != cpus["load"]:
+        parts.append(f"servers and raw on CPUs {cpus['servers']}, wrk on {cpus['load']}")
+    if cpus.get("quota") is not None:
+        parts.append(f"servers and raw under a CPU quota of {cpus['quota']:g} CPUs")
+    return f" ({'; '.join(parts)}; by {how})" if parts else ""
 
 
 def _rounds(rounds: int) -> str:

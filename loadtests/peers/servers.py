@@ -35,6 +35,7 @@ class Context:
     brum_env: dict[str, str] = field(default_factory=dict)
     peer_workers: int = 0  # worker processes of the framework peers; 0: one per core
     load_cpus: frozenset[int] | None = None  # where wrk runs, when the servers are pinned
+    enter: Callable[[], None] | None = None  # run in each server's process first: join a cgroup
 
     @property
     def workers(self) -> int:
