@@ -4,6 +4,11 @@ exported and honoured."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +29,8 @@ from app.runtime.calibration import (
 from app.runtime.cores import available_cores
 from app.runtime.tokenizer import load_tokenizer
 from app.settings import SHIPPED_REPOSITORY
+from loadtests.cgroup import cpu_group, limits_available
+from loadtests.processes import ROOT
 
 SIDE_BY_SIDE, ONE_WIDE = Plan(1, 2), Plan(2, 1)
 
@@ -95,6 +102,48 @@ def test_calibration_measures_every_candidate_on_the_real_model():
         one = m.cost.seconds(1, tokens)
         assert 0 < one < 1
         assert m.cost.seconds(PROBE_BATCH, tokens) >= one
+
+
+CALIBRATE_UNDER_QUOTA = """
+import json, sys
+from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.runtime.calibration import Plan, calibrate
+from app.runtime.cores import cpu_quota
+from app.runtime.tokenizer import load_tokenizer
+from app.settings import SHIPPED_REPOSITORY
+
+folder = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
+tokenizer = load_tokenizer(folder / TOKENIZER_FILE, read_card(folder).max_length)
+quota = cpu_quota()
+text = "what is my balance"
+measured = calibrate(folder / MODEL_FILE, tokenizer, [Plan(1, 2)], text, quota=quota)
+print(json.dumps({"quota": quota, "texts_per_second": measured.chosen.texts_per_second}))
+"""
+
+
+@pytest.mark.skipif(
+    not limits_available() or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs and a writable cgroup v1 (root)",
+)
+def test_under_a_cpu_quota_calibration_predicts_what_the_quota_allows():
+    """Two streams on two cores under a 1-CPU quota: a short burst may run at full speed, but
+    the quota allows half of it for long; calibration predicts the half."""
+    folder = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
+    tokenizer = load_tokenizer(folder / TOKENIZER_FILE, read_card(folder).max_length)
+    free = calibrate(folder / MODEL_FILE, tokenizer, [Plan(1, 2)], "what is my balance")
+    with cpu_group(quota=1.0) as group:
+        out = subprocess.run(
+            [sys.executable, "-c", CALIBRATE_UNDER_QUOTA],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=group.enter,
+        )
+    limited = json.loads(out.stdout.splitlines()[-1])
+    assert limited["quota"] == 1.0
+    ratio = limited["texts_per_second"] / free.measurements[0].texts_per_second
+    assert 0.3 < ratio < 0.75, ratio
 
 
 def test_the_service_exports_the_plan_it_runs(server):

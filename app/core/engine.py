@@ -56,7 +56,7 @@ from app.core.registry import (
 from app.core.store import connect
 from app.core.workers import InferenceWorkers
 from app.runtime.classifier import OnnxClassifier, load_classifier
-from app.runtime.cores import available_cores
+from app.runtime.cores import available_cores, cpu_quota
 from app.runtime.session import SessionConfig
 from app.runtime.tokenizer import load_tokenizer
 from app.settings import Settings
@@ -179,7 +179,8 @@ class Engine:
         Blocking: runs off the event loop."""
         folder, card = next((f, c) for f, c in self.cards if c.name == self.default_variant)
         tokenizer = load_tokenizer(folder / TOKENIZER_FILE, card.max_length)
-        return place(self.settings, folder / MODEL_FILE, tokenizer, available_cores())
+        cores, quota = available_cores(), cpu_quota()
+        return place(self.settings, folder / MODEL_FILE, tokenizer, cores, quota)
 
     def _session_config(self, threads: int) -> SessionConfig:
         return SessionConfig(

@@ -54,7 +54,11 @@ def configured_plan(settings: Settings, cores: int) -> Plan | None:
     return Plan(threads, workers or (cores if threads == 1 else 1))
 
 
-def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -> Placement:
+def place(
+    settings: Settings, model: Path, tokenizer: TextEncoder, cores: int, quota: float | None = None
+) -> Placement:
+    """``quota``: the cgroup's CPU quota, if any (app/runtime/cores.py); one below ``cores``
+    throttles the plans, and calibration measures what it leaves them."""
     plan = configured_plan(settings, cores)
     largest = settings.max_batch_size
     if not settings.calibrate:
@@ -68,6 +72,7 @@ def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -
             in_flight=largest,
             max_tokens=settings.max_batch_tokens,
             graph_optimization_level=settings.graph_optimization_level,
+            quota=quota if quota is not None and quota < cores else None,
         )
         for m in measured.measurements:
             logger.info(
@@ -82,9 +87,10 @@ def place(settings: Settings, model: Path, tokenizer: TextEncoder, cores: int) -
         source = "configured" if plan else "calibrated"
         placement = Placement(chosen.plan, source, largest, chosen.cost, measured.measurements)
     logger.info(
-        "inference plan (%s, %d cores): %s, batches of up to %d texts",
+        "inference plan (%s, %d cores%s): %s, batches of up to %d texts",
         placement.source,
         cores,
+        f", a quota of {quota:g} CPUs" if quota is not None else "",
         placement.plan,
         placement.max_batch_size,
     )
