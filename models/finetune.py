@@ -28,7 +28,7 @@ from transformers import (
 from models.data import Split, TextClassificationData
 from models.recipe import StaleRunError
 from models.sparsity import keep_zeros, zero_masks
-from models.stamps import weights_digest
+from models.stamps import texts_digest, weights_digest
 
 STATE_FILE = "train_state.pt"
 DONE_FILE = "finetune.json"
@@ -162,11 +162,12 @@ def load_for_classification(base: Path, labels: tuple[str, ...]) -> PreTrainedMo
 
 
 def check_same_run(
-    output: Path, recorded: dict, config: FinetuneConfig, examples: int, start: str
+    output: Path, recorded: dict, config: FinetuneConfig, examples: int, start: str, data: str
 ) -> None:
     """Refuse to reuse or resume a run in ``output`` that the recipe no longer describes: other
-    settings, other training texts, other starting weights (a parent trained again). Runs
-    recorded before a setting existed are not held to it; bf16 "auto" matches what it chose."""
+    settings, other training texts (by count, and by ``data``, the training split's digest),
+    other starting weights (a parent trained again). Runs recorded before a setting existed are
+    not held to it; bf16 "auto" matches what it chose."""
     asked = asdict(config)
     before = recorded.get("config", {})
     changed = {
@@ -176,6 +177,8 @@ def check_same_run(
     }
     if recorded.get("examples", examples) != examples:
         changed["training texts"] = (recorded["examples"], examples)
+    elif recorded.get("data", data) != data:
+        changed["training split"] = (recorded["data"][:12], data[:12])
     if recorded.get("start_weights", start) != start:
         changed["starting weights"] = (recorded["start_weights"][:12], start[:12])
     if config.bf16 is not None and before.get("bf16") not in (None, config.bf16):
@@ -206,9 +209,10 @@ def finetune(
     train = data.splits["train"]
     examples = len(train) + (len(transfer[0]) if transfer is not None else 0)
     start = weights_digest(base)
+    data_digest = texts_digest(train.texts, train.label_ids)
     if (output / DONE_FILE).is_file():
         recorded = json.loads((output / DONE_FILE).read_text())
-        check_same_run(output, recorded, config, examples, start)
+        check_same_run(output, recorded, config, examples, start, data_digest)
         return output
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -251,7 +255,7 @@ def finetune(
     state_path = output / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        check_same_run(output, state, config, examples, start)
+        check_same_run(output, state, config, examples, start, data_digest)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -280,6 +284,7 @@ def finetune(
                 "config": asdict(config),
                 "examples": examples,
                 "start_weights": start,
+                "data": data_digest,
             },
             partial,
         )
@@ -354,6 +359,7 @@ def finetune(
                 "config": asdict(config) | {"bf16": bf16},
                 "examples": examples,
                 "start_weights": start,
+                "data": data_digest,
                 "history": history,
             },
             indent=2,

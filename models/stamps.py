@@ -9,8 +9,10 @@ again; these stages take minutes, while training stages refuse instead (models/f
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from app.core.card import sha256_file
@@ -33,6 +35,13 @@ def weights_digest(model_dir: Path) -> str:
 def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
     # A student's stages ask for the teacher's digest several times: 438 MB each time otherwise.
     return sha256_file(path)
+
+
+def texts_digest(texts: Sequence[str], label_ids: Sequence[int] | None = None) -> str:
+    """sha256 of texts in order (and their labels): two splits of the same size but other texts
+    or other labels never pass for one another."""
+    record = {"texts": list(texts), "labels": None if label_ids is None else list(label_ids)}
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()
 
 
 def made_from(folder: Path, inputs: dict) -> None:

@@ -17,7 +17,7 @@ from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, native_bf16, predict_logits
 from models.recipe import Recipe
-from models.stamps import weights_digest
+from models.stamps import texts_digest, weights_digest
 
 LOGITS_FILE = "train_logits.npy"
 # Where the CPU multiplies bfloat16 natively the teacher labels texts in half the time: on
@@ -68,13 +68,24 @@ def split_logits(
     forget_stale_labels(recipe, runs)
     texts = data.splits[split].texts
     path = teacher_dir(recipe, runs) / f"{split}_logits.npy"
+    stamp = path.with_suffix(".json")
+    digest = texts_digest(texts)
+    if path.is_file() and not _labels_texts(path, stamp, digest, len(texts)):
+        print(f"==> the {split} split changed: the teacher labels it again", flush=True)
+        path.unlink()
     if not path.is_file():
         print(f"==> teacher logits on the {split} split", flush=True)
         np.save(path, _label(recipe, runs, texts))
-    logits = np.load(path)
-    if logits.shape[0] != len(texts):
-        raise ValueError(f"{path} holds {logits.shape[0]} rows of logits, the split {len(texts)}")
-    return torch.from_numpy(logits)
+    stamp.write_text(json.dumps({"texts": digest}))
+    return torch.from_numpy(np.load(path))
+
+
+def _labels_texts(path: Path, stamp: Path, digest: str, count: int) -> bool:
+    """Whether cached logits are the ones of these texts: by their stamp, or, cached before
+    stamps, by their count."""
+    if stamp.is_file():
+        return json.loads(stamp.read_text())["texts"] == digest
+    return np.load(path, mmap_mode="r").shape[0] == count
 
 
 def transfer_set(
@@ -92,14 +103,18 @@ def transfer_set(
         f"transfer-{key}" if split == "train" else f"transfer-{key}-{split}"
     )
     texts_path, logits_path = folder / TRANSFER_TEXTS, folder / LOGITS_FILE
+    source = texts_digest(data.splits[split].texts)
+    # Sets made before the source was recorded are taken as made from the split as it is.
+    if logits_path.is_file() and json.loads(texts_path.read_text()).get("source", source) != source:
+        print(f"==> the {split} split changed: its transfer set is made again", flush=True)
+        logits_path.unlink()
     if not logits_path.is_file():
         texts = augment(data.splits[split].texts, spec)
         print(f"==> teacher logits on {len(texts)} augmented {split} texts ({spec})", flush=True)
         logits = _label(recipe, runs, texts)
         folder.mkdir(parents=True, exist_ok=True)
-        texts_path.write_text(
-            json.dumps({"spec": spec.model_dump(exclude_none=True), "texts": texts})
-        )
+        record = {"spec": spec.model_dump(exclude_none=True), "source": source, "texts": texts}
+        texts_path.write_text(json.dumps(record))
         np.save(logits_path, logits)
     texts = json.loads(texts_path.read_text())["texts"]
     return texts, torch.from_numpy(np.load(logits_path))

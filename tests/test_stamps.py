@@ -9,11 +9,13 @@ import torch
 from transformers import AutoTokenizer
 
 from app.core.card import sha256_file
+from models.augment import AugmentSpec
 from models.build import PackageConfig, build_graphs
+from models.data import Split
 from models.finetune import load_for_classification
 from models.recipe import Recipe
 from models.stamps import made_from
-from models.teacher import split_logits, teacher_dir
+from models.teacher import split_logits, teacher_dir, transfer_set
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
 
@@ -81,3 +83,34 @@ def test_a_teacher_trained_again_labels_the_texts_again(tmp_path, clinc):
     train_teacher(seed=1)
     again = split_logits(recipe, data, tmp_path, "validation")
     assert not torch.allclose(again, first)
+
+
+def test_a_changed_split_is_labelled_again_even_at_the_same_size(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32, layers=1)
+    recipe = Recipe.model_validate(
+        {"name": "tiny", "teacher": {"base": str(base), "finetune": {"max_length": 32}}}
+    )
+    teacher = teacher_dir(recipe, tmp_path) / "finetune"
+    load_for_classification(base, data.labels).save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(base).save_pretrained(teacher)
+    first = split_logits(recipe, data, tmp_path, "validation")
+    spec = AugmentSpec(kinds=["light"], copies=1)
+    texts, _ = transfer_set(recipe, data, tmp_path, spec)
+    validation, train = data.splits["validation"], data.splits["train"]
+    # Another sample of the same size: the first text of each split swapped for another's.
+    changed = replace(
+        data,
+        splits={
+            **data.splits,
+            "validation": Split([train.texts[0], *validation.texts[1:]], validation.label_ids),
+            "train": Split([validation.texts[0], *train.texts[1:]], train.label_ids),
+        },
+    )
+    again = split_logits(recipe, changed, tmp_path, "validation")
+    assert again.shape == first.shape
+    assert not torch.allclose(again[0], first[0])  # the new first text's, not the cached row
+    assert torch.allclose(again[1:], first[1:], atol=1e-4)
+    assert torch.equal(split_logits(recipe, changed, tmp_path, "validation"), again)
+    texts_again, _ = transfer_set(recipe, changed, tmp_path, spec)
+    assert texts_again != texts  # made from the split as it is now

@@ -146,6 +146,16 @@ def test_a_finished_stage_is_reused_only_for_the_same_settings_and_texts(tmp_pat
             config,
             progress=False,
         )
+    # As many texts, one label changed (a user's corrected data): not the run it was.
+    relabelled = Split(train.texts, [*train.label_ids[:-1], (train.label_ids[-1] + 1) % 2])
+    with pytest.raises(StaleRunError, match=r"\(training split \w{12} -> \w{12}\)"):
+        finetune(
+            base,
+            replace(data, splits={**data.splits, "train": relabelled}),
+            done,
+            config,
+            progress=False,
+        )
     torch.manual_seed(1)
     save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)  # trained again
     with pytest.raises(StaleRunError, match=r"\(starting weights \w{12} -> \w{12}\)"):
