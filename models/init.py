@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec, Recipe, check_distinct
 from models.sources import load_dataset
-from models.workload import Sizes, run_work, seconds, split_sizes
+from models.workload import Sizes, run_work, seconds, split_sizes, teacher_scale_of
 
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -246,11 +246,12 @@ def fitted_recipe(
     pieces = piece_counts(data.splits["train"].texts)
     max_length = max_length_for(pieces)
     trained_pieces = float(np.minimum(pieces, max_length).mean())
+    teacher = teacher_scale_of(args.teacher)
 
     def estimate(sizes: Sizes, transfer: int = TRANSFER_TEXTS) -> tuple[dict, float]:
         recipe = recipe_for(data, spec, name, args, max_length, sizes, transfer)
         validated = Recipe.model_validate(recipe)  # also what run will read
-        work = run_work(validated, sizes, validated.students)
+        work = run_work(validated, sizes, validated.students, teacher)
         return recipe, seconds(sum(work.values()), trained_pieces)
 
     whole = split_sizes(data)

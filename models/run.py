@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from models.recipe import Recipe, load_recipe
 from models.sources import load_dataset
-from models.workload import run_work, split_sizes
+from models.workload import run_work, split_sizes, teacher_scale_of
 
 
 def run_recipe(
@@ -36,7 +36,7 @@ def run_recipe(
     built, output = root / "built", root / "benchmark"
     repository = repository or root / "repository"
     students = recipe.shipped_lineage() if shipped_only else recipe.students
-    work = run_work(recipe, split_sizes(data), students)
+    work = run_work(recipe, split_sizes(data), students, teacher_scale_of(recipe.teacher.base))
     made = made_before(recipe, teacher_dir(recipe, runs), built, output, work)
     started = time.perf_counter()
     # Work, not stages, fills the bar, and only what runs now sets the pace (smoothing 0 with

@@ -22,11 +22,17 @@ training texts average 16.2 sub-word pieces, and 6.6 ms on a 10-domain CLINC150 
 pieces; the whole run 49.8 min): 0.43 ms per piece plus 4 pieces' worth that length does not
 change. A MiniLM-L6 step on texts of 62 pieces took 2.3 times one on 22 (runs of 2026-12-04).
 Time is taken to shrink in proportion to cores.
+
+The teacher's parts are priced for MPNet-base. Another teacher's scale by its compute per token,
+read from its config.json: layers x (4 h^2 + 2 h i), the attention projections and the
+feed-forward (a BERT-large teacher is 3.6 MPNets, a DistilRoBERTa 0.5).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from models.augment import AugmentSpec
 from models.data import TextClassificationData
@@ -46,21 +52,60 @@ FIXED_SHARE = 0.35  # of a MiniLM-L6 step that does not scale with layers
 SECONDS_PER_UNIT_PIECE = 0.43e-3
 FIXED_PIECES = 4.0
 MEASURED_CORES = 2
+# What the teacher's prices were measured on: MPNet-base, 12 layers of 768 with 3,072 in between.
+MPNET_BASE = {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072}
+# The same three sizes under other families' names.
+CONFIG_NAMES = {
+    "num_hidden_layers": ("num_hidden_layers", "n_layers", "num_layers"),
+    "hidden_size": ("hidden_size", "dim", "d_model"),
+    "intermediate_size": ("intermediate_size", "hidden_dim", "ffn_dim", "d_ff"),
+}
 
 
 def split_sizes(data: TextClassificationData) -> Sizes:
     return {split: len(texts) for split, texts in data.splits.items()}
 
 
-def teacher_work(recipe: Recipe, sizes: Sizes) -> float:
+def teacher_scale(config: dict) -> float:
+    """The teacher's compute per token against MPNet-base's, from its Hugging Face config; 1 where
+    the config does not say its sizes."""
+
+    def per_token(sizes: dict) -> float:
+        hidden, inner = sizes["hidden_size"], sizes["intermediate_size"]
+        return sizes["num_hidden_layers"] * (4 * hidden**2 + 2 * hidden * inner)
+
+    found = {}
+    for size, names in CONFIG_NAMES.items():
+        value = next((config[name] for name in names if isinstance(config.get(name), int)), None)
+        if value is None:
+            return 1.0
+        found[size] = value
+    return per_token(found) / per_token(MPNET_BASE)
+
+
+def teacher_scale_of(reference: str) -> float:
+    """``teacher_scale`` of a checkpoint on this machine: a local folder, or a pinned one already
+    fetched. Nothing is fetched for an estimate: 1 for any other."""
+    from models.checkpoints import pinned_folder
+
+    for folder in (Path(reference).expanduser(), pinned_folder(reference)):
+        if (folder / "config.json").is_file():
+            try:
+                return teacher_scale(json.loads((folder / "config.json").read_text()))
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
+def teacher_work(recipe: Recipe, sizes: Sizes, scale: float = 1.0) -> float:
     labelled = sizes["train"] + sizes["validation"]
     trained = (
         0.0 if recipe.teacher.fine_tuned else _epochs(recipe.teacher.finetune) * sizes["train"]
     )
-    return trained * TEACHER_TRAINING + labelled * TEACHER_LABELLING
+    return (trained * TEACHER_TRAINING + labelled * TEACHER_LABELLING) * scale
 
 
-def student_work(spec: StudentSpec, sizes: Sizes) -> float:
+def student_work(spec: StudentSpec, sizes: Sizes, teacher: float = 1.0) -> float:
     splits = ["train", "validation"] if spec.refit else ["train"]
     examples = sum(sizes[split] for split in splits)
     transfer = sum(_transfer_texts(s, sizes[split]) for s in spec.transfer for split in splits)
@@ -72,17 +117,22 @@ def student_work(spec: StudentSpec, sizes: Sizes) -> float:
     layers = len(spec.layers) / BASE_LAYERS if spec.layers else 1.0
     per_example = FIXED_SHARE + (1 - FIXED_SHARE) * layers
     training = passes * (examples + transfer) * per_example
-    return training + transfer * TEACHER_LABELLING + PACKAGING
+    return training + transfer * TEACHER_LABELLING * teacher + PACKAGING
 
 
-def run_work(recipe: Recipe, sizes: Sizes, students: list[StudentSpec]) -> dict[str, float]:
-    """Each stage of ``run`` (named as its bar names it) -> its share of the work."""
-    work = {"teacher": teacher_work(recipe, sizes)}
-    work |= {f"student {spec.name}": student_work(spec, sizes) for spec in students}
+def run_work(
+    recipe: Recipe, sizes: Sizes, students: list[StudentSpec], teacher: float = 1.0
+) -> dict[str, float]:
+    """Each stage of ``run`` (named as its bar names it) -> its share of the work; ``teacher``:
+    the teacher's ``teacher_scale``."""
+    work = {"teacher": teacher_work(recipe, sizes, teacher)}
+    work |= {f"student {spec.name}": student_work(spec, sizes, teacher) for spec in students}
     checked = 2 * sizes["validation"] + sizes["test"]
-    work["baseline"] = TEACHER_PACKAGING + checked * TEACHER_CHECK_PER_TEXT
+    work["baseline"] = (TEACHER_PACKAGING + checked * TEACHER_CHECK_PER_TEXT) * teacher
+    # The benchmark's time is mostly the teacher's, run on every test text.
     work["benchmark"] = (
-        BENCHMARK_PER_VARIANT * (len(students) + 1) + BENCHMARK_PER_TEST_TEXT * sizes["test"]
+        BENCHMARK_PER_VARIANT * (len(students) + 1)
+        + BENCHMARK_PER_TEST_TEXT * sizes["test"] * teacher
     )
     work["ship"] = PACKAGING / 10
     return work

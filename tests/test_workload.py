@@ -5,13 +5,14 @@ already made."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
 from models.data import from_examples
 from models.init import TRANSFER_TEXTS, recipe_for
 from models.recipe import DatasetSpec, Recipe
-from models.workload import run_work, seconds, split_sizes
+from models.workload import run_work, seconds, split_sizes, teacher_scale, teacher_scale_of
 
 # Minutes each stage of `init`'s BANKING77 recipe took on 2 cores (runs of 2026-12-04):
 # the teacher 8 epochs at 6:20 plus its labels, the refit augmented L6 2,811 s, the L3 374 s.
@@ -86,3 +87,26 @@ def test_a_fine_tuned_teacher_only_labels():
     recipe, data = banking77_sized(fine_tuned=True)
     trained, _ = banking77_sized()
     assert run_work(recipe, data, [])["teacher"] < run_work(trained, data, [])["teacher"] / 10
+
+
+def test_another_teacher_is_priced_by_its_compute_per_token(tmp_path):
+    bert_large = {"num_hidden_layers": 24, "hidden_size": 1024, "intermediate_size": 4096}
+    assert teacher_scale(bert_large) == pytest.approx(3.56, abs=0.01)
+    assert teacher_scale({"n_layers": 6, "dim": 768, "hidden_dim": 3072}) == 0.5  # DistilBERT
+    assert teacher_scale({"model_type": "unknown"}) == 1.0
+    folder = tmp_path / "my-teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(bert_large))
+    assert teacher_scale_of(str(folder)) == teacher_scale(bert_large)
+    assert teacher_scale_of(str(tmp_path / "absent")) == 1.0  # nothing fetched to estimate
+    recipe, sizes = banking77_sized()
+    mpnet = run_work(recipe, sizes, recipe.students)
+    large = run_work(recipe, sizes, recipe.students, teacher_scale(bert_large))
+    # Its training, labels, checks and benchmark runs cost 3.6 times; the students' steps do not.
+    assert large["teacher"] == pytest.approx(mpnet["teacher"] * 3.56, rel=0.01)
+    assert large["baseline"] == pytest.approx(mpnet["baseline"] * 3.56, rel=0.01)
+    assert mpnet["benchmark"] < large["benchmark"] < mpnet["benchmark"] * 3.56
+    augmented, plain = recipe.students[1], recipe.students[0]
+    assert augmented.transfer and not plain.transfer
+    assert large[f"student {plain.name}"] == mpnet[f"student {plain.name}"]
+    assert large[f"student {augmented.name}"] > mpnet[f"student {augmented.name}"]
