@@ -58,7 +58,8 @@ def test_a_quota_and_a_cpuset_hold_a_child_and_the_group_goes_afterwards():
     assert not folder.exists()
     with cpu_group(cpus=[0]) as group:
         assert cores_used(group.enter) < 1.1
-    assert cores_used(None) > 1.5  # the same work spreads over two cores outside the group
+    # The same work spreads over more than one core outside the group (on a quiet machine two).
+    assert cores_used(None) > 1.2
 
 
 @needs_cgroup

@@ -11,7 +11,7 @@ Where to cut is decided by what a run costs on this machine (app/runtime/batchin
 236; on another, batches of 32 were 17% faster per text than one by one.
 
 A lone request (one text, the only open connection, nothing queued or running) runs on the
-event-loop thread itself, on the ``inline`` classifier (a session on every core, where that
+event-loop thread itself, on the ``inline`` classifier (a session with more threads, where that
 answers one text faster): handing one short run to a worker thread and back costs two thread
 wake-ups, a fifth of the run on a VM. Under load, requests pile up while a batch runs, so
 batches fill by themselves.
@@ -216,7 +216,7 @@ class Batcher:
         with self.workers.lock:
             self.workers.running += 1
         try:
-            # The process's CPU: nothing else runs, and a session on every core has helpers.
+            # The process's CPU: nothing else runs, and a session of several threads has helpers.
             encodings = self.inline.tokenize(list(texts))
             logits, run = _infer(self.inline, encodings, time.process_time)
         finally:

@@ -191,28 +191,30 @@ class Engine:
 
     def _inline_classifier(self, folder: Path, variant: Variant) -> OnnxClassifier | None:
         """What runs the variant's lone texts on the event loop: its own session, or, with
-        one-thread sessions side by side, a session on every core where calibration found that
+        sessions of fewer threads side by side, a session with more where calibration found that
         faster for one text; None if a lone text takes longer than BRUM_INLINE_MAX_MS."""
         assert self.placement is not None
         if self.settings.inline_max_ms == 0:
             return None
         chosen = variant.classifier
-        if self.placement.wide_lone_texts:
+        threads = self.placement.lone_threads
+        if threads != self.placement.plan.threads:
             card = variant.card
             chosen = load_classifier(
                 folder / MODEL_FILE,
                 folder / TOKENIZER_FILE,
                 card.max_length,
-                self._session_config(available_cores()),
+                self._session_config(threads),
             )
             warm_up(Variant(card.name, card, chosen, folder), self.settings.warmup_iterations)
         lone = lone_run_seconds(chosen)
         inline = lone * 1000 <= self.settings.inline_max_ms
+        own = chosen is variant.classifier
         logger.info(
             "variant %s: one text in %.3f ms on %s; lone requests run %s",
             variant.name,
             lone * 1000,
-            "a session on every core" if chosen is not variant.classifier else "its session",
+            "its session" if own else f"a session of {threads} threads",
             "inline" if inline else "through the queue",
         )
         return chosen if inline else None

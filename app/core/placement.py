@@ -21,7 +21,7 @@ from app.settings import Settings
 
 logger = logging.getLogger("brum.placement")
 
-# A session on every core serves lone texts only if it answered one this much faster.
+# A session with more threads serves lone texts only if it answered one this much faster.
 WIDE_LONE_GAIN = 0.9
 
 
@@ -34,13 +34,15 @@ class Placement:
     measurements: list[Measurement] = field(default_factory=list)
 
     @property
-    def wide_lone_texts(self) -> bool:
-        """Whether lone texts, run inline, should get a session on every core of their own: a
-        side-by-side plan was chosen, and calibration saw a wide session answer one text
-        clearly faster."""
+    def lone_threads(self) -> int:
+        """Threads of the session lone texts run on, inline: the plan's own, unless calibration
+        saw a session with more threads answer one text clearly faster (the fastest such)."""
+        narrow = self.plan.threads
         lone = {m.plan.threads: m.lone_seconds for m in self.measurements}
-        narrow, wide = self.plan.threads, max(lone, default=0)
-        return wide > narrow and lone[wide] < lone[narrow] * WIDE_LONE_GAIN
+        if narrow not in lone:
+            return narrow
+        wider = [t for t in lone if t > narrow and lone[t] < lone[narrow] * WIDE_LONE_GAIN]
+        return min(wider, key=lone.__getitem__, default=narrow)
 
 
 def configured_plan(settings: Settings, cores: int) -> Plan | None:

@@ -1,15 +1,16 @@
 """Choose how to spend the cores on the machine the service starts on, by measuring.
 
-Two ways to run a model on C cores bracket the choice: C batches side by side, each on a
-one-thread session, or one batch at a time on a C-thread session. Which wins depends on the
-hardware, not only on the core count: on one 2-core machine side by side was 20% faster, on
-another of the same kind one two-thread batch was 50% faster (BENCHMARKS.md). So at start-up the
-service runs the model both ways for a fraction of a second, with each plan's batches side by
-side as under load: runs of one text and of ``PROBE_BATCH`` copies of it give the plan's cost of
-a run, a fixed overhead plus a price per token (app/runtime/batching.py), by which the batcher
-will cut. Whether batching pays depends on the machine as much as the plan does: one 2-core VM
-here ran one-text batches of real utterances 1.7x faster than batches of 32 (padding included,
-and no overhead per run to speak of); another ran batches of 32 17% faster per text.
+Two ways to run a model on C cores bracket the choice: C batches side by side, each on a one-thread
+session, or one batch at a time on a C-thread session; on more than 2 cores the power-of-two splits
+between them (2 threads x C/2 batches, 4 x C/4, ...) are measured too. Which wins depends on the
+hardware, not only on the core count: on one 2-core machine side by side was 20% faster, on another
+of the same kind one two-thread batch was 50% faster (BENCHMARKS.md). So at start-up the service
+runs the model each way for a fraction of a second, with each plan's batches side by side as under
+load: runs of one text and of ``PROBE_BATCH`` copies of it give the plan's cost of a run, a fixed
+overhead plus a price per token (app/runtime/batching.py), by which the batcher will cut. Whether
+batching pays depends on the machine as much as the plan does: one 2-core VM here ran one-text
+batches of real utterances 1.7x faster than batches of 32 (padding included, and no overhead per
+run to speak of); another ran batches of 32 17% faster per text.
 
 Copies of one text have no padding, so they flatter large batches: the plans are compared on the
 texts per second their costs predict for a full batch of texts in flight with a realistic spread
@@ -18,8 +19,8 @@ the plan with the most batches side by side wins. Calibration runs without the e
 under load the loop takes a share of a core: it preempts one thread of a session on every core
 and stalls the whole run, while beside it one-thread batches lose only that share. On a 2-core VM
 here the two plans were predicted 5% apart and served real traffic 13% apart (BENCHMARKS.md).
-Lone texts lose nothing by it: they get a session on every core of their own, inline, where that
-answers them faster (app/core/placement.py).
+Lone texts lose nothing by it: they get a session with more threads of their own, inline, where
+that answers them faster (app/core/placement.py).
 
 Under a CPU quota below the cores (a Kubernetes limit of 1.5 CPUs on a 2-core node) a burst may
 run free or be throttled mid-way, depending on what the quota period had left: three starts under
@@ -94,9 +95,11 @@ def predicted_throughput(
 
 
 def candidate_plans(cores: int) -> list[Plan]:
-    if cores == 1:
-        return [Plan(1, 1)]
-    return [Plan(1, cores), Plan(cores, 1)]
+    """Every way to share ``cores`` out in sessions of a power-of-two number of threads (and the
+    one session on them all): 1x2 and 2x1 on 2 cores; 1x16, 2x8, 4x4, 8x2 and 16x1 on 16, where
+    a few threads per batch may beat both ends."""
+    threads = [t for t in (2**k for k in range(cores.bit_length())) if cores % t == 0]
+    return [Plan(t, cores // t) for t in sorted({*threads, cores})]
 
 
 def choose(measurements: list[Measurement]) -> Measurement:
