@@ -61,7 +61,8 @@ def test_the_served_graph_follows_the_weights_and_the_quantization(tmp_path, cli
     assert served(replace(config, per_channel=True)) != retrained
 
 
-def test_a_teacher_trained_again_labels_the_texts_again(tmp_path, clinc):
+def tiny_teacher(tmp_path, clinc):
+    """(data, recipe, its teacher's folder, a stand-in for training the teacher (again))."""
     data = subset(clinc, INTENTS)
     base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32, layers=1)
     recipe = Recipe.model_validate(
@@ -69,11 +70,16 @@ def test_a_teacher_trained_again_labels_the_texts_again(tmp_path, clinc):
     )
     teacher = teacher_dir(recipe, tmp_path) / "finetune"
 
-    def train_teacher(seed: int) -> None:  # a stand-in for the teacher trained (again)
+    def train_teacher(seed: int) -> None:
         torch.manual_seed(seed)
         load_for_classification(base, data.labels).save_pretrained(teacher)
         AutoTokenizer.from_pretrained(base).save_pretrained(teacher)
 
+    return data, recipe, teacher, train_teacher
+
+
+def test_a_teacher_trained_again_labels_the_texts_again(tmp_path, clinc):
+    data, recipe, teacher, train_teacher = tiny_teacher(tmp_path, clinc)
     train_teacher(seed=0)
     first = split_logits(recipe, data, tmp_path, "validation")
     cached = teacher.parent / "validation_logits.npy"
@@ -86,14 +92,8 @@ def test_a_teacher_trained_again_labels_the_texts_again(tmp_path, clinc):
 
 
 def test_a_changed_split_is_labelled_again_even_at_the_same_size(tmp_path, clinc):
-    data = subset(clinc, INTENTS)
-    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32, layers=1)
-    recipe = Recipe.model_validate(
-        {"name": "tiny", "teacher": {"base": str(base), "finetune": {"max_length": 32}}}
-    )
-    teacher = teacher_dir(recipe, tmp_path) / "finetune"
-    load_for_classification(base, data.labels).save_pretrained(teacher)
-    AutoTokenizer.from_pretrained(base).save_pretrained(teacher)
+    data, recipe, _, train_teacher = tiny_teacher(tmp_path, clinc)
+    train_teacher(seed=0)
     first = split_logits(recipe, data, tmp_path, "validation")
     spec = AugmentSpec(kinds=["light"], copies=1)
     texts, _ = transfer_set(recipe, data, tmp_path, spec)

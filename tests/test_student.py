@@ -135,27 +135,20 @@ def test_a_finished_stage_is_reused_only_for_the_same_settings_and_texts(tmp_pat
     assert finetune(base, data, done, config, progress=False) == done
     with pytest.raises(StaleRunError, match=r"\(learning_rate 0\.001 -> 0\.002\); delete it"):
         finetune(base, data, done, replace(config, learning_rate=2e-3), progress=False)
+
+    def train_on(split: Split) -> None:
+        changed = replace(data, splits={**data.splits, "train": split})
+        finetune(base, changed, done, config, progress=False)
+
     fewer = Split(train.texts[:-1], train.label_ids[:-1])
     with pytest.raises(
         StaleRunError, match=rf"\(training texts {len(train)} -> {len(train) - 1}\)"
     ):
-        finetune(
-            base,
-            replace(data, splits={**data.splits, "train": fewer}),
-            done,
-            config,
-            progress=False,
-        )
+        train_on(fewer)
     # As many texts, one label changed (a user's corrected data): not the run it was.
     relabelled = Split(train.texts, [*train.label_ids[:-1], (train.label_ids[-1] + 1) % 2])
     with pytest.raises(StaleRunError, match=r"\(training split \w{12} -> \w{12}\)"):
-        finetune(
-            base,
-            replace(data, splits={**data.splits, "train": relabelled}),
-            done,
-            config,
-            progress=False,
-        )
+        train_on(relabelled)
     torch.manual_seed(1)
     save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)  # trained again
     with pytest.raises(StaleRunError, match=r"\(starting weights \w{12} -> \w{12}\)"):

@@ -70,10 +70,11 @@ def cpu_quota(
     return None
 
 
+def capped_by_quota(cores: int, quota: float | None) -> int:
+    """``cores`` capped by a CPU quota rounded up (1.5 CPUs: 2 threads)."""
+    return cores if quota is None else min(cores, max(1, math.ceil(quota)))
+
+
 def available_cores() -> int:
-    """Cores in the affinity mask, capped by the CPU quota rounded up (1.5 CPUs: 2 threads)."""
-    cores = len(os.sched_getaffinity(0))
-    quota = cpu_quota()
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return cores
+    """Cores in the affinity mask, capped by the CPU quota."""
+    return capped_by_quota(len(os.sched_getaffinity(0)), cpu_quota())

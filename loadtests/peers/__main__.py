@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from app.runtime.cores import capped_by_quota
 from app.settings import SHIPPED_REPOSITORY
 from loadtests.cgroup import cpu_group, limits_available
 from loadtests.peers.goals import goals, ratios
@@ -137,8 +137,7 @@ class Limits:
     def cores(self) -> int:
         """What a server may use, as brum counts it (app/runtime/cores.py): a quota of 1.5 CPUs
         on 2 cores is 2."""
-        cores = len(self.servers)
-        return cores if self.quota is None else min(cores, max(1, math.ceil(self.quota)))
+        return capped_by_quota(len(self.servers), self.quota)
 
 
 def plan_limits(wanted_cpus: int | None, quota: float | None) -> Limits:
