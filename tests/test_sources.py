@@ -157,6 +157,17 @@ def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
         load_dataset(spec(path=path, empty_texts="refuse"))
 
 
+def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
+    padded = [f" {label}" if i % 2 else f"{label} " for i, (_, label) in enumerate(rows())]
+    pairs = [(text, label) for (text, _), label in zip(rows(), padded, strict=True)]
+    path = tmp_path / "padded.csv"
+    path.write_text("utterance,intent\n" + "".join(f'{t},"{label}"\n' for t, label in pairs))
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        data = load_dataset(spec(path=path))
+    assert data.labels == ("bye", "greet", "thanks")
+    assert "18 labels in column 'intent' had spaces around them, removed" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -37,6 +37,7 @@ def read_rows(
     names = feature.names if isinstance(feature, datasets.ClassLabel) else spec.label_names
     rows: list[tuple[str, str]] = []
     dropped = 0
+    padded: list[str] = []  # labels with spaces around them, as read
     texts, labels = dataset[text_column], dataset[label_column]
     for row, (text, label) in enumerate(zip(texts, labels, strict=True), 1):
         if text is None or not str(text).strip():
@@ -47,9 +48,21 @@ def read_rows(
                 )
             dropped += 1
             continue
+        # 'refund ' and 'refund' are one label: a spreadsheet's stray space is no new class.
+        if isinstance(label, str) and label != label.strip():
+            padded.append(label)
+            label = label.strip()
         rows.append((str(text), _label(label, names, where, row, label_column)))
     if dropped:
         logger.warning("%s: dropped %d empty or whitespace-only texts", where, dropped)
+    if padded:
+        logger.warning(
+            "%s: %d labels in column %r had spaces around them, removed (e.g. %r)",
+            where,
+            len(padded),
+            label_column,
+            padded[0],
+        )
     return Table(rows, list(names) if names else None, dropped)
 
 
