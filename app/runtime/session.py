@@ -8,6 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from app.runtime.cores import available_cores
+from app.runtime.graph import UNFUSED_OPTIMIZERS, session_model
 
 GRAPH_OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -35,4 +36,10 @@ def create_session(model_path: Path, config: SessionConfig) -> ort.InferenceSess
     # ends: a server mostly waits, and idle spinning would burn its cores and its CPU quota.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    with session_model(model_path) as model:
+        return ort.InferenceSession(
+            model,
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(UNFUSED_OPTIMIZERS),
+        )
