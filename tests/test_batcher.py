@@ -131,3 +131,15 @@ def test_a_lone_text_runs_inline_only_when_nothing_else_can_run(
     assert size == 1 and thread.startswith("brum-infer") == handed_off
     expected = classifier.classify([text]).logits[0]
     np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("oldest_first", "order"), [(False, [8, 1]), (True, [1, 8])])
+def test_a_take_runs_shortest_first_or_oldest_first(classifier, oldest_first, order):
+    """One take: a long text queued first, then eight short ones, too many tokens to share a
+    batch with it. Shortest first runs the eight before it; oldest first, it before them."""
+    long_text = " ".join(["please tell me how to transfer money between my accounts"] * 6)
+    requests = [[long_text]] + [[f"hi {n}"] for n in range(8)]
+    policy = BatchPolicy(max_batch_tokens=64, oldest_first=oldest_first)
+    batches, scored = run_batcher(classifier, policy, requests, threads=1)
+    assert [size for size, _ in batches] == order
+    assert len(scored) == len(requests)

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.core.engine import batch_policy
 from app.core.placement import Placement
 from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.calibration import (
@@ -29,7 +30,7 @@ from app.runtime.calibration import (
 )
 from app.runtime.cores import available_cores
 from app.runtime.tokenizer import load_tokenizer
-from app.settings import SHIPPED_REPOSITORY
+from app.settings import SHIPPED_REPOSITORY, Settings
 from loadtests.cgroup import cpu_group, limits_available
 from loadtests.processes import ROOT
 
@@ -195,3 +196,9 @@ def test_the_service_exports_the_plan_it_runs(server):
     cost = {s.labels["part"]: s.value for s in samples if s.name == "brum_batch_cost_seconds"}
     assert cost.keys() == {"overhead", "token"} and 0 < sum(cost.values()) < 0.5
     assert cost["token"] > 0 or cost["overhead"] > 0
+
+
+@pytest.mark.parametrize(("side_by_side", "oldest_first"), [(1, True), (2, False)])
+def test_takes_run_oldest_first_only_with_one_batch_at_a_time(side_by_side, oldest_first):
+    placement = Placement(Plan(threads=1, side_by_side=side_by_side), "configured", 32)
+    assert batch_policy(Settings(), placement).oldest_first is oldest_first
