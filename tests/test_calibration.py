@@ -198,7 +198,9 @@ def test_the_service_exports_the_plan_it_runs(server):
     assert cost["token"] > 0 or cost["overhead"] > 0
 
 
-@pytest.mark.parametrize(("side_by_side", "oldest_first"), [(1, True), (2, False)])
-def test_takes_run_oldest_first_only_with_one_batch_at_a_time(side_by_side, oldest_first):
-    placement = Placement(Plan(threads=1, side_by_side=side_by_side), "configured", 32)
+@pytest.mark.parametrize(
+    ("threads", "side_by_side", "oldest_first"), [(1, 1, True), (1, 2, False), (2, 1, False)]
+)
+def test_takes_run_oldest_first_only_on_one_core(threads, side_by_side, oldest_first):
+    placement = Placement(Plan(threads, side_by_side), "configured", 32)
     assert batch_policy(Settings(), placement).oldest_first is oldest_first

@@ -49,11 +49,10 @@ class BatchPolicy:
     queue_timeout: float = 2.0
     threads_per_batch: int = 1
     cost: BatchCost = FILL_BATCHES
-    # The order a take's sub-batches run in. Shortest first answers the most requests soonest,
-    # which, with every client waiting for its answer, is the most throughput; a long text waits
-    # for its whole take. Where other batches run beside it they serve what arrives meanwhile;
-    # with one batch at a time (one CPU) the long text's wait doubles the tail, so the oldest go
-    # first there: p99 at 32 connections -22%, throughput level (BENCHMARKS.md).
+    # The order a take's sub-batches run in. Shortest first answers the most requests soonest:
+    # with every client waiting for its answer, the most throughput, and a long text waits for
+    # its whole take. On one core, oldest first cut p99 at 32 connections by a fifth at the same
+    # throughput; with a 2-thread session, one batch at a time, it cost 10-15% (BENCHMARKS.md).
     oldest_first: bool = False
 
     def cpu_clock(self) -> Callable[[], float]:

@@ -99,7 +99,7 @@ def batch_policy(settings: Settings, placement: Placement) -> BatchPolicy:
         queue_timeout=settings.queue_timeout_seconds,
         threads_per_batch=plan.threads,
         cost=placement.cost,
-        oldest_first=plan.side_by_side == 1,
+        oldest_first=plan.threads == plan.side_by_side == 1,  # one core
     )
 
 
