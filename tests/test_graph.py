@@ -127,3 +127,28 @@ def test_the_shipped_variant_served_unfused_answers_as_its_file_does():
         agree += int(served.run(batch).argmax() == expected.argmax())
     # int8 rounding moves with the float sums: 4 of CLINC150's 5,500 test answers change.
     assert agree >= len(texts) - 2
+
+
+def test_unnamed_nodes_unfuse_into_distinct_tensors(tmp_path):
+    x, skip, z = (
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 3, HIDDEN])
+        for name in ("x", "skip", "z")
+    )
+    chained = [
+        helper.make_node(
+            SKIP_LAYER_NORM, ["x", "skip", "gamma", "beta", "bias"], ["y"], domain="com.microsoft"
+        ),
+        helper.make_node(
+            SKIP_LAYER_NORM, ["y", "skip", "gamma", "beta", "bias"], ["z"], domain="com.microsoft"
+        ),
+    ]
+    graph = helper.make_graph(chained, "unnamed", [x, skip], [z], _weights("gamma", "beta", "bias"))
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), path)
+    feeds = {name: RNG.normal(size=(2, 3, HIDDEN)).astype(np.float32) for name in ("x", "skip")}
+    rewritten = rewritten_graph(path)
+    assert rewritten is not None and op_types(rewritten).count("LayerNormalization") == 2
+    np.testing.assert_allclose(
+        run(rewritten, feeds)[0], run(path.read_bytes(), feeds)[0], atol=1e-5
+    )

@@ -84,18 +84,19 @@ def unfuse_skip_layer_norm(graph: onnx.GraphProto) -> int:
         epsilon = next(
             (helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12
         )
-        total = outputs[3] or f"{node.name}/sum"
-        summed = f"{node.name}/input_skip" if bias else total
-        nodes.append(helper.make_node("Add", [source, skip], [summed], name=f"{node.name}/add"))
+        prefix = outputs[0]  # unique in the graph, where node names may be empty
+        total = outputs[3] or f"{prefix}/sum"
+        summed = f"{prefix}/input_skip" if bias else total
+        nodes.append(helper.make_node("Add", [source, skip], [summed], name=f"{prefix}/add"))
         if bias:
-            nodes.append(helper.make_node("Add", [summed, bias], [total], name=f"{node.name}/bias"))
+            nodes.append(helper.make_node("Add", [summed, bias], [total], name=f"{prefix}/bias"))
         scale = [gamma, beta] if beta else [gamma]
         nodes.append(
             helper.make_node(
                 "LayerNormalization",
                 [total, *scale],
                 [outputs[0]],
-                name=f"{node.name}/layer_norm",
+                name=f"{prefix}/layer_norm",
                 axis=-1,
                 epsilon=epsilon,
             )
