@@ -102,12 +102,17 @@ CGROUP = pytest.mark.skipif(
 )
 
 
+def confined_run(tmp_path, servers: str, limit: list[str], levels: str, suffix: str) -> dict:
+    """A short peer benchmark under ``limit`` (--cpus or --quota); its JSON result."""
+    argv = ["--servers", servers, *limit, "--seconds", "2", "--warmup", "1", "--rounds", "1"]
+    argv += ["--levels", levels, "--texts", "32", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    return json.loads((tmp_path / f"peers-minilm-l6-augmented-int8-{suffix}.json").read_text())
+
+
 @CGROUP
 def test_cpus_holds_every_server_to_fewer_cores_and_wrk_to_the_rest(tmp_path):
-    argv = ["--servers", "brum,naive", "--cpus", "1", "--seconds", "2", "--warmup", "1"]
-    argv += ["--rounds", "1", "--levels", "1x1,8x1", "--texts", "32", "--output", str(tmp_path)]
-    assert main(argv) == 0
-    result = json.loads((tmp_path / "peers-minilm-l6-augmented-int8-1cpu.json").read_text())
+    result = confined_run(tmp_path, "brum,naive", ["--cpus", "1"], "1x1,8x1", "1cpu")
     cpus = sorted(os.sched_getaffinity(0))
     assert len(cpus) >= 2  # the benchmark gave this process its CPUs back
     assert result["cores"] == 1
@@ -129,10 +134,7 @@ def test_cpus_holds_every_server_to_fewer_cores_and_wrk_to_the_rest(tmp_path):
 
 @CGROUP
 def test_quota_holds_every_server_to_a_share_of_the_cores(tmp_path):
-    argv = ["--servers", "naive,brum", "--quota", "0.5", "--seconds", "2", "--warmup", "1"]
-    argv += ["--rounds", "1", "--levels", "8x1", "--texts", "32", "--output", str(tmp_path)]
-    assert main(argv) == 0
-    result = json.loads((tmp_path / "peers-minilm-l6-augmented-int8-quota0.5.json").read_text())
+    result = confined_run(tmp_path, "naive,brum", ["--quota", "0.5"], "8x1", "quota0.5")
     assert result["cores"] == 1
     assert result["cpus"]["quota"] == 0.5 and result["cpus"]["isolation"] == "cgroup"
     for name in ("naive", "brum"):
