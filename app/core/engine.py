@@ -55,6 +55,7 @@ from app.core.registry import (
 )
 from app.core.store import connect
 from app.core.workers import InferenceWorkers
+from app.heap import settle
 from app.runtime.classifier import OnnxClassifier, load_classifier
 from app.runtime.cores import available_cores, cpu_quota
 from app.runtime.session import SessionConfig
@@ -277,6 +278,7 @@ class Engine:
         await self.sync()
         if self.settings.sync_seconds > 0:
             self._follower = asyncio.get_running_loop().create_task(self._follow())
+        settle()
         elapsed = time.perf_counter() - self.started_at
         self.metrics.mark_ready(True, startup_seconds=elapsed)
         self.loaded = True
