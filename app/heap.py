@@ -2,11 +2,11 @@
 it is moved out of the collector's sight once the service is ready, and the youngest generation
 is collected less often.
 
-Under load the event loop allocates a few thousand objects per request, and with CPython's
-default thresholds (700, 10, 10) a full collection walked every object the process loaded: those
-pauses held the loop and every request queued behind it. Frozen and at (20,000, 50, 100), p99 at
-32 and 64 connections fell by a third to two fifths, and throughput rose 5-9% (BENCHMARKS.md,
-"Garbage collection").
+Every request leaves a few objects behind (the feedback ledger, metric children), and with
+CPython's default thresholds (700, 10, 10) the full collections that follow walked every object
+the process loaded: those pauses held the event loop and every request queued behind it. Frozen
+and at (20,000, 50, 100), p99 at 32 and 64 connections fell by up to two fifths, and throughput at
+64 rose 3-9% (BENCHMARKS.md, "Garbage collection").
 """
 
 from __future__ import annotations
