@@ -181,6 +181,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--oos-label", help="the out-of-scope label, if the data has one")
     data.add_argument("--encoding", help="of CSV and TSV files (default: utf-8)")
     data.add_argument("--field", help="of a JSON file: the key its records sit under")
+    data.add_argument(
+        "--unlabelled",
+        type=Path,
+        help="texts with no label (a data file, or plain text one per line), e.g. traffic "
+        "logs: the teacher labels them for the students",
+    )
+    data.add_argument("--unlabelled-column", help="default: the text column's name, else guessed")
     p.add_argument("--name", help="the recipe's name (default: from the data)")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     p.add_argument(

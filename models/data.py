@@ -39,6 +39,8 @@ class TextClassificationData:
     splits_made: dict[str, str] = field(default_factory=dict)
     # The source's (text, label) columns, as the recipe names them or as they were guessed.
     columns: tuple[str, str] | None = None
+    # Texts with no label that the teacher labels into transfer sets (models/sources/unlabelled.py)
+    unlabelled: tuple[str, ...] = ()
 
     @property
     def label_to_id(self) -> dict[str, int]:

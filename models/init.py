@@ -46,6 +46,8 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "oos_label": args.oos_label,
         "encoding": args.encoding,
         "field": args.field,
+        "unlabelled": args.unlabelled,
+        "unlabelled_column": args.unlabelled_column,
     }
     if args.label_names is not None:
         fields["label_names"] = label_names(args.label_names)
@@ -251,7 +253,7 @@ def fitted_recipe(
     def estimate(sizes: Sizes, transfer: int = TRANSFER_TEXTS) -> tuple[dict, float]:
         recipe = recipe_for(data, spec, name, args, max_length, sizes, transfer)
         validated = Recipe.model_validate(recipe)  # also what run will read
-        work = run_work(validated, sizes, validated.students, teacher)
+        work = run_work(validated, sizes, validated.students, teacher, len(data.unlabelled))
         return recipe, seconds(sum(work.values()), trained_pieces)
 
     whole = split_sizes(data)

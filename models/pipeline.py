@@ -30,9 +30,9 @@ from models.finetune import (
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, RecipeError, StudentSpec, VocabularySpec
 from models.sparsity import zero_smallest
-from models.stamps import made_from, weights_digest
+from models.stamps import made_from, texts_digest, weights_digest
 from models.student import student_init
-from models.teacher import split_logits, teacher_dir, transfer_set
+from models.teacher import split_logits, teacher_dir, transfer_set, unlabelled_set
 from models.vocab import prune_vocabulary
 
 DONE = "stage.json"
@@ -91,8 +91,6 @@ def build_student(
             for augment_spec in spec.transfer
         ]
         pairs = [pair for per_split in sets for pair in per_split]
-        texts = [text for set_texts, _ in pairs for text in set_texts]
-        transfer = (texts, torch.cat([logits for _, logits in pairs]))
         teacher_ref["transfer_sets"] = [
             {
                 **augment_spec.model_dump(exclude_none=True),
@@ -100,6 +98,17 @@ def build_student(
             }
             for augment_spec, per_split in zip(spec.transfer, sets, strict=True)
         ]
+        if data.unlabelled:
+            pairs.append(unlabelled_set(recipe, data, runs))
+            teacher_ref["transfer_sets"].append(
+                {
+                    "unlabelled": str(recipe.dataset.unlabelled),
+                    "texts": len(data.unlabelled),
+                    "texts_sha256": texts_digest(data.unlabelled),
+                }
+            )
+        texts = [text for set_texts, _ in pairs for text in set_texts]
+        transfer = (texts, torch.cat([logits for _, logits in pairs]))
 
     if spec.start_from is None or spec.distill:
         stage(

@@ -78,6 +78,14 @@ class DatasetSpec(_Strict):
     )
     empty_texts: Literal["drop", "refuse"] = "drop"
     split: SplitSizes = SplitSizes()
+    unlabelled: Path | None = Field(
+        None,
+        description="texts with no label (a data file, or plain text one per line), such as "
+        "the traffic a service saw: the teacher labels them into every transfer set",
+    )
+    unlabelled_column: str | None = Field(
+        None, description="of the unlabelled file; default: text_column, else guessed"
+    )
 
     @field_validator("encoding")
     @classmethod

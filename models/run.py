@@ -36,7 +36,8 @@ def run_recipe(
     built, output = root / "built", root / "benchmark"
     repository = repository or root / "repository"
     students = recipe.shipped_lineage() if shipped_only else recipe.students
-    work = run_work(recipe, split_sizes(data), students, teacher_scale_of(recipe.teacher.base))
+    teacher = teacher_scale_of(recipe.teacher.base)
+    work = run_work(recipe, split_sizes(data), students, teacher, len(data.unlabelled))
     made = made_before(recipe, teacher_dir(recipe, runs), built, output, work)
     started = time.perf_counter()
     # Work, not stages, fills the bar, and only what runs now sets the pace (smoothing 0 with

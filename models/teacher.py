@@ -56,8 +56,9 @@ def forget_stale_labels(recipe: Recipe, runs: Path) -> None:
         print("==> the teacher changed: its cached logits are computed again", flush=True)
         for stale in workdir.glob("*_logits.npy"):
             stale.unlink()
-        for stale in workdir.glob("transfer-*"):
-            shutil.rmtree(stale)
+        for pattern in ("transfer-*", "unlabelled-*"):
+            for stale in workdir.glob(pattern):
+                shutil.rmtree(stale)
     stamp.write_text(json.dumps(teacher))
 
 
@@ -117,6 +118,23 @@ def transfer_set(
         texts_path.write_text(json.dumps(record))
         np.save(logits_path, logits)
     texts = json.loads(texts_path.read_text())["texts"]
+    return texts, torch.from_numpy(np.load(logits_path))
+
+
+def unlabelled_set(
+    recipe: Recipe, data: TextClassificationData, runs: Path
+) -> tuple[list[str], torch.Tensor]:
+    """The dataset's unlabelled texts and the teacher's logits on them, computed once per set of
+    texts (its digest names the folder)."""
+    forget_stale_labels(recipe, runs)
+    texts = list(data.unlabelled)
+    folder = teacher_dir(recipe, runs) / f"unlabelled-{texts_digest(texts)[:12]}"
+    logits_path = folder / LOGITS_FILE
+    if not logits_path.is_file():
+        print(f"==> teacher logits on {len(texts)} unlabelled texts", flush=True)
+        logits = _label(recipe, runs, texts)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(logits_path, logits)
     return texts, torch.from_numpy(np.load(logits_path))
 
 

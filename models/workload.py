@@ -105,10 +105,14 @@ def teacher_work(recipe: Recipe, sizes: Sizes, scale: float = 1.0) -> float:
     return (trained * TEACHER_TRAINING + labelled * TEACHER_LABELLING) * scale
 
 
-def student_work(spec: StudentSpec, sizes: Sizes, teacher: float = 1.0) -> float:
+def student_work(
+    spec: StudentSpec, sizes: Sizes, teacher: float = 1.0, unlabelled: int = 0
+) -> float:
+    """``unlabelled``: the dataset's unlabelled texts, which join every transfer set."""
     splits = ["train", "validation"] if spec.refit else ["train"]
     examples = sum(sizes[split] for split in splits)
     transfer = sum(_transfer_texts(s, sizes[split]) for s in spec.transfer for split in splits)
+    transfer += unlabelled if spec.transfer else 0
     passes = 0.0
     if spec.start_from is None or spec.distill:
         passes += _epochs(spec.distill)
@@ -121,12 +125,18 @@ def student_work(spec: StudentSpec, sizes: Sizes, teacher: float = 1.0) -> float
 
 
 def run_work(
-    recipe: Recipe, sizes: Sizes, students: list[StudentSpec], teacher: float = 1.0
+    recipe: Recipe,
+    sizes: Sizes,
+    students: list[StudentSpec],
+    teacher: float = 1.0,
+    unlabelled: int = 0,
 ) -> dict[str, float]:
     """Each stage of ``run`` (named as its bar names it) -> its share of the work; ``teacher``:
-    the teacher's ``teacher_scale``."""
+    the teacher's ``teacher_scale``; ``unlabelled``: the dataset's unlabelled texts."""
     work = {"teacher": teacher_work(recipe, sizes, teacher)}
-    work |= {f"student {spec.name}": student_work(spec, sizes, teacher) for spec in students}
+    work |= {
+        f"student {spec.name}": student_work(spec, sizes, teacher, unlabelled) for spec in students
+    }
     checked = 2 * sizes["validation"] + sizes["test"]
     work["baseline"] = (TEACHER_PACKAGING + checked * TEACHER_CHECK_PER_TEXT) * teacher
     # The benchmark's time is mostly the teacher's, run on every test text.

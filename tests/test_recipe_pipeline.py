@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from models.build import PackageConfig
 from models.finetune import load_for_classification, native_bf16
 from models.pipeline import build_student
 from models.recipe import Recipe, RecipeError
+from models.stamps import texts_digest
 from models.teacher import LOGITS_FILE, teacher_dir
 from tests.test_pipeline import INTENTS, subset
 from tests.tiny import save_tiny_bert
@@ -107,9 +110,19 @@ def refit(tmp_path_factory, clinc):
     data = subset(clinc, tuple(intent for intent in INTENTS if intent != "oos"))
     base = save_tiny_bert(root / "base", clinc.splits["train"].texts, hidden=64, layers=2)
     vocabulary = {"general": [0, 50, 100], "tolerance": 0.05}
+    # Texts of intents the subset leaves out, as traffic no split holds.
+    other = clinc.splits["validation"]
+    unlabelled = tuple(
+        text
+        for text, label in zip(other.texts, other.label_ids, strict=True)
+        if clinc.labels[label] not in INTENTS
+    )[:40]
+    assert not set(unlabelled) & {t for split in data.splits.values() for t in split.texts}
+    data = replace(data, unlabelled=unlabelled)
     recipe = Recipe.model_validate(
         {
             "name": "tiny",
+            "dataset": {"unlabelled": "traffic.txt"},
             "teacher": {"base": str(base)},
             "students": [
                 {"name": "first", "base": str(base), "distill": DISTILL, "vocabulary": vocabulary},
@@ -136,11 +149,22 @@ def test_a_refit_student_trains_on_validation_too_and_keeps_its_parents_vocabula
     assert [step.step for step in card.lineage][:3] == ["distill", "distill", "prune_vocabulary"]
     distill = steps["distill"]
     assert distill["refit"] is True
-    assert distill["transfer_sets"][0]["texts"] == train + validation  # one copy of each text
-    # Every batch holds at most 16: no fewer steps cover train, validation and their copies.
-    assert distill["history"][-1]["step"] * 16 >= 2 * (train + validation)
-    validation_logits = np.load(root / "runs" / "tiny" / "teacher" / "validation_logits.npy")
+    perturbed, unlabelled = distill["transfer_sets"]
+    assert perturbed["texts"] == train + validation  # one copy of each text
+    assert unlabelled == {
+        "unlabelled": "traffic.txt",
+        "texts": 40,
+        "texts_sha256": texts_digest(data.unlabelled),
+    }
+    # Every batch holds at most 16: no fewer steps cover train, validation, their copies and the
+    # unlabelled texts.
+    assert distill["history"][-1]["step"] * 16 >= 2 * (train + validation) + 40
+    teacher = root / "runs" / "tiny" / "teacher"
+    validation_logits = np.load(teacher / "validation_logits.npy")
     assert validation_logits.shape == (validation, len(data.labels))
+    (labelled,) = teacher.glob("unlabelled-*")
+    assert np.load(labelled / LOGITS_FILE).shape == (40, len(data.labels))
+    assert "transfer_sets" not in read_card(built["first"]).lineage[0].params  # none: no transfer
     vocabulary = steps["prune_vocabulary"]
     assert vocabulary["chosen_on"] == "first, on validation"
     chosen = next(step.params for step in first.lineage if step.step == "prune_vocabulary")

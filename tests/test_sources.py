@@ -409,3 +409,48 @@ def test_init_measures_lengths_in_the_students_pieces_not_in_words(tmp_path):
     assert main([*argv, "-o", str(tmp_path / "zh.yaml")]) == 0
     recipe = load_recipe(tmp_path / "zh.yaml")
     assert len(sentence) + 2 <= recipe.teacher.finetune["max_length"] <= len(sentence) + 2 + 16
+
+
+def test_unlabelled_texts_come_from_a_text_file_without_what_the_splits_hold(tmp_path, caplog):
+    train = write_csv(tmp_path / "train.csv", rows())
+    test = write_csv(tmp_path / "test.csv", [("hello", "greet"), ("bye bye", "bye")])
+    logs = tmp_path / "traffic.txt"
+    # A test text (other case and spaces), a training text, a repeat and an empty line.
+    logs.write_text("good evening\n  Bye  BYE\nhowdy\n\ngood evening\nthanks so much\n")
+    caplog.set_level(logging.INFO, logger="brum.data")
+    data = load_dataset(spec(train=train, test=test, unlabelled=logs))
+    assert data.unlabelled == ("good evening", "thanks so much")
+    carved_into = "train" if "howdy" in data.splits["train"].texts else "validation"
+    assert f"dropped 1 empty, 1 in test, 1 in {carved_into}, 1 repeated" in caplog.text
+    assert load_dataset(spec(train=train, test=test)).unlabelled == ()
+
+
+def test_unlabelled_texts_from_a_table_use_the_text_column_or_the_one_named(tmp_path):
+    train = write_csv(tmp_path / "train.csv", rows())
+    logs = tmp_path / "logs.jsonl"
+    records = [{"at": "2026-12-01T10:00", "utterance": "top of the morning", "user": "u1"}]
+    records += [{"at": "2026-12-01T10:01", "utterance": "catch you later", "user": "u2"}]
+    logs.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    data = load_dataset(spec(train=train, unlabelled=logs))
+    assert data.unlabelled == ("top of the morning", "catch you later")
+    named = load_dataset(spec(train=train, unlabelled=logs, unlabelled_column="user"))
+    assert named.unlabelled == ("u1", "u2")
+    with pytest.raises(DatasetError, match=r"no text column 'said'; the columns are \['at'"):
+        load_dataset(spec(train=train, unlabelled=logs, unlabelled_column="said"))
+    with pytest.raises(DatasetError, match=r"missing\.txt: file not found"):
+        load_dataset(spec(train=train, unlabelled=tmp_path / "missing.txt"))
+    nothing_new = tmp_path / "seen.txt"
+    nothing_new.write_text("hello there\nhi\n")
+    with pytest.raises(DatasetError, match="no texts left in column 'text'"):
+        load_dataset(spec(train=train, unlabelled=nothing_new))
+
+
+def test_init_writes_the_unlabelled_texts_into_the_recipe(tmp_path):
+    train = write_csv(tmp_path / "train.csv", rows())
+    logs = tmp_path / "traffic.txt"
+    logs.write_text("good evening\nthanks so much\n")
+    recipe_path = tmp_path / "recipe.yaml"
+    main(["init", str(train), "--unlabelled", str(logs), "-o", str(recipe_path)])
+    recipe = load_recipe(recipe_path)
+    assert recipe.dataset.unlabelled == logs
+    assert load_dataset(recipe.dataset).unlabelled == ("good evening", "thanks so much")

@@ -2,15 +2,18 @@
 ``DatasetSpec`` into a ``TextClassificationData``. Files, saved datasets and hub datasets are
 read by the ``datasets`` library's own loaders, imported only when one is used; what they give is
 checked and split the same way (models/sources/tables.py); every source's splits are then sampled
-down to the recipe's ``split.max_*`` (models/sources/sample.py)."""
+down to the recipe's ``split.max_*`` (models/sources/sample.py). A recipe's ``unlabelled`` texts
+come with them (models/sources/unlabelled.py)."""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 from models.data import TextClassificationData
 from models.recipe import DatasetSpec
 from models.sources.sample import sample_splits
+from models.sources.unlabelled import read_unlabelled
 
 SOURCES = {
     "clinc150": "models.sources.clinc150",
@@ -22,4 +25,5 @@ SOURCES = {
 
 def load_dataset(spec: DatasetSpec) -> TextClassificationData:
     data = importlib.import_module(SOURCES[spec.kind]).load(spec)
-    return sample_splits(data, spec.split)
+    data = sample_splits(data, spec.split)
+    return replace(data, unlabelled=read_unlabelled(spec, data))

@@ -31,7 +31,7 @@ def resolve_columns(table: datasets.Dataset, spec: DatasetSpec, where: str) -> t
                 f"{where}: no {role} column {column!r}; the columns are {table.column_names}"
             )
     guessed_text = text is None
-    text = text or _text_column(table, exclude=label)
+    text = text or guess_text_column(table, exclude=label)
     nested = [c for c, f in table.features.items() if isinstance(f, datasets.List | list)]
     if text is None and nested:
         raise DatasetError(
@@ -80,7 +80,8 @@ def _is_string(feature: object) -> bool:
     return isinstance(feature, datasets.Value) and feature.dtype in {"string", "large_string"}
 
 
-def _text_column(table: datasets.Dataset, exclude: str | None) -> str | None:
+def guess_text_column(table: datasets.Dataset, exclude: str | None) -> str | None:
+    """A column of a usual name, else the string column with the most words."""
     named = _by_name(table.column_names, TEXT_NAMES, exclude)
     if named is not None:
         return named

@@ -14,8 +14,9 @@ from models.recipe import DatasetSpec
 from models.sources.tables import assemble
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "json"}
-SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
-BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet"}
+SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet", ".txt": "text"}
+# "text": one text per line, in a column named "text" (unlabelled texts only).
+BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet", "text": "text"}
 
 
 def load(spec: DatasetSpec) -> TextClassificationData:
@@ -36,10 +37,12 @@ def dataset_name(train: Path) -> str:
     return train.parent.resolve().name if train.stem.lower() in generic else train.stem
 
 
-def read_file(path: Path, spec: DatasetSpec) -> datasets.Dataset:
+def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> datasets.Dataset:
+    """``kind``: the file's format where it is not the recipe's (default: ``spec.format``, else
+    from the suffix)."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    kind = spec.format or SUFFIXES.get(path.suffix.lower())
+    kind = kind or spec.format or SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DatasetError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
