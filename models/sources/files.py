@@ -46,7 +46,7 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
     if kind is None:
         raise DatasetError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
-            f"set dataset.format to one of {sorted(BUILDERS)}"
+            f"set dataset.format to one of {sorted(set(BUILDERS) - {'text'})}"
         )
     options: dict[str, object] = {}
     if kind in {"csv", "tsv"}:
