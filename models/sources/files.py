@@ -14,8 +14,8 @@ from models.recipe import DatasetSpec
 from models.sources.tables import assemble
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "json"}
-SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet", ".txt": "text"}
-# "text": one text per line, in a column named "text" (unlabelled texts only).
+SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
+# "text": one text per line, in a column named "text": unlabelled texts only, as a ".txt" file.
 BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet", "text": "text"}
 
 

@@ -24,7 +24,8 @@ def read_unlabelled(spec: DatasetSpec, data: TextClassificationData) -> tuple[st
     path = spec.unlabelled
     if path is None:
         return ()
-    table = read_file(path, spec, kind=SUFFIXES.get(path.suffix.lower()))
+    suffix = path.suffix.lower()
+    table = read_file(path, spec, kind="text" if suffix == ".txt" else SUFFIXES.get(suffix))
     where = f"{path} (dataset.unlabelled)"
     column = spec.unlabelled_column
     if column is None:
