@@ -12,7 +12,14 @@ import pytest
 from models.data import from_examples
 from models.init import TRANSFER_TEXTS, recipe_for
 from models.recipe import DatasetSpec, Recipe
-from models.workload import run_work, seconds, split_sizes, teacher_scale, teacher_scale_of
+from models.workload import (
+    run_work,
+    seconds,
+    split_sizes,
+    student_work,
+    teacher_scale,
+    teacher_scale_of,
+)
 
 # Minutes each stage of `init`'s BANKING77 recipe took on 2 cores (runs of 2026-12-04):
 # the teacher 8 epochs at 6:20 plus its labels, the refit augmented L6 2,811 s, the L3 374 s.
@@ -110,3 +117,22 @@ def test_another_teacher_is_priced_by_its_compute_per_token(tmp_path):
     assert augmented.transfer and not plain.transfer
     assert large[f"student {plain.name}"] == mpnet[f"student {plain.name}"]
     assert large[f"student {augmented.name}"] > mpnet[f"student {augmented.name}"]
+
+
+def test_unlabelled_texts_add_work_to_the_students_with_transfer_sets_only():
+    recipe, sizes = banking77_sized()
+    without = run_work(recipe, sizes, recipe.students)
+    with_logs = run_work(recipe, sizes, recipe.students, unlabelled=24_000)
+    for spec in recipe.students:
+        stage = f"student {spec.name}"
+        assert (with_logs[stage] > without[stage]) == bool(spec.transfer), stage
+    assert with_logs["teacher"] == without["teacher"]
+    # An unlabelled text costs what a perturbed one does: labelled once, trained on every epoch.
+    augmented = recipe.students[1]
+    perturbed = sum(len(s.kinds) * s.copies for s in augmented.transfer) * (
+        sizes["train"] + sizes["validation"]
+    )
+    bare = student_work(augmented.model_copy(update={"transfer": []}), sizes)
+    per_perturbed = (student_work(augmented, sizes) - bare) / perturbed
+    added = student_work(augmented, sizes, unlabelled=24_000) - student_work(augmented, sizes)
+    assert added / 24_000 == pytest.approx(per_perturbed, rel=1e-9)
