@@ -188,6 +188,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "logs: the teacher labels them for the students",
     )
     data.add_argument("--unlabelled-column", help="default: the text column's name, else guessed")
+    data.add_argument(
+        "--max-unlabelled",
+        type=int,
+        help="at most this many unlabelled texts: a seeded sample (default: all, or what fits "
+        "--hours)",
+    )
     p.add_argument("--name", help="the recipe's name (default: from the data)")
     p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
     p.add_argument(

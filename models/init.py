@@ -48,6 +48,7 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "field": args.field,
         "unlabelled": args.unlabelled,
         "unlabelled_column": args.unlabelled_column,
+        "max_unlabelled": args.max_unlabelled,
     }
     if args.label_names is not None:
         fields["label_names"] = label_names(args.label_names)
@@ -138,10 +139,12 @@ def recipe_for(
     max_length: int,
     sizes: Sizes | None = None,
     transfer_texts: int = TRANSFER_TEXTS,
+    unlabelled: int | None = None,
 ) -> dict:
     """The recipe for ``data``, its texts cut at ``max_length`` pieces, sized for splits of
     ``sizes`` (default: the data's own; smaller ones are written as the dataset's
-    ``split.max_*``), with about ``transfer_texts`` perturbed texts."""
+    ``split.max_*``), with about ``transfer_texts`` perturbed texts and ``unlabelled`` of the
+    data's unlabelled texts (default: all; fewer are written as ``max_unlabelled``)."""
     whole = split_sizes(data)
     sizes = sizes or whole
     teacher_epochs = epochs_for(sizes["train"])
@@ -158,6 +161,8 @@ def recipe_for(
     limits = {f"max_{split}": n for split, n in sizes.items() if n < whole[split]}
     if limits:
         dataset["split"] = {**dataset.get("split", {}), **limits}
+    if unlabelled is not None and unlabelled < len(data.unlabelled):
+        dataset["max_unlabelled"] = unlabelled
     if data.columns is not None:  # written out, guessed or not, so run reads the same columns
         dataset["text_column"], dataset["label_column"] = data.columns
     # Once the first student's choices are made on validation, the later L6 stages train on it
@@ -244,16 +249,19 @@ def fitted_recipe(
     54,000 (the transfer set is worth the least: +0.35-0.55 point on BANKING77, where the
     teacher's steps are worth several), and if that is still too long, as many training texts
     as fit (sampled, with validation and test), each trained on for as many steps as the
-    default would give them."""
+    default would give them. Unlabelled texts are priced as perturbed ones: the lean recipes
+    take at most as many of them as perturbed texts."""
     pieces = piece_counts(data.splits["train"].texts)
     max_length = max_length_for(pieces)
     trained_pieces = float(np.minimum(pieces, max_length).mean())
     teacher = teacher_scale_of(args.teacher)
 
-    def estimate(sizes: Sizes, transfer: int = TRANSFER_TEXTS) -> tuple[dict, float]:
-        recipe = recipe_for(data, spec, name, args, max_length, sizes, transfer)
+    def estimate(
+        sizes: Sizes, transfer: int = TRANSFER_TEXTS, unlabelled: int = len(data.unlabelled)
+    ) -> tuple[dict, float]:
+        recipe = recipe_for(data, spec, name, args, max_length, sizes, transfer, unlabelled)
         validated = Recipe.model_validate(recipe)  # also what run will read
-        work = run_work(validated, sizes, validated.students, teacher, len(data.unlabelled))
+        work = run_work(validated, sizes, validated.students, teacher, unlabelled)
         return recipe, seconds(sum(work.values()), trained_pieces)
 
     whole = split_sizes(data)
@@ -273,7 +281,8 @@ def fitted_recipe(
         }
 
     def lean(sizes: Sizes) -> tuple[dict, float]:
-        return estimate(sizes, min(sizes["train"], TRANSFER_TEXTS))
+        transfer = min(sizes["train"], TRANSFER_TEXTS)
+        return estimate(sizes, transfer, min(len(data.unlabelled), transfer))
 
     fitted, fitted_took = lean(whole)
     if fitted_took <= budget:
@@ -317,8 +326,13 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
         "measured on 2 cores; the run's bar measures this machine's)"
     )
     if took < whole:
-        limits = recipe["dataset"].get("split", {})
-        sampled = ", ".join(f"split.{k} {v:,}" for k, v in limits.items() if k.startswith("max_"))
+        limits = {
+            f"split.{k}": v for k, v in recipe["dataset"].get("split", {}).items() if "max_" in k
+        }
+        kept = recipe["dataset"].get("max_unlabelled")
+        if kept is not None and kept < len(data.unlabelled):
+            limits["max_unlabelled"] = kept
+        sampled = ", ".join(f"{k} {v:,}" for k, v in limits.items())
         timing += (
             f"; the default recipe would take {duration(whole)}, over --hours {args.hours:g}, so "
             "it distils over one perturbed text per training text"

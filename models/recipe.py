@@ -86,6 +86,12 @@ class DatasetSpec(_Strict):
     unlabelled_column: str | None = Field(
         None, description="of the unlabelled file; default: text_column, else guessed"
     )
+    max_unlabelled: int | None = Field(
+        None,
+        gt=0,
+        description="at most this many unlabelled texts: a sample seeded by split.seed, taken "
+        "after empty, repeated and labelled texts are dropped",
+    )
 
     @field_validator("encoding")
     @classmethod

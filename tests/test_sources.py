@@ -454,3 +454,46 @@ def test_init_writes_the_unlabelled_texts_into_the_recipe(tmp_path):
     recipe = load_recipe(recipe_path)
     assert recipe.dataset.unlabelled == logs
     assert load_dataset(recipe.dataset).unlabelled == ("good evening", "thanks so much")
+
+
+def test_unlabelled_texts_above_their_maximum_are_sampled_and_seeded(tmp_path, caplog):
+    train = write_csv(tmp_path / "train.csv", rows())
+    logs = tmp_path / "traffic.txt"
+    lines = [f"request number {i} from the log" for i in range(500)]
+    logs.write_text("\n".join(["hello there", *lines]) + "\n")  # a training text, dropped first
+    caplog.set_level(logging.INFO, logger="brum.data")
+    data = load_dataset(spec(train=train, unlabelled=logs, max_unlabelled=40))
+    assert len(data.unlabelled) == len(set(data.unlabelled)) == 40
+    assert set(data.unlabelled) <= set(lines)
+    assert list(data.unlabelled) == sorted(data.unlabelled, key=lines.index)  # the log's order
+    assert "sampled 40 of 500 texts (dataset.max_unlabelled), seed 0" in caplog.text
+    again = load_dataset(spec(train=train, unlabelled=logs, max_unlabelled=40))
+    assert again.unlabelled == data.unlabelled
+    reseeded = load_dataset(
+        spec(train=train, unlabelled=logs, max_unlabelled=40, split={"seed": 1})
+    )
+    assert reseeded.unlabelled != data.unlabelled
+    whole = load_dataset(spec(train=train, unlabelled=logs, max_unlabelled=500))
+    assert whole.unlabelled == tuple(lines)
+
+
+def test_init_samples_unlabelled_texts_to_its_flag_and_to_the_hours_it_is_given(tmp_path, capsys):
+    data_file = write_csv(tmp_path / "intents.csv", skewed_rows(2_000))
+    logs = tmp_path / "traffic.txt"
+    logs.write_text("\n".join(f"request number {i} from the log" for i in range(200_000)))
+    argv = ["init", str(data_file), "--text-column", "utterance", "--label-column", "intent"]
+    argv += ["--unlabelled", str(logs)]
+    assert main([*argv, "--max-unlabelled", "300", "-o", str(tmp_path / "flag.yaml")]) == 0
+    flagged = load_recipe(tmp_path / "flag.yaml")
+    assert flagged.dataset.max_unlabelled == 300
+    assert len(load_dataset(flagged.dataset).unlabelled) == 300
+    capsys.readouterr()
+    # 200,000 log lines would be most of the run: the lean recipe keeps as many as it perturbs.
+    assert main([*argv, "--hours", "1", "-o", str(tmp_path / "short.yaml")]) == 0
+    said = capsys.readouterr().out
+    short = load_recipe(tmp_path / "short.yaml")
+    kept = short.dataset.max_unlabelled
+    assert kept == short.students[1].transfer[0].limit == 1_440
+    assert f"max_unlabelled {kept:,}" in said
+    assert short.dataset.split.max_train is None  # the training texts all fit
+    assert len(load_dataset(short.dataset).unlabelled) == kept

@@ -5,12 +5,15 @@ where users actually ask, which perturbed copies of the training texts only appr
 Read by the same loaders as the labelled files (CSV, TSV, JSON Lines, Parquet), or as plain text
 one per line. Empty texts, repeats, and texts a labelled split already holds (compared without
 case or extra spaces) are dropped and counted: one in validation or test would leak it into
-training."""
+training. What is left is sampled down to ``max_unlabelled``, seeded: a request log of millions
+of lines would otherwise make the transfer set, and every student's training, that large."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+
+import numpy as np
 
 from models.data import SPLITS, DatasetError, TextClassificationData
 from models.recipe import DatasetSpec
@@ -66,6 +69,17 @@ def read_unlabelled(spec: DatasetSpec, data: TextClassificationData) -> tuple[st
     logger.info("%s: %d texts from column %r", where, len(kept), column)
     if dropped:
         logger.warning("%s: dropped %s", where, _counts(dropped))
+    limit = spec.max_unlabelled
+    if limit is not None and len(kept) > limit:
+        chosen = np.random.default_rng(spec.split.seed).choice(len(kept), limit, replace=False)
+        logger.info(
+            "%s: sampled %d of %d texts (dataset.max_unlabelled), seed %d",
+            where,
+            limit,
+            len(kept),
+            spec.split.seed,
+        )
+        kept = [kept[i] for i in sorted(chosen)]
     return tuple(kept)
 
 
