@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 # Fields the service attaches to records with ``extra=``; they become JSON keys.
 CONTEXT_FIELDS = ("request_id", "method", "path", "status", "variant", "duration_ms")
+# Text lines add these; the rest is already in the access line's message.
+TEXT_CONTEXT_FIELDS = ("request_id", "variant")
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,12 +26,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One line for people; a request's id and variant follow as ``key=value``, so the id a
+    client got back in ``X-Request-ID`` finds its line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = [
+            f"{key}={value}"
+            for key in TEXT_CONTEXT_FIELDS
+            if (value := getattr(record, key, None)) is not None
+        ]
+        return " ".join([line, *context])
+
+
 def configure_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -382,6 +382,17 @@ def test_sigterm_stops_readiness_then_drains_every_accepted_request(
     assert "draining" in server.logs()
 
 
+def test_text_logs_carry_the_request_id_and_variant(repository, tmp_path):
+    with serve(tmp_path, repository) as server, server.client() as client:
+        response = client.post("/v1/predict", json={"text": "hi"})
+        time.sleep(0.2)
+        lines = server.logs().splitlines()
+    request_id, variant = response.headers["x-request-id"], response.headers["x-brum-variant"]
+    (access,) = [line for line in lines if request_id in line]
+    assert " brum.access POST /v1/predict 200 " in access
+    assert access.endswith(f" ms request_id={request_id} variant={variant}")
+
+
 def test_json_logs_carry_the_request_id_and_variant(repository, tmp_path):
     with serve(tmp_path, repository, BRUM_LOG_FORMAT="json") as server, server.client() as client:
         response = client.post("/v1/predict", json={"text": "hi"}, headers={"X-User-ID": "u1"})
