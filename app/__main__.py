@@ -15,7 +15,7 @@ from app.core.engine import Engine
 from app.core.experiment import ExperimentError
 from app.logs import configure_logging
 from app.settings import Settings
-from app.transport.api import create_app
+from app.transport.api import create_app, serving_app
 
 logger = logging.getLogger("brum")
 
@@ -54,7 +54,7 @@ def main() -> None:
         logger.error("cannot serve the model repository: %s", exc)
         sys.exit(2)
     config = uvicorn.Config(
-        app,
+        serving_app(app),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

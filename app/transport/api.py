@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.core.engine import Engine
@@ -43,6 +44,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API: its routes, error handlers and OpenAPI document. ``python -m app`` serves it
+    through ``serving_app``."""
     settings = settings or Settings()
     engine = Engine(settings)
 
@@ -61,15 +64,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    return app
+
+
+def serving_app(app: FastAPI) -> ASGIApp:
+    """What the server runs: request ids, metrics and the access log, then the body limit, then
+    the prediction lane, in front of ``app``. Every request passes all three; the prediction
+    routes then skip FastAPI's own per-request layers (app/transport/lane.py)."""
+    engine: Engine = app.state.engine
     routes = PredictionRoutes.of([*v1.router.routes, *v2.router.routes])
 
     def metered_variant(path: str) -> str | None:
         match = routes.match(path)
         return None if match is None else engine.metered_variant(match[1].get("model"))
 
-    app.add_middleware(PredictionLane, routes=routes)  # innermost: inside the limit, ids, metrics
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        RequestContextMiddleware, metrics=engine.metrics, metered_variant=metered_variant
+    lane = PredictionLane(app, routes)
+    limited = BodyLimitMiddleware(lane, max_bytes=app.state.settings.max_body_bytes)
+    return RequestContextMiddleware(
+        limited, metrics=engine.metrics, metered_variant=metered_variant
     )
-    return app

@@ -9,6 +9,11 @@ needs: 0.41 against 0.23 ms per /v1 request, saturated (BENCHMARKS.md). The lane
 routes as the v1 and V2 routers declare them (their compiled paths, their endpoints), so there is
 one route table. It sits inside the request-id, metrics and body-limit middleware, so requests
 keep all of that, and it renders errors with the same handlers as the rest of the API.
+
+It sits in front of FastAPI, not inside it: FastAPI's application layers (its body limit, server
+error and exception-telemetry middleware) cost each prediction another 4-6% of saturated
+throughput on a 2-core Xeon (BENCHMARKS.md, 2026-12-05), and do nothing here that brum's own
+layers do not. An unexpected error still answers 500, from uvicorn instead of Starlette.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class PredictionLane:
             await self.app(scope, receive, send)
             return
         endpoint, params = match
+        scope["app"] = self.app  # as FastAPI would: the endpoints find the engine in its state
         request = Request(scope, receive)
         response: Response
         try:
