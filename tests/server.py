@@ -39,6 +39,14 @@ class Server:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def logs_with(self, text: str, seconds: float = 10) -> str:
+        """The logs once ``text`` is in them: info lines come in blocks (BRUM_LOG_FLUSH_SECONDS)."""
+        deadline = time.monotonic() + seconds
+        while text not in (logs := self.logs()):
+            assert time.monotonic() < deadline, f"{text!r} not logged in {seconds} s"
+            time.sleep(0.05)
+        return logs
+
 
 @contextmanager
 def run_server(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
@@ -12,8 +11,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.metrics import Metrics
-
-access_log = logging.getLogger("brum.access")
+from app.logs import AccessLog
 
 REQUEST_ID_HEADER = b"x-request-id"
 TOTAL_TIME_HEADER = b"x-total-time"
@@ -38,6 +36,7 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.metered_variant = metered_variant
+        self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,20 +70,8 @@ class RequestContextMiddleware:
             seconds = time.perf_counter() - started
             if metered is not None:
                 self.metrics.observe_request(variant or metered, status, seconds)
-            access_log.info(
-                "%s %s %d %.3f ms",
-                scope["method"],
-                scope["path"],
-                status,
-                seconds * 1000,
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "variant": variant,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
+            self.access_log.write(
+                scope["method"], scope["path"], status, seconds, request_id, variant
             )
 
 

@@ -83,7 +83,6 @@ def _brum(ctx: Context) -> Launch:
         "BRUM_MODEL_REPOSITORY": str(repository),
         "BRUM_HOST": "127.0.0.1",
         "BRUM_PORT": str(ctx.port),
-        "BRUM_LOG_LEVEL": "warning",
     }
     env = ctx.env(**{**defaults, **ctx.brum_env})  # --brum-env overrides
     return Launch(("-m", "app"), env, "/readyz")
