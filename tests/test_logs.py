@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from app.logs import ACCESS_LOGGER, JsonFormatter, LineHandler, TextFormatter
+from app.logs import ACCESS_LOGGER, AccessLog, JsonFormatter, LineHandler, TextFormatter
 
 FIELDS = {
     "request_id": "0123abcd",
@@ -82,3 +82,17 @@ def test_without_blocks_every_line_goes_at_once(pipe):
     handler = LineHandler(TextFormatter(), flush_seconds=0, stream=writer)
     handler.handle(info("now"))
     assert arrived(reader).split()[-1] == "now"
+
+
+def test_without_brum_handler_the_access_line_is_a_record(caplog):
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER.name)
+    AccessLog().write("POST", "/v1/predict", 200, 0.001234, "0123abcd", "minilm")
+    (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER.name]
+    assert record.getMessage() == "POST /v1/predict 200 1.234 ms"
+    assert (record.request_id, record.variant, record.status) == ("0123abcd", "minilm", 200)
+
+
+def test_the_access_log_follows_the_level(caplog):
+    caplog.set_level(logging.WARNING, logger=ACCESS_LOGGER.name)
+    AccessLog().write("POST", "/v1/predict", 200, 0.001, "0123abcd", "minilm")
+    assert not [r for r in caplog.records if r.name == ACCESS_LOGGER.name]
