@@ -47,7 +47,7 @@ class DrainingServer(uvicorn.Server):
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
     except (CardError, ExperimentError) as exc:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import threading
 import time
 from datetime import UTC, datetime
-from typing import TextIO
 
 ACCESS_LOGGER = logging.getLogger("brum.access")
 # Fields the service attaches to records with ``extra=``; they become JSON keys.
@@ -68,53 +64,13 @@ class TextFormatter(logging.Formatter):
 
 
 class LineHandler(logging.StreamHandler):
-    """Writes each formatted line to stderr, at once with ``flush_seconds`` 0. Otherwise in
-    blocks, on a buffered copy of stderr (which is line-buffered): when the buffer fills, every
-    ``flush_seconds`` (a daemon thread), at once for warnings and errors, and at exit. Why: a
-    write is a syscall, and blocks keep one per access line off the event loop, as nginx's
-    ``access_log ... buffer= flush=`` does."""
+    """A stream handler that also writes lines formatted elsewhere: the access log's."""
 
     formatter: TextFormatter | JsonFormatter
 
-    def __init__(
-        self,
-        formatter: TextFormatter | JsonFormatter,
-        flush_seconds: float,
-        stream: TextIO | None = None,
-    ):
-        stream = stream or sys.stderr
-        if flush_seconds > 0:
-            # Kept for the process's life; logging.shutdown flushes it.
-            stream = os.fdopen(
-                os.dup(stream.fileno()),
-                "w",
-                buffering=1 << 16,
-                encoding="utf-8",
-                errors="backslashreplace",
-            )
-        super().__init__(stream)
-        self.setFormatter(formatter)
-        self.flush_seconds = flush_seconds
-        if flush_seconds > 0:
-            threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True).start()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.write_line(self.format(record), at_once=record.levelno >= logging.WARNING)
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-
-    def write_line(self, line: str, at_once: bool = False) -> None:
+    def write_line(self, line: str) -> None:
         with self.lock:
             self.stream.write(line + self.terminator)
-            if at_once or not self.flush_seconds:
-                self.stream.flush()
-
-    def _flush_periodically(self) -> None:
-        while True:
-            time.sleep(self.flush_seconds)
             self.flush()
 
 
@@ -159,9 +115,9 @@ class AccessLog:
         )
 
 
-def configure_logging(level: str, log_format: str, flush_seconds: float = 0) -> None:
-    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
-    handler = LineHandler(formatter, flush_seconds)
+def configure_logging(level: str, log_format: str) -> None:
+    handler = LineHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -105,12 +105,6 @@ class Settings(BaseSettings):
         10.0, ge=0, description="after SIGTERM: longest wait for accepted requests to finish"
     )
     log_format: Literal["text", "json"] = "text"
-    log_flush_seconds: float = Field(
-        0.5,
-        ge=0,
-        description="log lines are written in blocks at least this often, warnings and errors "
-        "at once; 0 = every line at once",
-    )
 
     max_texts_per_request: int = Field(64, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)

@@ -40,7 +40,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def logs_with(self, text: str, seconds: float = 10) -> str:
-        """The logs once ``text`` is in them: info lines come in blocks (BRUM_LOG_FLUSH_SECONDS)."""
+        """The logs once ``text`` is in them: a request's access line follows its response."""
         deadline = time.monotonic() + seconds
         while text not in (logs := self.logs()):
             assert time.monotonic() < deadline, f"{text!r} not logged in {seconds} s"

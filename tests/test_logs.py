@@ -1,16 +1,13 @@
-"""Log lines: the access log's fast path writes what the formatters write for a record, and the
-handler's blocks reach the stream when they should."""
+"""The access log's lines: what the formatters write for a record, or a record where brum did not
+set up logging, and nothing below the access logger's level."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
 
 import pytest
 
-from app.logs import ACCESS_LOGGER, AccessLog, JsonFormatter, LineHandler, TextFormatter
+from app.logs import ACCESS_LOGGER, AccessLog, JsonFormatter, TextFormatter
 
 FIELDS = {
     "request_id": "0123abcd",
@@ -34,54 +31,6 @@ def test_an_access_line_is_what_the_formatter_writes_for_its_record(formatter, v
         record.created, record.msecs = created, int((created - int(created)) * 1000)
         line = formatter.line(created, "INFO", record.name, record.getMessage(), fields)
         assert line == formatter.format(record)
-
-
-@pytest.fixture
-def pipe():
-    read, write = os.pipe()
-    os.set_blocking(read, False)
-    with os.fdopen(read, "rb") as reader, os.fdopen(write, "w") as writer:
-        yield reader, writer
-
-
-def arrived(reader) -> str:
-    try:
-        return (reader.read() or b"").decode()
-    except BlockingIOError:
-        return ""
-
-
-def info(message: str) -> logging.LogRecord:
-    return logging.LogRecord("brum", logging.INFO, __file__, 1, message, (), None)
-
-
-def test_lines_wait_for_a_block_and_a_warning_sends_them_at_once(pipe):
-    reader, writer = pipe
-    handler = LineHandler(TextFormatter(), flush_seconds=3600, stream=writer)
-    handler.handle(info("first"))
-    handler.write_line("second")
-    assert arrived(reader) == ""
-    handler.handle(logging.LogRecord("brum", logging.WARNING, __file__, 1, "third", (), None))
-    lines = arrived(reader).splitlines()
-    assert [line.split()[-1] for line in lines] == ["first", "second", "third"]
-
-
-def test_lines_are_flushed_every_interval(pipe):
-    reader, writer = pipe
-    handler = LineHandler(JsonFormatter(), flush_seconds=0.05, stream=writer)
-    handler.handle(info("waits"))
-    deadline = time.monotonic() + 10
-    while not (text := arrived(reader)):
-        assert time.monotonic() < deadline, "the line never came"
-        time.sleep(0.02)
-    assert json.loads(text)["message"] == "waits"
-
-
-def test_without_blocks_every_line_goes_at_once(pipe):
-    reader, writer = pipe
-    handler = LineHandler(TextFormatter(), flush_seconds=0, stream=writer)
-    handler.handle(info("now"))
-    assert arrived(reader).split()[-1] == "now"
 
 
 def test_without_brum_handler_the_access_line_is_a_record(caplog):
