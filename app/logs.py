@@ -78,7 +78,7 @@ class AccessLog:
     """The access log: one line per request, formatted from its fields by the configured
     formatter and written straight to brum's handler. Why not through a ``LogRecord``: making
     and formatting one (caller lookup, process id, thread, %-formatting) cost the event loop 8 us
-    a request, 8-11% of texts/s at 32-64 connections (BENCHMARKS.md)."""
+    a request, 8-12% of texts/s at 8-64 connections (BENCHMARKS.md)."""
 
     def __init__(self) -> None:
         root = logging.getLogger()

@@ -190,7 +190,7 @@ def test_the_service_exports_the_plan_it_runs(server):
     }
     assert measured == {(str(p.threads), str(p.side_by_side)) for p in candidate_plans(cores)}
     assert (plan.labels["threads"], plan.labels["side_by_side"]) in measured
-    assert "inference plan (calibrated" in server.logs_with("inference plan")
+    assert "inference plan (calibrated" in server.logs()
     (limit,) = [s.value for s in samples if s.name == "brum_batch_size_limit"]
     assert limit == 32  # BRUM_MAX_BATCH_SIZE's default: a cap, the cost decides the cut
     cost = {s.labels["part"]: s.value for s in samples if s.name == "brum_batch_cost_seconds"}
