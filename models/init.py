@@ -343,7 +343,7 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     header = (
         f"# Written by `python -m models init` for {data.name}: {len(data.labels)} labels, "
         f"{sizes}.\n# Splits: "
-        + "; ".join(f"{split} {how}" for split, how in data.splits_made.items())
+        + "; ".join(f"{split}: {how}" for split, how in data.splits_made.items())
         + f"\n# {timing}."
         + f"\n# Next: python -m models run {output}\n"
     )

@@ -80,6 +80,9 @@ def test_every_file_format_reads_the_same(tmp_path, kind):
     texts = [t for split in data.splits.values() for t in split.texts]
     assert sorted(texts) == sorted(t for t, _ in pairs)
     assert data.name == "intents" and data.splits_made["test"].startswith("carved from train: 0.2")
+    assert data.splits_made["train"] == (
+        f"the rest of {path}, once the missing splits were carved from it"
+    )
 
 
 def test_saved_dataset_dict_with_class_label_integers(tmp_path):

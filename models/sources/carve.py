@@ -41,6 +41,8 @@ def complete(
 ) -> tuple[dict[str, Rows], dict[str, str]]:
     """All three splits, and how each was made."""
     made = {split: "given" for split in examples}
+    if {"test", "validation"} - examples.keys():
+        made["train"] = f"the rest of {where}, once the missing splits were carved from it"
     if "test" not in examples:
         examples["train"], examples["test"] = stratified(
             examples["train"], test_share, seed, where, "test"
