@@ -180,6 +180,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--oos-label", help="the out-of-scope label, if the data has one")
     data.add_argument("--encoding", help="of CSV and TSV files (default: utf-8)")
+    data.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        help="CSV and TSV files start with their column names, or not (--no-header: columns "
+        "column_1, column_2, ...); default: told from the first row",
+    )
     data.add_argument("--field", help="of a JSON file: the key its records sit under")
     data.add_argument(
         "--unlabelled",

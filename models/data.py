@@ -39,6 +39,9 @@ class TextClassificationData:
     splits_made: dict[str, str] = field(default_factory=dict)
     # The source's (text, label) columns, as the recipe names them or as they were guessed.
     columns: tuple[str, str] | None = None
+    # CSV or TSV files: whether they started with their column names, as read (None: not such
+    # files, or some did and some did not).
+    header: bool | None = None
     # Texts with no label that the teacher labels into transfer sets (models/sources/unlabelled.py)
     unlabelled: tuple[str, ...] = ()
 

@@ -45,6 +45,7 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "label_column": args.label_column,
         "oos_label": args.oos_label,
         "encoding": args.encoding,
+        "header": args.header,
         "field": args.field,
         "unlabelled": args.unlabelled,
         "unlabelled_column": args.unlabelled_column,
@@ -165,6 +166,8 @@ def recipe_for(
         dataset["max_unlabelled"] = unlabelled
     if data.columns is not None:  # written out, guessed or not, so run reads the same columns
         dataset["text_column"], dataset["label_column"] = data.columns
+    if data.header is False:  # the column names above are then brum's, not the file's
+        dataset["header"] = False
     # Once the first student's choices are made on validation, the later L6 stages train on it
     # too: the last BANKING77 stage went from 0.9286 to 0.9321 on the test split (BENCHMARKS.md).
     # Not where validation tunes an out-of-scope threshold.

@@ -64,6 +64,11 @@ class DatasetSpec(_Strict):
         None, description="of the files; by default from their suffix (.jsonl is json)"
     )
     delimiter: str | None = Field(None, description="of CSV files; sniffed by default")
+    header: bool | None = Field(
+        None,
+        description="whether CSV and TSV files start with their column names; by default told "
+        "from the first row (models/sources/files.py:starts_with_header)",
+    )
     encoding: str = Field("utf-8", description="of CSV and TSV files")
     field: str | None = Field(
         None, description="of a JSON file whose records sit under one key (as SQuAD's 'data')"

@@ -16,6 +16,7 @@ from models.data import DatasetError
 from models.init import epochs_for
 from models.recipe import DatasetSpec, RecipeError, load_recipe
 from models.sources import load_dataset
+from models.sources.files import first_row_is_data
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
 
@@ -304,6 +305,57 @@ def test_banking77_as_shipped_no_validation_split_no_out_of_scope():
     assert len(data.splits["train"]) + len(data.splits["validation"]) == 10003
     assert 950 <= len(data.splits["validation"]) <= 1050
     assert set(data.splits["validation"].label_ids) == set(range(77))
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ","])
+def test_a_file_without_a_header_row_keeps_its_first_row_and_says_so(tmp_path, caplog, delimiter):
+    path = write_csv(tmp_path / "intents.txt", rows(), header=(), delimiter=delimiter)
+    path.write_text(path.read_text().lstrip("\n"))
+    fmt = "tsv" if delimiter == "\t" else "csv"
+    caplog.set_level(logging.WARNING, "brum.data")
+    data = load_dataset(DatasetSpec(path=path, format=fmt))
+    assert data.columns == ("column_1", "column_2") and data.header is False
+    assert data.labels == ("bye", "greet", "thanks")
+    assert sum(len(split) for split in data.splits.values()) == 18  # "hello there" kept
+    assert "hello there" in [t for split in data.splits.values() for t in split.texts]
+    assert "no header row ('greet' in column 2 recurs below it)" in caplog.text
+    # The recipe decides, when it says: with a header, the first row names the columns.
+    named = load_dataset(DatasetSpec(path=path, format=fmt, header=True))
+    assert named.columns == ("hello there", "greet")
+    assert sum(len(split) for split in named.splits.values()) == 17
+
+
+def test_a_header_row_is_read_as_column_names(tmp_path):
+    data = load_dataset(DatasetSpec(path=write_csv(tmp_path / "intents.csv", rows())))
+    assert data.columns == ("utterance", "intent") and data.header is True
+    assert sum(len(split) for split in data.splits.values()) == 18
+
+
+@pytest.mark.parametrize(
+    ("first_rows", "reason"),
+    [
+        ([["hi there", "greet"], ["hello", "greet"]], "'greet' in column 2 recurs below it"),
+        ([["hi there", "3"], ["hello", "4"]], "column 2 starts with the number '3'"),
+        ([["text", "label"], ["hello", "greet"], ["bye", "bye"]], None),
+        ([["", "text", "label"], ["0", "hello", "greet"]], None),  # an index column's blank
+        ([["text", "label"]], None),
+    ],
+)
+def test_a_first_row_is_data_when_a_cell_recurs_below_it_or_is_a_number(first_rows, reason):
+    assert first_row_is_data(first_rows) == reason
+
+
+def test_init_writes_a_missing_header_row_into_the_recipe(tmp_path):
+    path = write_csv(tmp_path / "intents.tsv", rows(), header=(), delimiter="\t")
+    path.write_text(path.read_text().lstrip("\n"))
+    recipe_path = tmp_path / "recipe.yaml"
+    assert main(["init", str(path), "-o", str(recipe_path)]) == 0
+    dataset = load_recipe(recipe_path).dataset
+    assert dataset.header is False
+    assert (dataset.text_column, dataset.label_column) == ("column_1", "column_2")
+    assert sum(len(split) for split in load_dataset(dataset).splits.values()) == 18
+    assert main(["init", str(path), "--header", "-o", str(recipe_path)]) == 0
+    assert load_recipe(recipe_path).dataset.header is True
 
 
 def test_init_names_integer_labels_from_a_file(tmp_path):

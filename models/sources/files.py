@@ -1,10 +1,13 @@
-"""Data files: CSV or TSV (delimiter given or sniffed), JSON Lines, Parquet — one per split
-(``train``, optional ``validation`` and ``test``), or one for all (``path``), read by the
-``datasets`` library's own builders."""
+"""Data files: CSV or TSV (delimiter given or sniffed, column names given or not), JSON Lines,
+Parquet — one per split (``train``, optional ``validation`` and ``test``), or one for all
+(``path``), read by the ``datasets`` library's own builders."""
 
 from __future__ import annotations
 
 import csv
+import itertools
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -12,6 +15,8 @@ import datasets
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec
 from models.sources.tables import assemble
+
+logger = logging.getLogger("brum.data")
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "json"}
 SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
@@ -28,7 +33,9 @@ def load(spec: DatasetSpec) -> TextClassificationData:
     else:
         raise DatasetError("dataset: give the files (train, optional validation and test) or path")
     tables = {split: (read_file(path, spec), str(path)) for split, path in paths.items()}
-    return assemble(spec.name or dataset_name(paths["train"]), tables, spec)
+    data = assemble(spec.name or dataset_name(paths["train"]), tables, spec)
+    headers = {headed for path in paths.values() if (headed := _header(path, spec)) is not None}
+    return replace(data, header=headers.pop() if len(headers) == 1 else None)
 
 
 def dataset_name(train: Path) -> str:
@@ -42,7 +49,7 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
     from the suffix)."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    kind = kind or spec.format or SUFFIXES.get(path.suffix.lower())
+    kind = kind or _kind(path, spec)
     if kind is None:
         raise DatasetError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
@@ -50,12 +57,12 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
         )
     options: dict[str, object] = {}
     if kind in {"csv", "tsv"}:
+        delimiter = _delimiter(path, kind, spec)
         # Only an empty field is missing: "NA" or "null" is text to classify.
-        options = {
-            "delimiter": spec.delimiter or _delimiter(path, kind, spec.encoding),
-            "keep_default_na": False,
-            "encoding": spec.encoding,
-        }
+        options = {"delimiter": delimiter, "keep_default_na": False, "encoding": spec.encoding}
+        if not _header(path, spec, kind, log=True):
+            width = len(_first_rows(path, delimiter, spec.encoding, 1)[0])
+            options |= {"header": None, "column_names": unnamed_columns(width)}
     if kind == "json" and spec.field is not None:
         options = {"field": spec.field}
     try:
@@ -77,12 +84,77 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _delimiter(path: Path, kind: str, encoding: str) -> str:
+def _kind(path: Path, spec: DatasetSpec) -> str | None:
+    return spec.format or SUFFIXES.get(path.suffix.lower())
+
+
+def _delimiter(path: Path, kind: str, spec: DatasetSpec) -> str:
+    if spec.delimiter:
+        return spec.delimiter
     if kind == "tsv":
         return "\t"
-    with path.open(newline="", encoding=encoding, errors="replace") as handle:
+    with path.open(newline="", encoding=spec.encoding, errors="replace") as handle:
         sample = handle.read(64 * 1024)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
     except csv.Error:
         return ","
+
+
+def unnamed_columns(width: int) -> list[str]:
+    """Names for the columns of a file without a header row, numbered from 1 as spreadsheets
+    and ``cut -f`` number them."""
+    return [f"column_{n}" for n in range(1, width + 1)]
+
+
+def _header(
+    path: Path, spec: DatasetSpec, kind: str | None = None, log: bool = False
+) -> bool | None:
+    """Whether a CSV or TSV file starts with its column names: as the recipe says, else told
+    from its first row. None for other formats."""
+    kind = kind or _kind(path, spec)
+    if kind not in {"csv", "tsv"}:
+        return None
+    if spec.header is not None:
+        return spec.header
+    rows = _first_rows(path, _delimiter(path, kind, spec), spec.encoding, 1000)
+    reason = first_row_is_data(rows)
+    if reason is not None and log:
+        logger.warning(
+            "%s: no header row (%s): its columns are read as %s; set dataset.header to say "
+            "otherwise",
+            path,
+            reason,
+            ", ".join(unnamed_columns(len(rows[0]))),
+        )
+    return reason is None
+
+
+def _first_rows(path: Path, delimiter: str, encoding: str, count: int) -> list[list[str]]:
+    with path.open(newline="", encoding=encoding, errors="replace") as handle:
+        return list(itertools.islice(csv.reader(handle, delimiter=delimiter), count))
+
+
+def first_row_is_data(rows: list[list[str]]) -> str | None:
+    """Why the first of ``rows`` is data rather than column names, or None if it may be names.
+    A column name never recurs as a value of its column, while a label does; and no column is
+    named with a number."""
+    if len(rows) < 2:
+        return None
+    first, rest = rows[0], rows[1:]
+    for index, cell in enumerate(first):
+        if not cell.strip():
+            continue
+        if _is_number(cell):
+            return f"column {index + 1} starts with the number {cell!r}"
+        if any(index < len(row) and row[index] == cell for row in rest):
+            return f"{cell!r} in column {index + 1} recurs below it"
+    return None
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
