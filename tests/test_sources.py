@@ -37,6 +37,12 @@ def write_csv(path: Path, pairs, header=("utterance", "intent"), delimiter=",") 
     return path
 
 
+def write_jsonl(path: Path, pairs, label=lambda label: label) -> Path:
+    lines = (json.dumps({"utterance": t, "intent": label(i)}) + "\n" for t, i in pairs)
+    path.write_text("".join(lines))
+    return path
+
+
 def spec(**fields) -> DatasetSpec:
     return DatasetSpec(text_column="utterance", label_column="intent", **fields)
 
@@ -132,12 +138,17 @@ def test_a_recipe_naming_a_label_twice_is_refused(tmp_path):
         load_recipe(recipe)
 
 
-def test_integer_labels_without_names_keep_their_numeric_order(tmp_path):
+def test_integer_labels_without_names_keep_their_numeric_order(tmp_path, caplog):
     texts = [text for text, _ in rows()]
     # Labels 0, 2, 10: sorted as strings, "10" would come before "2".
     pairs = [(text, str([0, 2, 10][index // 6])) for index, text in enumerate(texts)]
+    caplog.set_level(logging.WARNING, "brum.data")
     data = load_dataset(spec(path=write_csv(tmp_path / "ints.csv", pairs)))
     assert data.labels == ("0", "2", "10")
+    assert "are integers with no names, so answers will name them '0', '1'" in caplog.text
+    caplog.clear()
+    load_dataset(spec(path=tmp_path / "ints.csv", label_names=list("abcdefghijk")))
+    assert "no names" not in caplog.text
 
 
 def test_the_out_of_scope_label_is_only_what_the_dataset_names(tmp_path):
@@ -217,6 +228,10 @@ def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
         (
             lambda d: spec(path=d, source="saved"),
             r"not a folder written by save_to_disk",
+        ),
+        (
+            lambda d: spec(path=write_jsonl(d / "multi.jsonl", rows(), lambda label: [label])),
+            r"multi\.jsonl: column 'intent' holds lists of labels \(multi-label data\)",
         ),
     ],
 )

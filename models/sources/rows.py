@@ -34,7 +34,19 @@ def read_rows(
                 f"{where}: no {role} column {column!r}; the columns are {dataset.column_names}"
             )
     feature = dataset.features[label_column]
+    if isinstance(feature, datasets.List | list):
+        raise DatasetError(
+            f"{where}: column {label_column!r} holds lists of labels (multi-label data); brum "
+            "builds classifiers of one label per text: give one label per row"
+        )
     names = feature.names if isinstance(feature, datasets.ClassLabel) else spec.label_names
+    if names is None and _is_integer(feature):
+        logger.warning(
+            "%s: the labels in column %r are integers with no names, so answers will name them "
+            "'0', '1', ...; give their names with --label-names FILE (dataset.label_names)",
+            where,
+            label_column,
+        )
     rows: list[tuple[str, str]] = []
     dropped = 0
     padded: list[str] = []  # labels with spaces around them, as read
@@ -64,6 +76,10 @@ def read_rows(
             padded[0],
         )
     return Table(rows, list(names) if names else None, dropped)
+
+
+def _is_integer(feature: object) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
 
 
 def _label(value: object, names: list[str] | None, where: str, row: int, column: str) -> str:
