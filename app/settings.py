@@ -16,7 +16,9 @@ class Settings(BaseSettings):
 
     model_repository: Path = Field(SHIPPED_REPOSITORY, description="folder of variant folders")
     default_variant: str | None = Field(
-        None, description="variant for /v1/predict; default: first by name"
+        None,
+        description="variant for /v1/predict when no experiment runs; default: the "
+        "experiment's default, else first by name",
     )
     experiment: Path | None = Field(
         None,
