@@ -67,7 +67,7 @@ class DatasetSpec(_Strict):
     header: bool | None = Field(
         None,
         description="whether CSV and TSV files start with their column names; by default told "
-        "from the first row (models/sources/files.py:starts_with_header)",
+        "from the first row (models/sources/files.py:first_row_is_data)",
     )
     encoding: str = Field("utf-8", description="of CSV and TSV files")
     field: str | None = Field(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from models.recipe import DatasetSpec
 from models.sources.tables import assemble
 
 logger = logging.getLogger("brum.data")
+
+NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "json"}
 SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
@@ -145,16 +148,8 @@ def first_row_is_data(rows: list[list[str]]) -> str | None:
     for index, cell in enumerate(first):
         if not cell.strip():
             continue
-        if _is_number(cell):
+        if NUMBER.fullmatch(cell.strip()):
             return f"column {index + 1} starts with the number {cell!r}"
         if any(index < len(row) and row[index] == cell for row in rest):
             return f"{cell!r} in column {index + 1} recurs below it"
     return None
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
