@@ -7,10 +7,7 @@ teacher's answer (and its doubt) on many more points. The perturbations, each se
 - ``light``: drop and replace a few words (near neighbours of an intent's utterances);
 - ``heavy``: replace many words and swap some neighbours (drifting towards out-of-scope);
 - ``splice``: the start of one utterance joined to the end of another (often two intents at once,
-  where the teacher is unsure: exactly the doubt out-of-scope detection needs);
-- ``neighbour``: a few words replaced by their nearest neighbours among the data's words, by the
-  teacher's word embeddings (``refund`` -> ``reimbursed``, ``pending`` -> ``awaiting``): near
-  paraphrases, as TinyBERT's augmentation makes them, with no masked language model to ask.
+  where the teacher is unsure: exactly the doubt out-of-scope detection needs).
 
 The texts carry no gold label: the student learns them from the teacher's logits alone.
 """
@@ -18,20 +15,11 @@ The texts carry no gold label: the student learns them from the teacher's logits
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-KINDS = ("light", "heavy", "splice", "neighbour")
-# A word of the data, as neighbours are found and swapped: letters and apostrophes.
-WORD = re.compile(r"[a-z']+")
-# The words swapped for neighbours, and offered as neighbours: met at least twice (a word met
-# once is often a typo) and in at most this share of the texts (not "my", "the", "how": their
-# neighbours by embedding, "our", "whats", make garbled text, not a paraphrase).
-MIN_WORD_COUNT = 2
-MAX_WORD_SHARE = 0.05
-NEIGHBOURS = 5
+KINDS = ("light", "heavy", "splice")
 
 
 class AugmentSpec(BaseModel):
@@ -70,41 +58,11 @@ def _swap_neighbours(words: list[str], rng: random.Random, rate: float) -> list[
     return words
 
 
-def _swap_for_neighbours(
-    words: list[str], neighbours: Mapping[str, Sequence[str]], rng: random.Random, rate: float
-) -> list[str]:
-    """Each word with neighbours replaced by one of them at ``rate``, and at least one such word
-    replaced; the punctuation around a word stays."""
-    swappable = [i for i, w in enumerate(words) if _core(w) in neighbours]
-    chosen = {i for i in swappable if rng.random() < rate}
-    if swappable and not chosen:
-        chosen = {rng.choice(swappable)}
-    out = list(words)
-    for i in chosen:
-        core = _core(words[i])
-        out[i] = words[i].lower().replace(core, rng.choice(neighbours[core]), 1)
-    return out
-
-
-def _core(word: str) -> str:
-    match = WORD.search(word.lower())
-    return match.group() if match else ""
-
-
 def perturb(
-    text: str,
-    kind: str,
-    texts: Sequence[str],
-    pool: Sequence[str],
-    rng: random.Random,
-    neighbours: Mapping[str, Sequence[str]] | None = None,
+    text: str, kind: str, texts: Sequence[str], pool: Sequence[str], rng: random.Random
 ) -> str:
     words = text.split()
-    if kind == "neighbour":
-        if neighbours is None:
-            raise ValueError("the neighbour kind needs the words' neighbours (word_neighbours)")
-        words = _swap_for_neighbours(words, neighbours, rng, rate=0.3)
-    elif kind == "light":
+    if kind == "light":
         words = _replace_and_drop(words, pool, rng, replace=0.1, drop=0.1)
     elif kind == "heavy":
         words = _swap_neighbours(_replace_and_drop(words, pool, rng, 0.35, 0.05), rng, 0.2)
@@ -118,31 +76,12 @@ def perturb(
     return " ".join(words)
 
 
-def words_to_embed(texts: Sequence[str]) -> list[str]:
-    """The words whose neighbours ``neighbour`` perturbations may swap in, in a stable order."""
-    counts: dict[str, int] = {}
-    texts_with: dict[str, int] = {}
-    for text in texts:
-        words = WORD.findall(text.lower())
-        for word in words:
-            counts[word] = counts.get(word, 0) + 1
-        for word in set(words):
-            texts_with[word] = texts_with.get(word, 0) + 1
-    most = MAX_WORD_SHARE * len(texts)
-    return sorted(w for w, n in counts.items() if n >= MIN_WORD_COUNT and texts_with[w] <= most)
-
-
-def augment(
-    texts: Sequence[str],
-    spec: AugmentSpec,
-    neighbours: Mapping[str, Sequence[str]] | None = None,
-) -> list[str]:
+def augment(texts: Sequence[str], spec: AugmentSpec) -> list[str]:
     """``len(texts) * len(spec.kinds) * spec.copies`` new texts (at most ``spec.limit``), the same
-    for the same spec. ``neighbours``: each word's nearest words, for the ``neighbour`` kind
-    (models/neighbours.py)."""
+    for the same spec."""
     rng = random.Random(spec.seed)
     pool = [word for text in texts for word in text.split()]
     jobs = [(kind, text) for _ in range(spec.copies) for kind in spec.kinds for text in texts]
     if spec.limit is not None and spec.limit < len(jobs):
         jobs = [jobs[i] for i in sorted(rng.sample(range(len(jobs)), spec.limit))]
-    return [perturb(text, kind, texts, pool, rng, neighbours) for kind, text in jobs]
+    return [perturb(text, kind, texts, pool, rng) for kind, text in jobs]

@@ -12,11 +12,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from models.adopt import adopt_teacher
-from models.augment import AugmentSpec, augment, words_to_embed
+from models.augment import AugmentSpec, augment
 from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, native_bf16, predict_logits
-from models.neighbours import word_neighbours
 from models.recipe import Recipe
 from models.stamps import texts_digest, weights_digest
 
@@ -111,12 +110,7 @@ def transfer_set(
         print(f"==> the {split} split changed: its transfer set is made again", flush=True)
         logits_path.unlink()
     if not logits_path.is_file():
-        source_texts = data.splits[split].texts
-        neighbours = None
-        if "neighbour" in spec.kinds:  # among the split's own words: no other split's leak in
-            model_dir = teacher_dir(recipe, runs) / "finetune"
-            neighbours = word_neighbours(words_to_embed(source_texts), model_dir)
-        texts = augment(source_texts, spec, neighbours)
+        texts = augment(data.splits[split].texts, spec)
         print(f"==> teacher logits on {len(texts)} augmented {split} texts ({spec})", flush=True)
         logits = _label(recipe, runs, texts)
         folder.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from models.augment import AugmentSpec, augment, words_to_embed
-from models.neighbours import word_neighbours
-from tests.tiny import save_tiny_bert
+from models.augment import AugmentSpec, augment
 
 TEXTS = [
     "what is the balance of my checking account",
@@ -50,60 +48,3 @@ def test_a_limit_samples_the_transfer_set_the_same_way_every_time():
     first = augment(TEXTS, spec)
     assert len(first) == 10 and first == augment(TEXTS, spec)
     assert len(augment(TEXTS, spec.model_copy(update={"limit": 100}))) == len(TEXTS) * 3 * 2
-
-
-NEIGHBOURS = {
-    "balance": ["total", "funds"],
-    "checking": ["savings"],
-    "table": ["booking", "seat"],
-    "alarm": ["alert"],
-    "morning": ["dawn", "sunrise"],
-}
-
-
-def test_neighbour_swaps_words_for_their_neighbours_only():
-    texts = [*TEXTS, "what is my balance?"]
-    spec = AugmentSpec(kinds=["neighbour"], copies=20)
-    swapped = augment(texts, spec, NEIGHBOURS)
-    assert swapped == augment(texts, spec, NEIGHBOURS)
-    for original, text in zip(texts * 20, swapped, strict=True):
-        before, after = original.split(), text.split()
-        assert len(after) == len(before)
-        changed = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
-        if any(word.strip("?") in NEIGHBOURS for word in before):
-            assert changed  # every text with a word that has neighbours changes
-        for old, new in changed:
-            assert new.rstrip("?") in NEIGHBOURS[old.rstrip("?")]
-            assert new.endswith("?") == old.endswith("?")  # punctuation stays
-    assert any(text.endswith(("total?", "funds?")) for text in swapped)
-    # "how do i say thank you in french" has no word with neighbours: it stays as it is.
-    assert texts[2] in swapped
-    with pytest.raises(ValueError, match="needs the words' neighbours"):
-        augment(texts, spec)
-
-
-def test_neighbours_are_found_for_words_met_twice_and_not_in_most_texts():
-    texts = ["my card is lost", "my card was stolen", "my pin is wrong", "my pin got blocked"]
-    texts += [f"unrelated text {n}" for n in range(60)]
-    # "my": in 4 of 64 texts, above 5%; "lost", "stolen": met once; "is": twice, in 2 texts.
-    assert words_to_embed(texts) == ["card", "is", "pin"]
-
-
-def test_word_neighbours_are_the_nearest_by_the_models_word_embeddings(tmp_path):
-    from transformers import AutoModel, AutoTokenizer
-
-    words = ["balance", "total", "alarm", "alert", "french", "morning"]
-    model_dir = save_tiny_bert(tmp_path / "bert", [" ".join(words)] * 50)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir)
-    ids = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in words}
-    assert all(len(pieces) == 1 for pieces in ids.values())  # whole words in this vocabulary
-    embeddings = model.get_input_embeddings().weight.data
-    for word, twin in (("total", "balance"), ("alert", "alarm")):
-        embeddings[ids[word][0]] = embeddings[ids[twin][0]] * 2 + 0.01
-    model.save_pretrained(model_dir)
-    nearest = word_neighbours(words, model_dir, count=1)
-    assert nearest["balance"] == ["total"] and nearest["total"] == ["balance"]
-    assert nearest["alarm"] == ["alert"] and nearest["alert"] == ["alarm"]
-    assert len(word_neighbours(words, model_dir, count=3)["french"]) == 3
-    assert word_neighbours(words[:2], model_dir, count=2) == {}  # too few words to choose from
