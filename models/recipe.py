@@ -46,16 +46,23 @@ def check_distinct(label_names: list[str]) -> None:
         raise ValueError(f"label names repeat: {repeated}")
 
 
+# What save_to_disk writes at a folder's top, for a DatasetDict and for one Dataset.
+SAVED_MARKERS = ("dataset_dict.json", "state.json")
+
+
 class DatasetSpec(_Strict):
     """Where the labelled texts come from (models/sources/). ``source`` is inferred when not
     given: ``hub_id`` -> hub; ``train``, or a ``path`` that is a file or has a suffix -> files;
-    a folder ``path`` (written by ``save_to_disk``) -> saved; else CLINC150's own JSON, from
-    ``path`` when ``name: clinc150``."""
+    a folder ``path`` written by ``save_to_disk`` -> saved; CLINC150's own JSON from ``path`` when
+    ``name: clinc150``; any other folder ``path`` -> files named after their splits."""
 
     source: Literal["clinc150", "files", "saved", "hub"] | None = None
     name: str | None = Field(None, description="the dataset's name in cards and reports")
     config: str | None = Field(None, description="CLINC150's plus/full; a hub configuration")
-    path: Path | None = Field(None, description="CLINC150's folder, one data file or a saved one")
+    path: Path | None = Field(
+        None,
+        description="one data file, a folder of split files, a saved dataset or CLINC150's folder",
+    )
     train: Path | None = None
     validation: Path | None = None
     test: Path | None = None
@@ -125,8 +132,10 @@ class DatasetSpec(_Strict):
             path is not None and (path.is_file() or (not path.is_dir() and path.suffix))
         ):
             return "files"
-        if self.path is not None and self.name != "clinc150":
+        if path is not None and any((path / marker).is_file() for marker in SAVED_MARKERS):
             return "saved"
+        if path is not None and self.name != "clinc150":
+            return "files"
         return "clinc150"
 
 

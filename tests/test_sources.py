@@ -3,8 +3,11 @@ a clear error for every kind of bad data, naming the file, the row or the column
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import logging
+import lzma
 import re
 from pathlib import Path
 
@@ -90,6 +93,54 @@ def test_every_file_format_reads_the_same(tmp_path, kind):
     assert data.splits_made["train"] == (
         f"the rest of {path}, once the missing splits were carved from it"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "opener", "delimiter", "header"),
+    [
+        ("intents.csv.gz", gzip.open, ",", True),
+        ("intents.tsv.bz2", bz2.open, "\t", False),  # no header row, told from the rows
+        ("intents.jsonl.xz", lzma.open, None, None),
+    ],
+)
+def test_compressed_files_read_as_their_inner_format(tmp_path, name, opener, delimiter, header):
+    pairs = rows()
+    if delimiter is None:
+        lines = [json.dumps({"utterance": t, "intent": i}) for t, i in pairs]
+    else:
+        lines = [delimiter.join(("utterance", "intent"))] if header else []
+        lines += [f"{t}{delimiter}{i}" for t, i in pairs]
+    with opener(tmp_path / name, "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    columns = ("utterance", "intent") if header is not False else ("column_1", "column_2")
+    data = load_dataset(
+        DatasetSpec(path=tmp_path / name, text_column=columns[0], label_column=columns[1])
+    )
+    texts = [t for split in data.splits.values() for t in split.texts]
+    assert sorted(texts) == sorted(t for t, _ in pairs)  # the first row kept when it is data
+    assert data.labels == ("bye", "greet", "thanks") and data.name == "intents"
+
+
+def test_a_folder_of_files_named_after_their_splits(tmp_path):
+    """As the Hugging Face Hub lays them out: split names in the file names, in subfolders too."""
+    folder = tmp_path / "support"
+    (folder / "data").mkdir(parents=True)
+    pairs = rows()
+    write_csv(folder / "data" / "train-00000-of-00001.csv", pairs)
+    write_csv(folder / "data" / "dev-00000-of-00001.csv", pairs[:6:2])
+    write_csv(folder / "data" / "test-00000-of-00001.csv", pairs[1::6])
+    (folder / "README.md").write_text("# support intents\n")
+    data = load_dataset(spec(path=folder))
+    assert data.name == "support"
+    assert all(made == "given" for made in data.splits_made.values())
+    assert data.splits["validation"].texts == [t for t, _ in pairs[:6:2]]
+    assert data.splits["test"].texts == [t for t, _ in pairs[1::6]]
+    # One file named for train only: the other splits are carved from it.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    write_csv(lone / "train.csv", pairs)
+    carved = load_dataset(spec(path=lone))
+    assert carved.splits_made["test"].startswith("carved from train")
 
 
 def test_saved_dataset_dict_with_class_label_integers(tmp_path):
@@ -183,6 +234,12 @@ def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
     assert "18 labels in column 'intent' had spaces around them, removed" in caplog.text
 
 
+def two_train_files(folder: Path) -> DatasetSpec:
+    write_csv(folder / "train-1.csv", rows())
+    write_csv(folder / "train-2.csv", rows())
+    return spec(path=folder)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -228,6 +285,15 @@ def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
         (
             lambda d: spec(path=d, source="saved"),
             r"not a folder written by save_to_disk",
+        ),
+        (
+            lambda d: spec(path=d),
+            r"neither a folder written by save_to_disk nor one with a data file named after its "
+            r"split \(train\.csv",
+        ),
+        (
+            two_train_files,
+            r"2 files for the train split \(train-1\.csv, train-2\.csv\); join them into one",
         ),
         (
             lambda d: spec(path=write_jsonl(d / "multi.jsonl", rows(), lambda label: [label])),
@@ -306,7 +372,9 @@ def test_the_source_is_inferred_from_what_the_recipe_gives(tmp_path):
     assert DatasetSpec(hub_id="banking77").kind == "hub"
     assert DatasetSpec(train=tmp_path / "t.csv").kind == "files"
     assert DatasetSpec(path=write_csv(tmp_path / "a.csv", rows())).kind == "files"
-    assert DatasetSpec(path=tmp_path).kind == "saved"
+    assert DatasetSpec(path=tmp_path).kind == "files"  # a folder of split files
+    datasets.Dataset.from_dict({"text": ["a"]}).save_to_disk(str(tmp_path / "saved"))
+    assert DatasetSpec(path=tmp_path / "saved").kind == "saved"
 
 
 def test_banking77_as_shipped_no_validation_split_no_out_of_scope():

@@ -1,21 +1,28 @@
 """Data files: CSV or TSV (delimiter given or sniffed, column names given or not), JSON Lines,
-Parquet — one per split (``train``, optional ``validation`` and ``test``), or one for all
-(``path``), read by the ``datasets`` library's own builders."""
+Parquet, each optionally compressed (.gz, .bz2, .xz) — one per split (``train``, optional
+``validation`` and ``test``), one for all (``path``), or a folder (``path``) whose files are named
+after their splits as on the Hugging Face Hub (``train.csv``, ``data/test-00000-of-00001.parquet``),
+read by the ``datasets`` library's own builders."""
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import itertools
 import logging
+import lzma
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 import datasets
+from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec
-from models.sources.tables import assemble
+from models.sources.tables import SPLIT_ALIASES, assemble
 
 logger = logging.getLogger("brum.data")
 
@@ -25,26 +32,66 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".json
 SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
 # "text": one text per line, in a column named "text": unlabelled texts only, as a ".txt" file.
 BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet", "text": "text"}
+# The builders decompress these themselves; brum opens them only to sniff a CSV's first rows.
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def load(spec: DatasetSpec) -> TextClassificationData:
     if spec.train is not None:
         given = {"train": spec.train, "validation": spec.validation, "test": spec.test}
         paths = {split: path for split, path in given.items() if path is not None}
+    elif spec.path is not None and spec.path.is_dir():
+        paths = split_files(spec.path)
     elif spec.path is not None:
         paths = {"train": spec.path}
     else:
         raise DatasetError("dataset: give the files (train, optional validation and test) or path")
     tables = {split: (read_file(path, spec), str(path)) for split, path in paths.items()}
-    data = assemble(spec.name or dataset_name(paths["train"]), tables, spec)
+    folder = (
+        spec.path if spec.train is None and spec.path is not None and spec.path.is_dir() else None
+    )
+    name = spec.name or (folder.resolve().name if folder else dataset_name(paths["train"]))
+    data = assemble(name, tables, spec)
     headers = {headed for path in paths.values() if (headed := _header(path, spec)) is not None}
     return replace(data, header=headers.pop() if len(headers) == 1 else None)
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The data files of a folder by split, named as the Hugging Face Hub names them (one file
+    for all is train, to be carved)."""
+    try:
+        patterns = get_data_patterns(str(folder))
+        found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    except EmptyDatasetError:
+        found = DataFilesDict()
+    paths: dict[str, Path] = {}
+    for split, files in found.items():
+        data = [Path(file) for file in files if data_format(Path(file)) in BUILDERS]
+        if len(data) > 1:
+            raise DatasetError(
+                f"{folder}: {len(data)} files for the {split} split "
+                f"({', '.join(sorted(str(file.relative_to(folder)) for file in data))}); "
+                "join them into one, or name each split's file: --train, --validation, --test"
+            )
+        ours = SPLIT_ALIASES.get(str(split))
+        if data and ours is not None:
+            if ours in paths:
+                raise DatasetError(f"{folder}: {split!r} and another split both read as {ours!r}")
+            paths[ours] = data[0]
+    if "train" not in paths:
+        raise DatasetError(
+            f"{folder}: neither a folder written by save_to_disk nor one with a data file named "
+            f"after its split (train.csv, and optionally validation.csv and test.csv; also .tsv, "
+            ".jsonl, .parquet)"
+        )
+    return paths
 
 
 def dataset_name(train: Path) -> str:
     """The file's stem, or its folder's name for a file named after its split."""
     generic = {"train", "training", "data", "all", "dataset"}
-    return train.parent.resolve().name if train.stem.lower() in generic else train.stem
+    stem = Path(train.stem).stem if train.suffix.lower() in COMPRESSIONS else train.stem
+    return train.parent.resolve().name if stem.lower() in generic else stem
 
 
 def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> datasets.Dataset:
@@ -88,7 +135,20 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _kind(path: Path, spec: DatasetSpec) -> str | None:
-    return spec.format or SUFFIXES.get(path.suffix.lower())
+    return spec.format or data_format(path)
+
+
+def data_format(path: Path) -> str | None:
+    """From the suffix, under a compression's (``train.csv.gz`` is csv)."""
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSIONS:
+        suffix = Path(path.stem).suffix.lower()
+    return SUFFIXES.get(suffix)
+
+
+def _open_text(path: Path, encoding: str) -> IO[str]:
+    opener = COMPRESSIONS.get(path.suffix.lower(), open)
+    return opener(path, "rt", newline="", encoding=encoding, errors="replace")  # type: ignore[operator]
 
 
 def _delimiter(path: Path, kind: str, spec: DatasetSpec) -> str:
@@ -96,7 +156,7 @@ def _delimiter(path: Path, kind: str, spec: DatasetSpec) -> str:
         return spec.delimiter
     if kind == "tsv":
         return "\t"
-    with path.open(newline="", encoding=spec.encoding, errors="replace") as handle:
+    with _open_text(path, spec.encoding) as handle:
         sample = handle.read(64 * 1024)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
@@ -134,7 +194,7 @@ def _header(
 
 
 def _first_rows(path: Path, delimiter: str, encoding: str, count: int) -> list[list[str]]:
-    with path.open(newline="", encoding=encoding, errors="replace") as handle:
+    with _open_text(path, encoding) as handle:
         return list(itertools.islice(csv.reader(handle, delimiter=delimiter), count))
 
 
