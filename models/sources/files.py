@@ -37,19 +37,18 @@ COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def load(spec: DatasetSpec) -> TextClassificationData:
+    folder = None
     if spec.train is not None:
         given = {"train": spec.train, "validation": spec.validation, "test": spec.test}
         paths = {split: path for split, path in given.items() if path is not None}
     elif spec.path is not None and spec.path.is_dir():
-        paths = split_files(spec.path)
+        folder = spec.path
+        paths = split_files(folder)
     elif spec.path is not None:
         paths = {"train": spec.path}
     else:
         raise DatasetError("dataset: give the files (train, optional validation and test) or path")
     tables = {split: (read_file(path, spec), str(path)) for split, path in paths.items()}
-    folder = (
-        spec.path if spec.train is None and spec.path is not None and spec.path.is_dir() else None
-    )
     name = spec.name or (folder.resolve().name if folder else dataset_name(paths["train"]))
     data = assemble(name, tables, spec)
     headers = {headed for path in paths.values() if (headed := _header(path, spec)) is not None}
