@@ -549,12 +549,17 @@ def test_init_measures_lengths_in_the_students_pieces_not_in_words(tmp_path):
     assert len(sentence) + 2 <= recipe.teacher.finetune["max_length"] <= len(sentence) + 2 + 16
 
 
-def test_unlabelled_texts_come_from_a_text_file_without_what_the_splits_hold(tmp_path, caplog):
+@pytest.mark.parametrize("name", ["traffic.txt", "traffic.txt.gz"])
+def test_unlabelled_texts_come_from_a_text_file_without_what_the_splits_hold(
+    tmp_path, caplog, name
+):
     train = write_csv(tmp_path / "train.csv", rows())
     test = write_csv(tmp_path / "test.csv", [("hello", "greet"), ("bye bye", "bye")])
-    logs = tmp_path / "traffic.txt"
+    logs = tmp_path / name
     # A test text (other case and spaces), a training text, a repeat and an empty line.
-    logs.write_text("good evening\n  Bye  BYE\nhowdy\n\ngood evening\nthanks so much\n")
+    lines = "good evening\n  Bye  BYE\nhowdy\n\ngood evening\nthanks so much\n"
+    with (gzip.open if name.endswith(".gz") else open)(logs, "wt") as handle:
+        handle.write(lines)
     caplog.set_level(logging.INFO, logger="brum.data")
     data = load_dataset(spec(train=train, test=test, unlabelled=logs))
     assert data.unlabelled == ("good evening", "thanks so much")
