@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card, verify_files
+from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
@@ -76,3 +77,26 @@ def test_threshold_was_tuned_on_validation_not_test(folder, clinc):
     weight = objective_share(objective, share, float(is_oos.mean()))
     at_card = (1 - weight) * correct[~is_oos].mean() + weight * correct[is_oos].mean()
     assert at_card == pytest.approx(choice.value, abs=0.005)
+
+
+def test_batches_run_side_by_side_answer_as_one_loop_does(clinc):
+    """predict_probabilities runs its batches on every core; each text's row must still be the
+    one a single loop over the same length-sorted batches gives, bit for bit."""
+    folder = VARIANTS[0]
+    card = read_card(folder)
+    classifier = load_classifier(
+        folder / MODEL_FILE,
+        folder / TOKENIZER_FILE,
+        card.max_length,
+        SessionConfig(intra_op_threads=1),
+    )
+    texts = clinc.splits["validation"].texts[:400]
+    for batch_size in (1, 16):
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        expected = np.empty((len(texts), len(card.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            logits = classifier.classify([texts[i] for i in index]).logits
+            expected[index] = softmax(logits.astype(np.float32))
+        found = predict_probabilities(classifier, texts, batch_size, progress=False)
+        assert np.array_equal(found, expected)

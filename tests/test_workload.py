@@ -88,6 +88,13 @@ def test_stage_estimates_turn_into_the_minutes_measured_on_two_cores():
     recipe, sizes = sized("banking77-all", 77, sizes, transfer_texts=1_562)
     whole = sum(run_work(recipe, sizes, recipe.students).values())
     assert seconds(whole, 15.9, cores=2) / 60 == pytest.approx(44.1, rel=0.2)
+    # BANKING77 as the Hub lays it out, `init --hours 0.5`: 1,000 training texts sampled, one
+    # perturbed text each; `run` took 28.6 minutes, 25.4 with the accuracy passes on every core
+    # (its baseline and benchmark run again: 258 and 342 s against 388 and 407; BENCHMARKS.md).
+    sizes = {"train": 1_000, "validation": 1_000, "test": 2_000}
+    recipe, sizes = sized("hubdir", 77, sizes, transfer_texts=1_000)
+    whole = sum(run_work(recipe, sizes, recipe.students).values())
+    assert seconds(whole, 16.2, cores=2) / 60 == pytest.approx(25.4, rel=0.2)
 
 
 def test_a_fine_tuned_teacher_only_labels():
