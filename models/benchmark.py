@@ -59,7 +59,8 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
     data = test_data(recipe)
     test = data.splits["test"]
     rng = np.random.default_rng(0)
-    sample = [test.texts[i] for i in rng.permutation(len(test))[:samples]]
+    shuffled = [test.texts[i] for i in rng.permutation(len(test))]
+    sample = shuffled[:samples]
     result: dict = {
         "variant": card.name,
         "size_bytes": (folder / MODEL_FILE).stat().st_size,
@@ -88,7 +89,7 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
             )
         latency = latency_batch1(classifier, sample)
         result[f"latency_{threads}t"] = latency.model_dump()
-        result[f"throughput_b32_{threads}t"] = throughput(classifier, test.texts[:2048])
+        result[f"throughput_b32_{threads}t"] = throughput(classifier, shuffled[:2048])
     result["all_threads"] = cores
     result["peak_rss_bytes"] = peak_rss_bytes()
     return result

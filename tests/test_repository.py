@@ -10,7 +10,7 @@ from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
-from models.evaluate import predict_probabilities, served_accuracy
+from models.evaluate import predict_probabilities, served_accuracy, throughput
 from models.oos import apply_threshold, objective_share, tune_threshold
 
 VARIANTS = sorted(p.parent for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
@@ -100,3 +100,30 @@ def test_batches_run_side_by_side_answer_as_one_loop_does(clinc):
             expected[index] = softmax(logits.astype(np.float32))
         found = predict_probabilities(classifier, texts, batch_size, progress=False)
         assert np.array_equal(found, expected)
+
+
+class CountingClassifier:
+    """A real classifier that counts the texts it was asked to classify."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+        self.texts = 0
+
+    def classify(self, texts):
+        self.texts += len(texts)
+        return self.classifier.classify(texts)
+
+
+def test_throughput_stops_at_its_time_budget_after_its_least_batches(clinc):
+    folder = VARIANTS[0]
+    card = read_card(folder)
+    real = load_classifier(
+        folder / MODEL_FILE, folder / TOKENIZER_FILE, card.max_length, SessionConfig()
+    )
+    texts = clinc.splits["test"].texts[:320]
+    bounded = CountingClassifier(real)
+    assert throughput(bounded, texts, batch_size=32, seconds=0.0, min_batches=3) > 0
+    assert bounded.texts == 32 + 3 * 32  # the warm-up batch, then the least batches
+    whole = CountingClassifier(real)
+    throughput(whole, texts, batch_size=32, seconds=3600.0)
+    assert whole.texts == 32 + 320
