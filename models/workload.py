@@ -14,10 +14,10 @@ is priced against it by what it took on BANKING77 on 2 cores, bf16 (runs of 2026
   benchmark runs every variant on every test text, alone and batched, the teacher costing the
   most: about 24 units a test text then, plus 1,300 a variant. Fitted on two whole runs (2,614 and
   799 test texts: baseline 483 and 149 s, benchmark 603 and 166 s); it puts a resumed BANKING77
-  run's baseline and benchmark at the 20 minutes they took. Since those passes run their batches
-  on every core (models/evaluate.py), the same stages of one run (1,000 validation and 2,000
-  test texts) took 258 s instead of 388 and 342 s instead of 407: 6 units a checked text and 20
-  a test text (runs of 2026-12-05).
+  run's baseline and benchmark at the 20 minutes they took. Since the accuracy passes run their
+  batches on every core and throughput stops after 8 s (models/evaluate.py), the same stages of
+  one run (1,000 validation and 2,000 test texts) took 182 s instead of 388 and 223 s instead of
+  407: 3.6 units a checked text and 12 a test text (runs of 2026-12-05).
 
 The bar turns the proportions into time with this machine's own pace. ``init`` needs a time
 before anything has run: on 2 cores (AMD EPYC, bf16) a unit took 8.8 ms on BANKING77, whose
@@ -47,9 +47,9 @@ TEACHER_TRAINING = 5.0
 TEACHER_LABELLING = 1.4
 PACKAGING = 6_000.0
 TEACHER_PACKAGING = 8_000.0
-TEACHER_CHECK_PER_TEXT = 6.0
+TEACHER_CHECK_PER_TEXT = 3.6
 BENCHMARK_PER_VARIANT = 1_300.0
-BENCHMARK_PER_TEST_TEXT = 20.0
+BENCHMARK_PER_TEST_TEXT = 12.0
 BASE_LAYERS = 6  # MiniLM-L6, the students' usual base
 FIXED_SHARE = 0.35  # of a MiniLM-L6 step that does not scale with layers
 SECONDS_PER_UNIT_PIECE = 0.43e-3
