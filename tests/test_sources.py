@@ -234,6 +234,11 @@ def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
     assert "18 labels in column 'intent' had spaces around them, removed" in caplog.text
 
 
+def empty_test_file(folder: Path) -> DatasetSpec:
+    (folder / "te.jsonl").write_text("")
+    return spec(train=write_csv(folder / "tr.csv", rows()), test=folder / "te.jsonl")
+
+
 def two_train_files(folder: Path) -> DatasetSpec:
     write_csv(folder / "train-1.csv", rows())
     write_csv(folder / "train-2.csv", rows())
@@ -291,6 +296,11 @@ def two_train_files(folder: Path) -> DatasetSpec:
             r"neither a folder written by save_to_disk nor one with a data file named after its "
             r"split \(train\.csv",
         ),
+        (
+            lambda d: spec(path=write_csv(d / "bare.csv", [])),
+            r"bare\.csv: no rows below its header",
+        ),
+        (empty_test_file, r"te\.jsonl: the file is empty"),
         (
             two_train_files,
             r"2 files for the train split \(train-1\.csv, train-2\.csv\); join them into one",

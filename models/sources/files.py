@@ -98,6 +98,8 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
     from the suffix)."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: the file is empty")
     kind = kind or _kind(path, spec)
     if kind is None:
         raise DatasetError(
@@ -109,7 +111,10 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
         delimiter = _delimiter(path, kind, spec)
         # Only an empty field is missing: "NA" or "null" is text to classify.
         options = {"delimiter": delimiter, "keep_default_na": False, "encoding": spec.encoding}
-        if not _header(path, spec, kind, log=True):
+        headed = _header(path, spec, kind, log=True)
+        if len(_first_rows(path, delimiter, spec.encoding, 2)) < 2 and headed:
+            raise DatasetError(f"{path}: no rows below its header row")
+        if not headed:
             width = len(_first_rows(path, delimiter, spec.encoding, 1)[0])
             options |= {"header": None, "column_names": unnamed_columns(width)}
     if kind == "json" and spec.field is not None:
