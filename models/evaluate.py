@@ -149,7 +149,7 @@ def throughput(
         batch = texts[start : start + batch_size]
         classifier.classify(batch)
         done += len(batch)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and start >= (min_batches - 1) * batch_size:
+        enough = start >= (min_batches - 1) * batch_size
+        if enough and time.perf_counter() - started >= seconds:
             break
     return done / (time.perf_counter() - started)
