@@ -34,6 +34,7 @@ SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
 BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet", "text": "text"}
 # The builders decompress these themselves; brum opens them only to sniff a CSV's first rows.
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+HEADER_ROWS = 1000  # read to tell whether a CSV file's first row is its column names
 
 
 def load(spec: DatasetSpec) -> TextClassificationData:
@@ -89,7 +90,7 @@ def split_files(folder: Path) -> dict[str, Path]:
 def dataset_name(train: Path) -> str:
     """The file's stem, or its folder's name for a file named after its split."""
     generic = {"train", "training", "data", "all", "dataset"}
-    stem = Path(train.stem).stem if train.suffix.lower() in COMPRESSIONS else train.stem
+    stem = uncompressed(train).stem
     return train.parent.resolve().name if stem.lower() in generic else stem
 
 
@@ -111,12 +112,12 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
         delimiter = _delimiter(path, kind, spec)
         # Only an empty field is missing: "NA" or "null" is text to classify.
         options = {"delimiter": delimiter, "keep_default_na": False, "encoding": spec.encoding}
-        headed = _header(path, spec, kind, log=True)
-        if len(_first_rows(path, delimiter, spec.encoding, 2)) < 2 and headed:
+        rows = _first_rows(path, delimiter, spec.encoding, HEADER_ROWS)
+        headed = _header_in(rows, path, spec, log=True)
+        if headed and len(rows) < 2:
             raise DatasetError(f"{path}: no rows below its header row")
         if not headed:
-            width = len(_first_rows(path, delimiter, spec.encoding, 1)[0])
-            options |= {"header": None, "column_names": unnamed_columns(width)}
+            options |= {"header": None, "column_names": unnamed_columns(len(rows[0]))}
     if kind == "json" and spec.field is not None:
         options = {"field": spec.field}
     try:
@@ -144,10 +145,12 @@ def _kind(path: Path, spec: DatasetSpec) -> str | None:
 
 def data_format(path: Path) -> str | None:
     """From the suffix, under a compression's (``train.csv.gz`` is csv)."""
-    suffix = path.suffix.lower()
-    if suffix in COMPRESSIONS:
-        suffix = Path(path.stem).suffix.lower()
-    return SUFFIXES.get(suffix)
+    return SUFFIXES.get(uncompressed(path).suffix.lower())
+
+
+def uncompressed(path: Path) -> Path:
+    """The file's name without its compression's suffix (``train.csv.gz`` -> ``train.csv``)."""
+    return path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
 
 
 def _open_text(path: Path, encoding: str) -> IO[str]:
@@ -174,17 +177,22 @@ def unnamed_columns(width: int) -> list[str]:
     return [f"column_{n}" for n in range(1, width + 1)]
 
 
-def _header(
-    path: Path, spec: DatasetSpec, kind: str | None = None, log: bool = False
-) -> bool | None:
+def _header(path: Path, spec: DatasetSpec) -> bool | None:
     """Whether a CSV or TSV file starts with its column names: as the recipe says, else told
     from its first row. None for other formats."""
-    kind = kind or _kind(path, spec)
+    kind = _kind(path, spec)
     if kind not in {"csv", "tsv"}:
         return None
     if spec.header is not None:
         return spec.header
-    rows = _first_rows(path, _delimiter(path, kind, spec), spec.encoding, 1000)
+    rows = _first_rows(path, _delimiter(path, kind, spec), spec.encoding, HEADER_ROWS)
+    return _header_in(rows, path, spec)
+
+
+def _header_in(rows: list[list[str]], path: Path, spec: DatasetSpec, log: bool = False) -> bool:
+    """Whether ``rows``, a CSV file's first, start with its column names."""
+    if spec.header is not None:
+        return spec.header
     reason = first_row_is_data(rows)
     if reason is not None and log:
         logger.warning(

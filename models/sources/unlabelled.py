@@ -18,7 +18,7 @@ import numpy as np
 from models.data import SPLITS, DatasetError, TextClassificationData
 from models.recipe import DatasetSpec
 from models.sources.columns import guess_text_column
-from models.sources.files import COMPRESSIONS, data_format, read_file
+from models.sources.files import data_format, read_file, uncompressed
 
 logger = logging.getLogger("brum.data")
 
@@ -27,8 +27,7 @@ def read_unlabelled(spec: DatasetSpec, data: TextClassificationData) -> tuple[st
     path = spec.unlabelled
     if path is None:
         return ()
-    inner = path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
-    kind = "text" if inner.suffix.lower() == ".txt" else data_format(path)
+    kind = "text" if uncompressed(path).suffix.lower() == ".txt" else data_format(path)
     table = read_file(path, spec, kind=kind)
     where = f"{path} (dataset.unlabelled)"
     column = spec.unlabelled_column
