@@ -89,6 +89,9 @@ class DatasetSpec(_Strict):
         None, description="the out-of-scope label: threshold and oos metrics only with one"
     )
     empty_texts: Literal["drop", "refuse"] = "drop"
+    missing_labels: Literal["drop", "refuse"] = Field(
+        "drop", description="rows whose label is empty: dropped and counted, or an error"
+    )
     split: SplitSizes = SplitSizes()
     unlabelled: Path | None = Field(
         None,

@@ -223,6 +223,19 @@ def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
         load_dataset(spec(path=path, empty_texts="refuse"))
 
 
+def test_rows_with_no_label_are_dropped_and_counted_or_refused(tmp_path, caplog):
+    pairs = [*rows(), ("hello there", ""), ("thanks a lot", "  ")]
+    path = write_csv(tmp_path / "holes.csv", pairs)
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        data = load_dataset(spec(path=path))
+    assert sum(len(s) for s in data.splits.values()) == 18
+    assert "dropped 2 rows with no label in column 'intent' (rows 19, 20)" in caplog.text
+    assert "had spaces around them" not in caplog.text
+    assert "2 rows with no label dropped" in data.splits_made["train"]
+    with pytest.raises(DatasetError, match=r"holes\.csv: row 19 has no label in column 'intent'"):
+        load_dataset(spec(path=path, missing_labels="refuse"))
+
+
 def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
     padded = [f" {label}" if i % 2 else f"{label} " for i, (_, label) in enumerate(rows())]
     pairs = [(text, label) for (text, _), label in zip(rows(), padded, strict=True)]

@@ -20,6 +20,7 @@ class Table:
     rows: list[tuple[str, str]]
     label_names: list[str] | None  # in id order, where the source defines them
     dropped_empty: int
+    dropped_unlabelled: int
 
 
 def read_rows(
@@ -49,6 +50,7 @@ def read_rows(
         )
     rows: list[tuple[str, str]] = []
     dropped = 0
+    unlabelled: list[int] = []  # rows with no label, dropped
     padded: list[str] = []  # labels with spaces around them, as read
     texts, labels = dataset[text_column], dataset[label_column]
     for row, (text, label) in enumerate(zip(texts, labels, strict=True), 1):
@@ -62,11 +64,28 @@ def read_rows(
             continue
         # 'refund ' and 'refund' are one label: a spreadsheet's stray space is no new class.
         if isinstance(label, str) and label != label.strip():
-            padded.append(label)
+            if label.strip():
+                padded.append(label)
             label = label.strip()
+        if _is_missing(label):
+            if spec.missing_labels == "refuse":
+                raise DatasetError(
+                    f"{where}: row {row} has no label in column {label_column!r} "
+                    "(dataset.missing_labels: refuse; 'drop' drops and counts them)"
+                )
+            unlabelled.append(row)
+            continue
         rows.append((str(text), _label(label, names, where, row, label_column)))
     if dropped:
         logger.warning("%s: dropped %d empty or whitespace-only texts", where, dropped)
+    if unlabelled:
+        logger.warning(
+            "%s: dropped %d rows with no label in column %r (rows %s)",
+            where,
+            len(unlabelled),
+            label_column,
+            _some(unlabelled),
+        )
     if padded:
         logger.warning(
             "%s: %d labels in column %r had spaces around them, removed (e.g. %r)",
@@ -75,18 +94,25 @@ def read_rows(
             label_column,
             padded[0],
         )
-    return Table(rows, list(names) if names else None, dropped)
+    return Table(rows, list(names) if names else None, dropped, len(unlabelled))
 
 
 def _is_integer(feature: object) -> bool:
     return isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
 
 
+def _is_missing(label: object) -> bool:
+    return label is None or label == "" or (isinstance(label, float) and math.isnan(label))
+
+
+def _some(rows: list[int], shown: int = 5) -> str:
+    listed = ", ".join(map(str, rows[:shown]))
+    return f"{listed}, ..." if len(rows) > shown else listed
+
+
 def _label(value: object, names: list[str] | None, where: str, row: int, column: str) -> str:
     if isinstance(value, float) and value.is_integer():  # an integer column with gaps
         value = int(value)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        raise DatasetError(f"{where}: row {row} has no label in column {column!r}")
     if isinstance(value, int) and not isinstance(value, bool) and names is not None:
         if not 0 <= value < len(names):
             raise DatasetError(

@@ -36,6 +36,8 @@ def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassification
     for split, table in read.items():
         if table.dropped_empty:
             made[split] += f"; {table.dropped_empty} empty texts dropped"
+        if table.dropped_unlabelled:
+            made[split] += f"; {table.dropped_unlabelled} rows with no label dropped"
     data = from_examples(name, examples, names, spec.oos_label, where)
     return replace(data, splits_made=made, columns=columns)
 
