@@ -9,6 +9,7 @@ import json
 import logging
 import lzma
 import re
+import socket
 from pathlib import Path
 
 import datasets
@@ -663,3 +664,26 @@ def test_init_samples_unlabelled_texts_to_its_flag_and_to_the_hours_it_is_given(
     assert f"max_unlabelled {kept:,}" in said
     assert short.dataset.split.max_train is None  # the training texts all fit
     assert len(load_dataset(short.dataset).unlabelled) == kept
+
+
+def test_an_unreachable_hub_is_said_at_once_and_a_listening_one_is_tried(monkeypatch):
+    from huggingface_hub import constants
+
+    from models.sources.hub import why_unreachable
+
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert why_unreachable(f"http://127.0.0.1:{port}") is None
+    # The port is closed now: nothing listens on it.
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(
+        DatasetError,
+        match=r"banking77: the hub at http://127\.0\.0\.1:\d+ cannot "
+        r"be reached from here \(.*refused.*\).*HF_HUB_OFFLINE=1",
+    ):
+        load_dataset(DatasetSpec(hub_id="PolyAI/banking77"))
