@@ -11,6 +11,7 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 from optimum.exporters.onnx import main_export
+from transformers import AutoConfig
 
 DEFAULT_OPSET = 18
 # Model families whose attention onnxruntime's transformer optimizer knows how to fuse.
@@ -43,13 +44,15 @@ def optimize_graph(model: Path, output: Path, config_path: Path) -> Path:
     if model_type is None:
         shutil.copyfile(model, output)
         return output
+    # AutoConfig reads each family's own names for these (DistilBERT's n_heads and dim).
+    standard = AutoConfig.from_pretrained(config_path.parent)
     # Pruned heads leave layers with different head counts: let the optimizer read them per node.
     pruned = any(config.get("pruned_heads") or {})
     optimized = optimize_model(
         str(model),
         model_type=model_type,
-        num_heads=0 if pruned else config["num_attention_heads"],
-        hidden_size=0 if pruned else config["hidden_size"],
+        num_heads=0 if pruned else standard.num_attention_heads,
+        hidden_size=0 if pruned else standard.hidden_size,
         opt_level=1,
     )
     optimized.save_model_to_file(str(output))

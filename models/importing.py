@@ -32,11 +32,22 @@ def source_labels(config: dict, source: Path) -> list[str]:
     return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in ids]
 
 
+# Families whose position ids start after the padding id, as RoBERTa's do: 514 positions hold
+# 512 tokens.
+PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text"}
+
+
 def max_length_of(source: Path, config: dict, given: int | None) -> int:
-    """``given``, else the tokenizer's ``model_max_length`` within the model's positions."""
-    if given is not None:
-        return given
+    """``given``, else the tokenizer's ``model_max_length``, within the model's positions."""
     positions = config.get("max_position_embeddings", DEFAULT_MAX_LENGTH)
+    if config.get("model_type") in PADDING_OFFSET_POSITIONS:
+        positions -= config.get("pad_token_id", 1) + 1
+    if given is not None:
+        if given > positions:
+            raise DatasetError(
+                f"{source}: --max-length {given} is more than the model's {positions} positions"
+            )
+        return given
     tokenizer_config = source / "tokenizer_config.json"
     declared = DEFAULT_MAX_LENGTH
     if tokenizer_config.is_file():

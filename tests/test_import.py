@@ -16,11 +16,15 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from app.core.card import read_card, verify_files
+from app.core.card import CardError, read_card, verify_files, write_card
+from app.core.registry import load_variant
+from app.runtime.session import SessionConfig
+from models.data import DatasetError
 from models.importing import import_variant
 from models.recipe import DatasetSpec
 from tests.server import run_server
 from tests.test_adopt import TEXTS, fine_tuned_checkpoint
+from tests.tiny import save_tiny_classifier
 
 pytestmark = pytest.mark.pipeline
 
@@ -108,3 +112,43 @@ def test_the_service_refuses_a_model_without_a_card_and_names_the_command(export
         pass
     log = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
     assert "a model without a card" in log and "python -m models import" in log
+
+
+@pytest.mark.parametrize("family", ["distilbert", "roberta"])
+def test_other_families_are_imported_quantized_and_served_as_onnxruntime_scores(family, tmp_path):
+    """DistilBERT names its sizes in its own words (``n_heads``, ``dim``); RoBERTa's 130
+    positions hold 128 tokens, its ids starting after the padding id. Both load with a text as
+    long as the card allows, and answer as onnxruntime does on the served graph."""
+    texts = [t for ts in TEXTS.values() for t in ts]
+    source = save_tiny_classifier(tmp_path / family, family, texts, LABELS)
+    repository = tmp_path / "repository"
+    folder = import_variant(source, family, repository, workdir=tmp_path / "w")
+    card = read_card(folder)
+    assert card.max_length == (128 if family == "roberta" else 512)
+    assert [s.step for s in card.lineage][-1] == "quantize_dynamic"
+    variant = load_variant(folder, card, SessionConfig(intra_op_threads=1))
+    longest = " ".join(["thank you"] * card.max_length)
+    scores = variant.classifier.classify([longest, *QUESTIONS]).logits
+    assert scores.shape == (1 + len(QUESTIONS), len(LABELS))
+    expected = raw_scores(folder / "model.onnx", QUESTIONS)
+    with run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
+        for text, row in zip(QUESTIONS, expected, strict=True):
+            body = {"text": text, "top_k": 3}
+            answer = httpx.post(server.url + "/v1/predict", json=body).json()["predictions"][0]
+            served = {t["label"]: t["score"] for t in answer["top_k"]}
+            probabilities = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+            for index, label in LABELS.items():
+                assert served[label] == pytest.approx(probabilities[index], abs=1e-5)
+
+
+def test_a_max_length_past_the_graph_positions_is_refused_on_import_and_on_load(exported, tmp_path):
+    with pytest.raises(DatasetError, match=r"--max-length 200 is more than the model's 128"):
+        import_variant(exported / "onnx", "long", tmp_path / "r", max_length=200)
+    folder = import_variant(
+        exported / "onnx", "tiny", tmp_path / "r", quantization="none", workdir=tmp_path / "w"
+    )
+    card = read_card(folder)
+    assert card.max_length == 64  # the tokenizer's model_max_length, under 128 positions
+    write_card(folder, card.model_copy(update={"max_length": 200}))
+    with pytest.raises(CardError, match=r"fails on a text of the card's max_length \(200 tokens\)"):
+        load_variant(folder, read_card(folder), SessionConfig(intra_op_threads=1))

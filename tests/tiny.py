@@ -53,3 +53,64 @@ def save_tiny_bert(directory: Path, texts: list[str], hidden: int = 32, layers: 
     )
     BertModel(config).save_pretrained(directory)
     return directory
+
+
+def save_tiny_classifier(
+    directory: Path, family: str, texts: list[str], id2label: dict[int, str]
+) -> Path:
+    """A tiny sequence classifier of another family than BERT, as users bring them: ``distilbert``
+    (WordPiece, its own config names: ``n_heads``, ``dim``) or ``roberta`` (byte-level BPE,
+    positions that start after the padding id)."""
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        PreTrainedTokenizerFast,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
+
+    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    if family == "distilbert":
+        tokenizer = train_wordpiece(texts)
+        specials = dict(zip(("pad", "unk", "cls", "sep", "mask"), SPECIAL_TOKENS, strict=True))
+        config = DistilBertConfig(
+            vocab_size=tokenizer.get_vocab_size(),
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=64,
+            **labels,
+        )
+        model = DistilBertForSequenceClassification(config)
+    else:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        names = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        trainer = trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=names,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        tokenizer.train_from_iterator(texts, trainer)
+        tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        specials = dict(zip(("cls", "pad", "sep", "unk", "mask"), names, strict=True))
+        config = RobertaConfig(
+            vocab_size=tokenizer.get_vocab_size(),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+            **labels,
+        )
+        model = RobertaForSequenceClassification(config)
+    model.save_pretrained(directory)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, **{f"{role}_token": token for role, token in specials.items()}
+    )
+    fast.save_pretrained(directory)
+    return directory

@@ -97,7 +97,16 @@ def load_variant(folder: Path, card: VariantCard, config: SessionConfig) -> Vari
     classifier = load_classifier(
         folder / MODEL_FILE, folder / TOKENIZER_FILE, card.max_length, config
     )
-    output_width = classifier.classify(WARMUP_TEXTS[:1]).logits.shape[1]
+    # A text as long as the card allows, so that a graph which cannot take it (fewer position
+    # embeddings than the card's max_length) fails here, not on a user's request.
+    longest = " ".join(["hello"] * card.max_length)
+    try:
+        output_width = classifier.classify([WARMUP_TEXTS[0], longest]).logits.shape[1]
+    except Exception as exc:  # onnxruntime's own error types, each a different class
+        raise CardError(
+            f"{folder}: the model fails on a text of the card's max_length ({card.max_length} "
+            f"tokens); lower max_length in {CARD_FILE}: {exc}"
+        ) from exc
     if output_width != len(card.labels):
         raise CardError(
             f"{folder}: model outputs {output_width} scores, card has {len(card.labels)} labels"
