@@ -81,6 +81,7 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
             served = served_accuracy(classifier, test, data.oos_id, threshold, progress=False)
             result.update(
                 accuracy=served.alone.accuracy,
+                macro_f1=served.alone.macro_f1,
                 in_scope_accuracy=served.alone.in_scope_accuracy,
                 oos_recall=served.alone.oos_recall,
                 accuracy_batched=served.batched.accuracy,
@@ -136,6 +137,7 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
         {
             **card.metrics.model_dump(),
             "accuracy": round(row["accuracy"], 4),
+            "macro_f1": round(row["macro_f1"], 4),
             "in_scope_accuracy": round_metric(row["in_scope_accuracy"]),
             "oos_recall": round_metric(row["oos_recall"]),
             "accuracy_batched": round(row["accuracy_batched"], 4),
@@ -198,17 +200,18 @@ def render_markdown(
         "different utterances. "
         f"Ratios against `{reference}` in the same run.",
         "",
-        "| variant | accuracy | in-scope | oos recall | batched | changed | size MB | params M "
-        "| p50 / p95 / p99 ms (1 thread) "
+        "| variant | accuracy | macro F1 | in-scope | oos recall | batched | changed | size MB "
+        "| params M | p50 / p95 / p99 ms (1 thread) "
         f"| p50 ms ({cores} threads) | batch-32 /s (1 / {cores} threads) | peak RSS MiB "
         "| smaller | faster (p50, 1 thread) | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     front = pareto_front(rows)
     for r in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
         lat = r["latency_1t"]
         lines.append(
-            f"| {r['variant']} | {r['accuracy']:.4f} | {_share(r['in_scope_accuracy'])} "
+            f"| {r['variant']} | {r['accuracy']:.4f} | {_share(r.get('macro_f1'))} "
+            f"| {_share(r['in_scope_accuracy'])} "
             f"| {_share(r['oos_recall'])} | {r['accuracy_batched']:.4f} "
             f"| {r['answers_changed_by_batching']:.2%} | {r['size_bytes'] / 1e6:.1f} "
             f"| {(r['parameters'] or 0) / 1e6:.1f} "
@@ -222,7 +225,7 @@ def render_markdown(
         )
     for b in BOOK if book else []:
         lines.append(
-            f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | "
+            f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | | "
             f"| | {b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | | |"
         )
     return "\n".join(lines)

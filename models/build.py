@@ -326,6 +326,7 @@ def measure(
         accuracy_without_threshold=(
             round(served.alone_without_threshold.accuracy, 4) if rejection else None
         ),
+        macro_f1=round(report.macro_f1, 4),
         in_scope_accuracy=round_metric(report.in_scope_accuracy),
         oos_recall=round_metric(report.oos_recall),
         accuracy_batched=round(served.batched.accuracy, 4),

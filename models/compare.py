@@ -86,6 +86,7 @@ def measured(card: VariantCard) -> dict[str, Any]:
     metrics = card.metrics
     return {
         "accuracy": metrics.accuracy if metrics else None,
+        "macro F1": metrics.macro_f1 if metrics else None,
         # The top label alone: tells the weights apart from the out-of-scope threshold.
         "accuracy without threshold": metrics.accuracy_without_threshold if metrics else None,
         "in-scope accuracy": metrics.in_scope_accuracy if metrics else None,

@@ -23,6 +23,7 @@ class AccuracyReport:
     accuracy: float
     in_scope_accuracy: float | None
     oos_recall: float | None
+    macro_f1: float
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,25 @@ def score(predictions: np.ndarray, truth: np.ndarray, oos_id: int | None) -> Acc
         is_oos = truth == oos_id
         in_scope_accuracy = float(correct[~is_oos].mean()) if (~is_oos).any() else None
         oos_recall = float(correct[is_oos].mean()) if is_oos.any() else None
-    return AccuracyReport(len(truth), float(correct.mean()), in_scope_accuracy, oos_recall)
+    return AccuracyReport(
+        len(truth),
+        float(correct.mean()),
+        in_scope_accuracy,
+        oos_recall,
+        macro_f1(predictions, truth),
+    )
+
+
+def macro_f1(predictions: np.ndarray, truth: np.ndarray) -> float:
+    """F1 averaged over the labels in either array, each label counting the same: what accuracy
+    hides when a few labels hold most texts. A label never predicted nor true is left out, as
+    scikit-learn's ``f1_score(average="macro")`` does."""
+    labels = np.union1d(predictions, truth)
+    hits = np.array([np.sum((predictions == k) & (truth == k)) for k in labels])
+    predicted = np.array([np.sum(predictions == k) for k in labels])
+    true = np.array([np.sum(truth == k) for k in labels])
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted + true); never 0 / 0 for these labels.
+    return float(np.mean(2 * hits / (predicted + true)))
 
 
 def round_metric(value: float | None) -> float | None:

@@ -10,7 +10,7 @@ from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
-from models.evaluate import predict_probabilities, served_accuracy, throughput
+from models.evaluate import macro_f1, predict_probabilities, served_accuracy, throughput
 from models.oos import apply_threshold, objective_share, tune_threshold
 
 VARIANTS = sorted(p.parent for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
@@ -21,6 +21,18 @@ def test_repository_holds_variants_within_budget():
     assert VARIANTS
     total = sum(f.stat().st_size for f in SHIPPED_REPOSITORY.rglob("*") if f.is_file())
     assert total <= BUDGET_BYTES
+
+
+def test_macro_f1_weighs_every_label_alike():
+    truth = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+    # Label 0's one text missed, label 1 half right, label 2 all right; 3 only ever predicted.
+    predictions = np.array([1, 1, 1, 3, 2, 2, 2, 2, 2, 2])
+    # F1 = 2 TP / (predicted + true): 0 / 1, 4 / 6, 12 / 12, 0 / 1.
+    assert macro_f1(predictions, truth) == pytest.approx((0 + 4 / 6 + 1 + 0) / 4)
+    assert macro_f1(truth, truth) == 1.0
+    # Accuracy 0.9 by always answering the common label; macro F1 says one label of two is lost.
+    rare = np.array([0] + [1] * 9)
+    assert macro_f1(np.ones(10, dtype=int), rare) == pytest.approx((0 + 18 / 19) / 2)
 
 
 @pytest.mark.parametrize("folder", VARIANTS, ids=lambda f: f.name)

@@ -75,6 +75,9 @@ class OfflineMetrics(_Strict):
     # texts in its batch; the batched figures say by how much.
     accuracy: float
     accuracy_without_threshold: float | None = None
+    macro_f1: float | None = Field(
+        None, description="F1 averaged over labels, each alike: what accuracy hides on rare labels"
+    )
     in_scope_accuracy: float | None = None
     oos_recall: float | None = None
     accuracy_batched: float | None = Field(

@@ -197,6 +197,12 @@ class Metrics:
             ["variant"],
             registry=r,
         )
+        self.model_macro_f1 = Gauge(
+            "brum_model_offline_macro_f1",
+            "F1 averaged over labels on the test split, each text served alone, from the card.",
+            ["variant"],
+            registry=r,
+        )
         self.variant_ready = Gauge(
             "brum_variant_ready",
             "1 once the variant is loaded and warmed up.",
@@ -283,6 +289,8 @@ class Metrics:
         if card.metrics is not None:
             self.model_parameters.labels(variant.name).set(card.metrics.parameters)
             self.model_accuracy.labels(variant.name).set(card.metrics.accuracy)
+            if card.metrics.macro_f1 is not None:
+                self.model_macro_f1.labels(variant.name).set(card.metrics.macro_f1)
         self.variant_ready.labels(variant.name).set(1)
         for outcome in FEEDBACK_OUTCOMES:
             self.feedback.labels(variant.name, outcome)
@@ -346,6 +354,8 @@ class Metrics:
             self.model_size.remove(variant.name)
             self.model_parameters.remove(variant.name)
             self.model_accuracy.remove(variant.name)
+        with suppress(KeyError):  # cards written before macro F1 was measured have none
+            self.model_macro_f1.remove(variant.name)
 
     def publish_batcher(self, variant: str, capacity: int, inline_threads: int) -> None:
         self.queue_capacity.labels(variant).set(capacity)
