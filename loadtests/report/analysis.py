@@ -101,6 +101,7 @@ class VariantStats:
     online_accuracy: float | None = None
     accuracy_interval: tuple[float, float] | None = None
     offline_accuracy: float | None = None
+    offline_macro_f1: float | None = None
     size_bytes: float | None = None
     weight: float | None = None
 
@@ -151,6 +152,8 @@ def collect(window: Window, control: str) -> dict[str, VariantStats]:
         stats(labels["variant"]).size_bytes = value
     for labels, value in window.series("brum_model_offline_accuracy"):
         stats(labels["variant"]).offline_accuracy = value
+    for labels, value in window.series("brum_model_offline_macro_f1"):
+        stats(labels["variant"]).offline_macro_f1 = value
     for labels, value in window.series("brum_experiment_weight"):
         stats(labels["variant"]).weight = value
     for labels, value in window.series("brum_requests_total"):

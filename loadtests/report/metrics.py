@@ -29,6 +29,7 @@ COUNTERS = {
 GAUGES = {
     "brum_model_size_bytes": ("variant",),
     "brum_model_offline_accuracy": ("variant",),
+    "brum_model_offline_macro_f1": ("variant",),
     "brum_experiment_weight": ("experiment", "variant"),
 }
 

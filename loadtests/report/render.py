@@ -76,19 +76,21 @@ def variants_table(report: Report) -> list[str]:
     lines = [
         f"| variant | weight | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms "
         f"| p99 target {report.slo_ms:g} ms | cost per 1k ({currency}) | CPU ms per prediction "
-        f"| shadow agreement | online accuracy [confidence sequence] | offline accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|",
+        f"| shadow agreement | online accuracy [confidence sequence] | offline accuracy "
+        "| offline macro F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|",
     ]
     for s in report.variants:
         name = f"`{s.name}`" + (" (control)" if s.name == report.control else "")
         offline = "–" if s.offline_accuracy is None else f"{s.offline_accuracy:.3f}"
+        macro_f1 = "–" if s.offline_macro_f1 is None else f"{s.offline_macro_f1:.3f}"
         cpu = "–" if s.cpu_ms_per_prediction is None else f"{s.cpu_ms_per_prediction:.2f}"
         weight = "–" if s.weight is None else f"{s.weight:g}"
         lines.append(
             f"| {name} | {weight} | {s.requests:.0f} | {s.errors:.0f} | {s.throughput_rps:.2f} "
             f"| {fmt_ms(s.latency_s.get('p50'))} | {fmt_ms(s.latency_s.get('p95'))} "
             f"| {fmt_ms(s.latency_s.get('p99'))} | {slo_cell(s)} | {fmt_cost(s.cost_per_1k)} "
-            f"| {cpu} | {shadow_cell(s)} | {fmt_accuracy(s)} | {offline} |"
+            f"| {cpu} | {shadow_cell(s)} | {fmt_accuracy(s)} | {offline} | {macro_f1} |"
         )
     return lines
 
