@@ -59,6 +59,7 @@ def test_accuracy_on_the_test_split_is_what_the_card_says(folder, clinc):
     # per-channel int8 scores 0.9285 on an AVX2-only AMD EPYC (no VNNI) against its card's
     # 0.9235, measured where VNNI was available (2026-12-01).
     assert served.alone.accuracy == pytest.approx(card.metrics.accuracy, abs=0.006)
+    assert served.alone.macro_f1 == pytest.approx(card.metrics.macro_f1, abs=0.006)
     assert served.alone.oos_recall == pytest.approx(card.metrics.oos_recall, abs=0.02)
     assert served.batched.accuracy == pytest.approx(card.metrics.accuracy_batched, abs=0.006)
     assert served.changed_by_batching == pytest.approx(
