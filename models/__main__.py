@@ -189,6 +189,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--field", help="of a JSON file: the key its records sit under")
     data.add_argument(
+        "--drop-rare-labels",
+        action="store_const",
+        const="drop",
+        dest="rare_labels",
+        help="drop labels with too few texts to carve the missing splits from, with a warning "
+        "naming them (default: an error naming them)",
+    )
+    data.add_argument(
         "--unlabelled",
         type=Path,
         help="texts with no label (a data file, or plain text one per line), e.g. traffic "

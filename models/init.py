@@ -50,6 +50,7 @@ def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
         "unlabelled": args.unlabelled,
         "unlabelled_column": args.unlabelled_column,
         "max_unlabelled": args.max_unlabelled,
+        "rare_labels": args.rare_labels,
     }
     if args.label_names is not None:
         fields["label_names"] = label_names(args.label_names)

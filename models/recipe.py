@@ -89,6 +89,11 @@ class DatasetSpec(_Strict):
         None, description="the out-of-scope label: threshold and oos metrics only with one"
     )
     empty_texts: Literal["drop", "refuse"] = "drop"
+    rare_labels: Literal["refuse", "drop"] = Field(
+        "refuse",
+        description="labels with too few texts to carve the missing splits from: an error "
+        "naming them, or dropped with a warning",
+    )
     missing_labels: Literal["drop", "refuse"] = Field(
         "drop", description="rows whose label is empty: dropped and counted, or an error"
     )

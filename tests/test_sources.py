@@ -237,6 +237,27 @@ def test_rows_with_no_label_are_dropped_and_counted_or_refused(tmp_path, caplog)
         load_dataset(spec(path=path, missing_labels="refuse"))
 
 
+def test_labels_too_rare_to_carve_are_all_named_or_dropped_everywhere(tmp_path, caplog):
+    pairs = [*rows(), ("one", "rare"), ("two", "rare"), ("lone", "alone")]
+    path = write_csv(tmp_path / "long-tail.csv", pairs)
+    with pytest.raises(DatasetError, match=r"2 label\(s\) .* 'alone' \(1\), 'rare' \(2\); "):
+        load_dataset(spec(path=path))
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        data = load_dataset(spec(path=path, rare_labels="drop"))
+    assert data.labels == ("bye", "greet", "thanks")
+    assert "dropped 2 label(s) with fewer than 3 examples" in caplog.text
+    assert "2 labels too rare to carve dropped" in data.splits_made["train"]
+    # Validation given: 2 texts carve test; the dropped labels leave the given split too.
+    validation = write_csv(tmp_path / "dev.csv", [("hey", "greet"), ("lone again", "alone")])
+    train = write_csv(tmp_path / "train.csv", pairs)
+    data = load_dataset(spec(train=train, validation=validation, rare_labels="drop"))
+    assert data.labels == ("bye", "greet", "rare", "thanks")
+    assert data.splits["validation"].texts == ["hey"]
+    recipe = tmp_path / "recipe.yaml"
+    assert main(["init", str(path), "--drop-rare-labels", "-o", str(recipe)]) == 0
+    assert load_recipe(recipe).dataset.rare_labels == "drop"
+
+
 def test_spaces_around_a_label_do_not_make_another_label(tmp_path, caplog):
     padded = [f" {label}" if i % 2 else f"{label} " for i, (_, label) in enumerate(rows())]
     pairs = [(text, label) for (text, _), label in zip(rows(), padded, strict=True)]
@@ -291,7 +312,8 @@ def two_train_files(folder: Path) -> DatasetSpec:
         ),
         (
             lambda d: spec(path=write_csv(d / "small.csv", [*rows(), ("rare one", "rare")])),
-            r"small\.csv: label 'rare' has 1 example, too few to carve a stratified test split",
+            r"small\.csv: 1 label\(s\) with too few examples to carve a stratified test and "
+            r"validation split and keep one for training \(each needs 3\): 'rare' \(1\); ",
         ),
         (
             lambda d: spec(path=write_csv(d / "data.txt", rows())),
@@ -479,7 +501,7 @@ def test_init_names_integer_labels_from_a_file(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], r"small\.csv: label 'rare' has 1 example, too few"),
+        ([], r"small\.csv: 1 label\(s\) with too few examples to carve"),
         (["--label-names", "repeated.txt"], r"repeated\.txt: label names repeat: \['a'\]"),
         (["--label-names", "absent.txt"], r"label names file not found: .*absent\.txt"),
         (["--encoding", "klingon"], r"--encoding: unknown encoding 'klingon'"),

@@ -4,7 +4,8 @@ file, validation from the training split, never from test."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from typing import Literal
 
 import numpy as np
 
@@ -15,8 +16,9 @@ logger = logging.getLogger("brum.data")
 Rows = list[tuple[str, str]]
 
 
-def stratified(rows: Rows, share: float, seed: int, where: str, into: str) -> tuple[Rows, Rows]:
-    """(kept, carved): ``share`` of every label's rows carved (at least one, never all)."""
+def stratified(rows: Rows, share: float, seed: int) -> tuple[Rows, Rows]:
+    """(kept, carved): ``share`` of every label's rows carved (at least one, never all); every
+    label has two rows or more (``rare_labels`` saw to it)."""
     by_label: dict[str, list[int]] = defaultdict(list)
     for index, (_, label) in enumerate(rows):
         by_label[label].append(index)
@@ -24,12 +26,6 @@ def stratified(rows: Rows, share: float, seed: int, where: str, into: str) -> tu
     carved: set[int] = set()
     for label in sorted(by_label):
         indices = by_label[label]
-        if len(indices) < 2:
-            raise DatasetError(
-                f"{where}: label {label!r} has {len(indices)} example, too few to carve a "
-                f"stratified {into} split and keep one for training; give it more examples, "
-                f"drop it, or give a {into} file"
-            )
         count = min(len(indices) - 1, max(1, round(len(indices) * share)))
         carved.update(int(i) for i in rng.choice(indices, count, replace=False))
     kept = [row for i, row in enumerate(rows) if i not in carved]
@@ -37,20 +33,29 @@ def stratified(rows: Rows, share: float, seed: int, where: str, into: str) -> tu
 
 
 def complete(
-    examples: dict[str, Rows], test_share: float, validation_share: float, seed: int, where: str
+    examples: dict[str, Rows],
+    test_share: float,
+    validation_share: float,
+    seed: int,
+    where: str,
+    rare: Literal["refuse", "drop"] = "refuse",
 ) -> tuple[dict[str, Rows], dict[str, str]]:
     """All three splits, and how each was made."""
     made = {split: "given" for split in examples}
-    if {"test", "validation"} - examples.keys():
+    missing = [split for split in ("test", "validation") if split not in examples]
+    if missing:
         made["train"] = f"the rest of {where}, once the missing splits were carved from it"
+        examples["train"], dropped = rare_labels(examples["train"], missing, where, rare)
+        if dropped:
+            made["train"] += f"; {len(dropped)} labels too rare to carve dropped"
+            for split in examples.keys() - {"train"}:  # a given split: the labels go there too
+                examples[split] = [row for row in examples[split] if row[1] not in dropped]
     if "test" not in examples:
-        examples["train"], examples["test"] = stratified(
-            examples["train"], test_share, seed, where, "test"
-        )
+        examples["train"], examples["test"] = stratified(examples["train"], test_share, seed)
         made["test"] = f"carved from train: {test_share:g} of each label, stratified, seed {seed}"
     if "validation" not in examples:
         examples["train"], examples["validation"] = stratified(
-            examples["train"], validation_share, seed, where, "validation"
+            examples["train"], validation_share, seed
         )
         made["validation"] = (
             f"carved from train: {validation_share:g} of each label, stratified, seed {seed}"
@@ -65,3 +70,35 @@ def complete(
             shared,
         )
     return {split: examples[split] for split in ("train", "validation", "test")}, made
+
+
+def rare_labels(
+    rows: Rows, missing: list[str], where: str, rare: Literal["refuse", "drop"]
+) -> tuple[Rows, list[str]]:
+    """The rows, less those of labels with too few to carve one of each missing split and keep
+    one for training (when ``rare`` is ``drop``; else an error naming every such label)."""
+    least = 1 + len(missing)
+    counts = Counter(label for _, label in rows)
+    few = sorted(label for label, count in counts.items() if count < least)
+    if not few:
+        return rows, []
+    shown = ", ".join(f"{label!r} ({counts[label]})" for label in few[:10])
+    shown += f" and {len(few) - 10} more" if len(few) > 10 else ""
+    into = " and ".join(missing)
+    if rare == "refuse":
+        raise DatasetError(
+            f"{where}: {len(few)} label(s) with too few examples to carve a stratified {into} "
+            f"split and keep one for training (each needs {least}): {shown}; give them more "
+            f"examples, give {into} files, or drop them (dataset.rare_labels: drop, "
+            "init --drop-rare-labels)"
+        )
+    logger.warning(
+        "%s: dropped %d label(s) with fewer than %d examples, too few to carve %s, from every "
+        "split: %s",
+        where,
+        len(few),
+        least,
+        into,
+        shown,
+    )
+    return [row for row in rows if counts[row[1]] >= least], few

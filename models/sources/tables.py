@@ -32,7 +32,9 @@ def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassification
     examples = {split: table.rows for split, table in read.items()}
     where = {split: place for split, (_, place) in tables.items()}
     sizes = spec.split
-    examples, made = complete(examples, sizes.test, sizes.validation, sizes.seed, where["train"])
+    examples, made = complete(
+        examples, sizes.test, sizes.validation, sizes.seed, where["train"], spec.rare_labels
+    )
     for split, table in read.items():
         if table.dropped_empty:
             made[split] += f"; {table.dropped_empty} empty texts dropped"
