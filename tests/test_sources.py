@@ -246,7 +246,7 @@ def test_labels_too_rare_to_carve_are_all_named_or_dropped_everywhere(tmp_path, 
         data = load_dataset(spec(path=path, rare_labels="drop"))
     assert data.labels == ("bye", "greet", "thanks")
     assert "dropped 2 label(s) with fewer than 3 examples" in caplog.text
-    assert "2 labels too rare to carve dropped" in data.splits_made["train"]
+    assert "2 label(s) too rare to carve dropped: alone, rare" in data.splits_made["train"]
     # Validation given: 2 texts carve test; the dropped labels leave the given split too.
     validation = write_csv(tmp_path / "dev.csv", [("hey", "greet"), ("lone again", "alone")])
     train = write_csv(tmp_path / "train.csv", pairs)

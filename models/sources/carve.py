@@ -47,7 +47,8 @@ def complete(
         made["train"] = f"the rest of {where}, once the missing splits were carved from it"
         examples["train"], dropped = rare_labels(examples["train"], missing, where, rare)
         if dropped:
-            made["train"] += f"; {len(dropped)} labels too rare to carve dropped"
+            names = ", ".join(dropped)
+            made["train"] += f"; {len(dropped)} label(s) too rare to carve dropped: {names}"
             for split in examples.keys() - {"train"}:  # a given split: the labels go there too
                 examples[split] = [row for row in examples[split] if row[1] not in dropped]
     if "test" not in examples:
