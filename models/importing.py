@@ -55,6 +55,27 @@ def max_length_of(source: Path, config: dict, given: int | None) -> int:
     return int(min(declared, positions, 512))
 
 
+def fast_tokenizer(source: Path, folder: Path) -> Path:
+    """A ``tokenizer.json`` for a source that has only a slow tokenizer's files (``vocab.txt``,
+    ``spiece.model``), converted by transformers as ``AutoTokenizer`` does."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except Exception as exc:  # whatever the tokenizer class raises on files it cannot read
+        raise DatasetError(
+            f"{source}: no {TOKENIZER_FILE}, and transformers cannot load a tokenizer there to "
+            f"convert: {exc}"
+        ) from exc
+    if not tokenizer.is_fast:
+        raise DatasetError(
+            f"{source}: no {TOKENIZER_FILE}, and {type(tokenizer).__name__} has no fast version; "
+            "the service needs one"
+        )
+    tokenizer.save_pretrained(folder)
+    return folder / TOKENIZER_FILE
+
+
 def in_model_order(data: TextClassificationData, labels: list[str]) -> TextClassificationData:
     """The data with label ids in the model's output order; its labels must be the model's."""
     if set(data.labels) != set(labels):
@@ -85,12 +106,13 @@ def import_variant(
     config_path = source / "config.json"
     if not config_path.is_file():
         raise DatasetError(f"{source}: no config.json (an optimum export or a checkpoint has one)")
-    if not (source / TOKENIZER_FILE).is_file():
-        raise DatasetError(f"{source}: no {TOKENIZER_FILE} (a fast tokenizer is needed to serve)")
     config = json.loads(config_path.read_text())
     labels = source_labels(config, source)
     length = max_length_of(source, config, max_length)
     workdir = workdir or Path("runs") / "import" / name
+    source_tokenizer = source / TOKENIZER_FILE
+    if not source_tokenizer.is_file():
+        source_tokenizer = fast_tokenizer(source, workdir / "tokenizer")
     onnx_source = source / MODEL_FILE
     if onnx_source.is_file():
         kind, weights, exported = "onnx", onnx_source, onnx_source
@@ -115,7 +137,7 @@ def import_variant(
             LineageStep(step="quantize_dynamic", params={"weight_type": "int8"}),
         ]
     tokenizer = write_serving_tokenizer(
-        source / TOKENIZER_FILE, workdir / TOKENIZER_FILE, length, config.get("pad_token_id")
+        source_tokenizer, workdir / TOKENIZER_FILE, length, config.get("pad_token_id")
     )
     sha = sha256_file(weights)
     base = ResolvedCheckpoint(str(source), source, weights.name, sha, "imported")

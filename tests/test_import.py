@@ -152,3 +152,19 @@ def test_a_max_length_past_the_graph_positions_is_refused_on_import_and_on_load(
     write_card(folder, card.model_copy(update={"max_length": 200}))
     with pytest.raises(CardError, match=r"fails on a text of the card's max_length \(200 tokens\)"):
         load_variant(folder, read_card(folder), SessionConfig(intra_op_threads=1))
+
+
+def test_a_checkpoint_with_only_a_slow_tokenizer_s_files_gets_a_fast_one(exported, tmp_path):
+    """Older checkpoints carry ``vocab.txt`` and no ``tokenizer.json``: transformers converts."""
+    source = tmp_path / "old"
+    shutil.copytree(exported / "tuned", source)
+    (source / "tokenizer.json").unlink()
+    assert (source / "vocab.txt").is_file()
+    folder = import_variant(
+        source, "old", tmp_path / "repository", quantization="none", workdir=tmp_path / "w"
+    )
+    served = load_variant(folder, read_card(folder), SessionConfig(intra_op_threads=1))
+    converted = served.classifier.tokenize(QUESTIONS)
+    original = Tokenizer.from_file(str(exported / "tuned" / "tokenizer.json"))
+    original.no_padding()
+    assert [e.ids for e in converted] == [e.ids for e in original.encode_batch(QUESTIONS)]
