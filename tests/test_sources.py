@@ -709,3 +709,39 @@ def test_an_unreachable_hub_is_said_at_once_and_a_listening_one_is_tried(monkeyp
         r"be reached from here \(.*refused.*\).*HF_HUB_OFFLINE=1",
     ):
         load_dataset(DatasetSpec(hub_id="PolyAI/banking77"))
+
+
+def test_init_refuses_a_teacher_run_could_not_find_or_whose_labels_differ(
+    tmp_path, monkeypatch, capsys
+):
+    from huggingface_hub import constants
+
+    from tests.test_adopt import fine_tuned_checkpoint
+
+    path = write_csv(tmp_path / "intents.csv", rows())
+    recipe = tmp_path / "recipe.yaml"
+
+    def refused(teacher: Path | str, *extra: str) -> str:
+        assert main(["init", str(path), "--teacher", str(teacher), *extra, "-o", str(recipe)]) == 2
+        assert not recipe.exists()
+        return capsys.readouterr().err.splitlines()[-1]
+
+    assert re.search(r"--teacher .*nowhere: no folder .*nowhere$", refused(tmp_path / "nowhere"))
+    with socket.socket() as closed:  # bound, never listening: a hub that does not answer
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        assert re.search(
+            r"--teacher org/bert: not a local folder, not pinned .* the hub at "
+            r"http://127\.0\.0\.1:\d+ cannot be reached",
+            refused("org/bert"),
+        )
+    tuned = fine_tuned_checkpoint(tmp_path, {0: "greet", 1: "bye", 2: "weather"})
+    assert re.search(
+        r"only in the checkpoint \['weather'\], only in the dataset \['thanks'\]",
+        refused(tuned, "--fine-tuned"),
+    )
+    tuned = fine_tuned_checkpoint(tmp_path / "right", {0: "greet", 1: "bye", 2: "thanks"})
+    assert (
+        main(["init", str(path), "--teacher", str(tuned), "--fine-tuned", "-o", str(recipe)]) == 0
+    )
