@@ -132,11 +132,18 @@ def init(args: argparse.Namespace) -> int:
 
 def import_model(args: argparse.Namespace) -> int:
     from models.importing import import_variant
+    from models.init import label_names
     from models.recipe import load_recipe
 
     dataset = load_recipe(args.recipe).dataset if args.recipe else None
     folder = import_variant(
-        args.source, args.name, args.repository, args.quantization, dataset, args.max_length
+        args.source,
+        args.name,
+        args.repository,
+        args.quantization,
+        dataset,
+        args.max_length,
+        label_names=label_names(args.label_names) if args.label_names else None,
     )
     print(f"wrote {folder}")
     return 0
@@ -249,6 +256,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--recipe", type=Path, help="measure on this recipe's test split")
     p.add_argument("--max-length", type=int, help="default: the tokenizer's, up to 512")
+    p.add_argument(
+        "--label-names",
+        type=Path,
+        help="the labels' names, one per line in output order (default: config.json id2label)",
+    )
 
     p = command("resolve", resolve_checkpoint, "fetch and verify a pretrained checkpoint")
     p.add_argument("reference", help="local directory, hub id, or a pinned offline id")

@@ -11,6 +11,8 @@ dataset), the card gets offline metrics on its test split, labels matched by nam
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, LineageStep, sha256_file
@@ -19,17 +21,35 @@ from models.checkpoints import WEIGHT_FILES, ResolvedCheckpoint
 from models.data import DatasetError, TextClassificationData, from_examples
 from models.recipe import DatasetSpec
 
+logger = logging.getLogger("brum.import")
+
 DEFAULT_MAX_LENGTH = 128
 
 
-def source_labels(config: dict, source: Path) -> list[str]:
+def source_labels(config: dict, source: Path, names: list[str] | None = None) -> list[str]:
+    """The model's labels in output order: ``names`` when given (one per output), else
+    ``id2label``'s."""
     id2label = config.get("id2label")
     if not id2label:
         raise DatasetError(f"{source}/config.json: no id2label; the variant's labels come from it")
     ids = sorted(int(i) for i in id2label)
     if ids != list(range(len(ids))):
         raise DatasetError(f"{source}/config.json: id2label ids are not 0..{len(ids) - 1}: {ids}")
-    return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in ids]
+    if names is not None:
+        if len(names) != len(ids):
+            raise DatasetError(
+                f"{source}: {len(names)} label names for a model of {len(ids)} outputs"
+            )
+        return names
+    labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in ids]
+    if all(re.fullmatch(r"LABEL_\d+", label) for label in labels):
+        logger.warning(
+            "%s/config.json: the labels are transformers' placeholders (%s, ...), and answers "
+            "will name them so; give their names with --label-names FILE",
+            source,
+            labels[0],
+        )
+    return labels
 
 
 # Families whose position ids start after the padding id, as RoBERTa's do: 514 positions hold
@@ -99,6 +119,7 @@ def import_variant(
     dataset: DatasetSpec | None = None,
     max_length: int | None = None,
     workdir: Path | None = None,
+    label_names: list[str] | None = None,
 ) -> Path:
     from models.export import count_initializer_elements, export_onnx, optimize_graph, quantize_int8
     from models.sources import load_dataset
@@ -107,7 +128,7 @@ def import_variant(
     if not config_path.is_file():
         raise DatasetError(f"{source}: no config.json (an optimum export or a checkpoint has one)")
     config = json.loads(config_path.read_text())
-    labels = source_labels(config, source)
+    labels = source_labels(config, source, label_names)
     length = max_length_of(source, config, max_length)
     workdir = workdir or Path("runs") / "import" / name
     source_tokenizer = source / TOKENIZER_FILE
@@ -142,7 +163,15 @@ def import_variant(
     sha = sha256_file(weights)
     base = ResolvedCheckpoint(str(source), source, weights.name, sha, "imported")
     lineage = [
-        LineageStep(step="imported", params={"from": str(source), "kind": kind, "sha256": sha}),
+        LineageStep(
+            step="imported",
+            params={
+                "from": str(source),
+                "kind": kind,
+                "sha256": sha,
+                "labels": "--label-names" if label_names else "id2label",
+            },
+        ),
         *steps,
     ]
     metrics = None

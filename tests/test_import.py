@@ -5,6 +5,8 @@ the command that makes one."""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -168,3 +170,22 @@ def test_a_checkpoint_with_only_a_slow_tokenizer_s_files_gets_a_fast_one(exporte
     original = Tokenizer.from_file(str(exported / "tuned" / "tokenizer.json"))
     original.no_padding()
     assert [e.ids for e in converted] == [e.ids for e in original.encode_batch(QUESTIONS)]
+
+
+def test_placeholder_labels_are_named_from_a_file_or_warned_about(exported, tmp_path, caplog):
+    source = tmp_path / "generic"
+    shutil.copytree(exported / "onnx", source)
+    config = json.loads((source / "config.json").read_text())
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(len(LABELS))}
+    (source / "config.json").write_text(json.dumps(config))
+    repository, workdir = tmp_path / "repository", tmp_path / "w"
+    with caplog.at_level(logging.WARNING, logger="brum.import"):
+        folder = import_variant(source, "placeholders", repository, "none", workdir=workdir)
+    assert read_card(folder).labels == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    assert "the labels are transformers' placeholders (LABEL_0, ...)" in caplog.text
+    names = ["thanks", "bye", "greet"]
+    folder = import_variant(source, "named", repository, "none", workdir=workdir, label_names=names)
+    card = read_card(folder)
+    assert card.labels == names and card.lineage[0].params["labels"] == "--label-names"
+    with pytest.raises(DatasetError, match=r"2 label names for a model of 3 outputs"):
+        import_variant(source, "short", repository, "none", workdir=workdir, label_names=names[:2])
