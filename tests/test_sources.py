@@ -212,29 +212,38 @@ def test_the_out_of_scope_label_is_only_what_the_dataset_names(tmp_path):
         load_dataset(spec(path=path, oos_label="oos"))
 
 
-def test_empty_texts_are_dropped_and_counted_or_refused(tmp_path, caplog):
-    pairs = [*rows(), ("   ", "greet"), ("", "bye")]
-    path = write_csv(tmp_path / "gaps.csv", pairs)
+@pytest.mark.parametrize(
+    ("gaps", "setting", "warning", "made", "error"),
+    [
+        (
+            [("   ", "greet"), ("", "bye")],
+            "empty_texts",
+            "dropped 2 empty or whitespace-only texts",
+            "2 empty texts dropped",
+            r"gaps\.csv: row 19 has an empty text in column 'utterance'",
+        ),
+        (
+            # A whitespace-only label is missing, not a label with spaces around it.
+            [("hello there", ""), ("thanks a lot", "  ")],
+            "missing_labels",
+            "dropped 2 rows with no label in column 'intent' (rows 19, 20)",
+            "2 rows with no label dropped",
+            r"gaps\.csv: row 19 has no label in column 'intent'",
+        ),
+    ],
+    ids=["empty texts", "missing labels"],
+)
+def test_rows_with_a_gap_are_dropped_and_counted_or_refused(
+    tmp_path, caplog, gaps, setting, warning, made, error
+):
+    path = write_csv(tmp_path / "gaps.csv", [*rows(), *gaps])
     with caplog.at_level(logging.WARNING, logger="brum.data"):
         data = load_dataset(spec(path=path))
     assert sum(len(s) for s in data.splits.values()) == 18
-    assert "dropped 2 empty or whitespace-only texts" in caplog.text
-    assert "2 empty texts dropped" in data.splits_made["train"]
-    with pytest.raises(DatasetError, match=r"gaps\.csv: row 19 has an empty text in column"):
-        load_dataset(spec(path=path, empty_texts="refuse"))
-
-
-def test_rows_with_no_label_are_dropped_and_counted_or_refused(tmp_path, caplog):
-    pairs = [*rows(), ("hello there", ""), ("thanks a lot", "  ")]
-    path = write_csv(tmp_path / "holes.csv", pairs)
-    with caplog.at_level(logging.WARNING, logger="brum.data"):
-        data = load_dataset(spec(path=path))
-    assert sum(len(s) for s in data.splits.values()) == 18
-    assert "dropped 2 rows with no label in column 'intent' (rows 19, 20)" in caplog.text
-    assert "had spaces around them" not in caplog.text
-    assert "2 rows with no label dropped" in data.splits_made["train"]
-    with pytest.raises(DatasetError, match=r"holes\.csv: row 19 has no label in column 'intent'"):
-        load_dataset(spec(path=path, missing_labels="refuse"))
+    assert warning in caplog.text and "had spaces around them" not in caplog.text
+    assert made in data.splits_made["train"]
+    with pytest.raises(DatasetError, match=error):
+        load_dataset(spec(path=path, **{setting: "refuse"}))
 
 
 def test_labels_too_rare_to_carve_are_all_named_or_dropped_everywhere(tmp_path, caplog):
