@@ -171,10 +171,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         nargs="?",
         type=Path,
         metavar="DATA",
-        help="one data file (CSV, TSV, JSON Lines, Parquet; .gz, .bz2, .xz too), a folder of files "
-        "named after their splits (train.csv, test.csv) or a save_to_disk folder",
+        help="one data file (CSV, TSV, JSON Lines, Parquet; .gz, .bz2, .xz too; an Excel .xlsx), "
+        "a folder of files named after their splits (train.csv, test.csv) or a save_to_disk folder",
     )
-    data.add_argument("--train", type=Path, help="training file (CSV, TSV, JSON Lines, Parquet)")
+    data.add_argument(
+        "--train", type=Path, help="training file (CSV, TSV, JSON Lines, Parquet, .xlsx)"
+    )
     data.add_argument("--validation", type=Path, help="validation file (else carved from train)")
     data.add_argument("--test", type=Path, help="test file (else carved)")
     data.add_argument("--path", type=Path, help="as DATA")

@@ -67,7 +67,7 @@ class DatasetSpec(_Strict):
     validation: Path | None = None
     test: Path | None = None
     hub_id: str | None = None
-    format: Literal["csv", "tsv", "json", "parquet"] | None = Field(
+    format: Literal["csv", "tsv", "json", "parquet", "excel"] | None = Field(
         None, description="of the files; by default from their suffix (.jsonl is json)"
     )
     delimiter: str | None = Field(None, description="of CSV files; sniffed by default")

@@ -754,3 +754,29 @@ def test_init_refuses_a_teacher_run_could_not_find_or_whose_labels_differ(
     assert (
         main(["init", str(path), "--teacher", str(tuned), "--fine-tuned", "-o", str(recipe)]) == 0
     )
+
+
+def test_an_excel_workbook_is_read_from_its_first_sheet(tmp_path, caplog):
+    import pandas
+
+    texts = [text for text, _ in rows()]
+    labels = [["greet", "bye", "thanks"].index(label) for _, label in rows()]
+    sheet = pandas.DataFrame({"Anfrage": texts, "Klasse": labels})
+    sheet.loc[0, "Anfrage"] = 12345  # a number in a text column is text
+    sheet.loc[1, "Anfrage"] = None  # an empty cell is an empty text
+    path = tmp_path / "Intents.xlsx"
+    sheet.to_excel(path, index=False)
+    names = ["greet", "bye", "thanks"]
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        data = load_dataset(DatasetSpec(path=path, label_names=names))
+    assert data.columns == ("Anfrage", "Klasse") and data.labels == tuple(names)
+    assert "dropped 1 empty or whitespace-only texts" in caplog.text
+    texts_read = {t for s in data.splits.values() for t in s.texts}
+    assert "12345" in texts_read and len(texts_read) == 17
+    headless = tmp_path / "bare.xlsx"
+    sheet.iloc[2:].to_excel(headless, index=False, header=False)
+    data = load_dataset(DatasetSpec(path=headless, header=False, label_names=names))
+    assert data.columns == ("column_1", "column_2")
+    (tmp_path / "fake.xlsx").write_text("not a workbook")
+    with pytest.raises(DatasetError, match=r"fake\.xlsx: cannot be read as an Excel workbook"):
+        load_dataset(DatasetSpec(path=tmp_path / "fake.xlsx"))

@@ -1,8 +1,9 @@
 """Data files: CSV or TSV (delimiter given or sniffed, column names given or not), JSON Lines,
-Parquet, each optionally compressed (.gz, .bz2, .xz) — one per split (``train``, optional
-``validation`` and ``test``), one for all (``path``), or a folder (``path``) whose files are named
-after their splits as on the Hugging Face Hub (``train.csv``, ``data/test-00000-of-00001.parquet``),
-read by the ``datasets`` library's own builders."""
+Parquet, each optionally compressed (.gz, .bz2, .xz), or an Excel workbook — one per split
+(``train``, optional ``validation`` and ``test``), one for all (``path``), or a folder (``path``)
+whose files are named after their splits as on the Hugging Face Hub (``train.csv``,
+``data/test-00000-of-00001.parquet``), read by the ``datasets`` library's own builders (an Excel
+workbook by pandas)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ logger = logging.getLogger("brum.data")
 NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "json"}
-SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES |= {".ndjson": "json", ".parquet": "parquet", ".pq": "parquet", ".xlsx": "excel"}
 # "text": one text per line, in a column named "text": unlabelled texts only, as a ".txt" file.
 BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet", "text": "text"}
 # The builders decompress these themselves; brum opens them only to sniff a CSV's first rows.
@@ -66,7 +67,7 @@ def split_files(folder: Path) -> dict[str, Path]:
         found = DataFilesDict()
     paths: dict[str, Path] = {}
     for split, files in found.items():
-        data = [Path(file) for file in files if data_format(Path(file)) in BUILDERS]
+        data = [Path(file) for file in files if data_format(Path(file)) is not None]
         if len(data) > 1:
             raise DatasetError(
                 f"{folder}: {len(data)} files for the {split} split "
@@ -105,8 +106,10 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
     if kind is None:
         raise DatasetError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
-            f"set dataset.format to one of {sorted(set(BUILDERS) - {'text'})}"
+            f"set dataset.format to one of {sorted(set(SUFFIXES.values()))}"
         )
+    if kind == "excel":
+        return read_spreadsheet(path, spec)
     options: dict[str, object] = {}
     if kind in {"csv", "tsv"}:
         delimiter = _delimiter(path, kind, spec)
@@ -130,6 +133,33 @@ def read_file(path: Path, spec: DatasetSpec, kind: str | None = None) -> dataset
         if isinstance(cause, UnicodeDecodeError):
             hint = f" (not {spec.encoding}: give --encoding or dataset.encoding, e.g. latin-1)"
         raise DatasetError(f"{path}: cannot be read as {kind}: {cause}{hint}") from exc
+
+
+def read_spreadsheet(path: Path, spec: DatasetSpec) -> datasets.Dataset:
+    """An Excel workbook's first sheet, its first row the column names unless
+    ``dataset.header`` is false, through pandas and openpyxl (no ``datasets`` builder reads
+    one). Empty cells are missing; "NA" is text, as in CSV files."""
+    import pandas
+
+    try:
+        frame = pandas.read_excel(
+            path,
+            header=None if spec.header is False else 0,
+            keep_default_na=False,
+            na_values=[""],
+        )
+    except Exception as exc:  # openpyxl's errors for a file that is no workbook, and others
+        raise DatasetError(f"{path}: cannot be read as an Excel workbook: {exc}") from exc
+    if frame.empty:
+        raise DatasetError(f"{path}: no rows in its first sheet")
+    frame.columns = (
+        unnamed_columns(frame.shape[1]) if spec.header is False else [str(c) for c in frame]
+    )
+    # A column of text and numbers mixed: every value as text, as a CSV reader would give it.
+    for column in frame.columns:
+        if pandas.api.types.is_object_dtype(frame[column]):
+            frame[column] = [None if pandas.isna(v) else str(v) for v in frame[column]]
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
