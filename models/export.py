@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -59,16 +62,36 @@ def optimize_graph(model: Path, output: Path, config_path: Path) -> Path:
     return output
 
 
+class _WithoutPreProcessingAdvice(logging.Filter):
+    """The quantizer advises its pre-processing (shape inference, its own optimizer pass) on every
+    graph that lacks its metadata, through the root logger. brum quantizes graphs its own
+    optimizer stage fused and checks int8 against fp32 after, so the advice is noise to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    root, advice = logging.getLogger(), _WithoutPreProcessingAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def quantize_int8(model: Path, output: Path, per_channel: bool = False) -> Path:
     """Dynamic int8: weights stored as int8, activations quantized on the fly per batch."""
-    quantize_dynamic(
-        model,
-        output,
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        # Needed on graphs fused by the transformer optimizer, whose outputs lack type info.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _quiet_quantizer():
+        quantize_dynamic(
+            model,
+            output,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            # Needed on graphs fused by the transformer optimizer, whose outputs lack type info.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return output
 
 
@@ -135,16 +158,17 @@ def quantize_static_int8(
 
     graph = onnx.load(str(model), load_external_data=False).graph
     input_names = [i.name for i in graph.input]
-    quantize_static(
-        model,
-        output,
-        _TextCalibration(tokenizer_path, texts, max_length, input_names),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        calibrate_method=CalibrationMethod.MinMax,
-        op_types_to_quantize=STATIC_OP_TYPES,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _quiet_quantizer():
+        quantize_static(
+            model,
+            output,
+            _TextCalibration(tokenizer_path, texts, max_length, input_names),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=STATIC_OP_TYPES,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return output
