@@ -56,13 +56,16 @@ def placed(chosen: Plan, lone_ms: dict[int, float]) -> Placement:
     return Placement(chosen, "calibrated", 32, cost, measured)
 
 
-def test_lone_texts_get_the_fastest_session_clearly_faster_than_the_plans_own():
+def test_lone_texts_get_the_fastest_wider_session_not_clearly_slower_than_the_plans_own():
     # 4 threads answer one text fastest; 16 spend more waking their pool than they compute.
     lone = {1: 2.0, 2: 1.2, 4: 0.8, 8: 0.9, 16: 1.3}
     assert placed(Plan(1, 16), lone).lone_threads == 4
     assert placed(Plan(4, 4), lone).lone_threads == 4  # its own session: nothing faster
-    # Not 10% faster than the plan's own: its own.
-    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 0.95}).lone_threads == 2
+    # More than 10% slower than the plan's own: its own.
+    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 1.15, 8: 1.3}).lone_threads == 2
+    # Level within calibration's noise, as both cores of a 2-core Xeon on a lone L3 text: the
+    # wider, which serves sooner than the back-to-back runs of calibration show.
+    assert placed(Plan(1, 2), {1: 1.0, 2: 1.04}).lone_threads == 2
     # Fewer threads are never taken for lone texts: they would leave cores idle.
     assert placed(Plan(8, 2), {1: 0.5, 8: 1.0}).lone_threads == 8
     # A configured plan measured alone.
