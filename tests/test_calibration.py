@@ -61,11 +61,13 @@ def test_lone_texts_get_the_fastest_wider_session_not_clearly_slower_than_the_pl
     lone = {1: 2.0, 2: 1.2, 4: 0.8, 8: 0.9, 16: 1.3}
     assert placed(Plan(1, 16), lone).lone_threads == 4
     assert placed(Plan(4, 4), lone).lone_threads == 4  # its own session: nothing faster
-    # More than 10% slower than the plan's own: its own.
-    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 1.15, 8: 1.3}).lone_threads == 2
-    # Level within calibration's noise, as both cores of a 2-core Xeon on a lone L3 text: the
-    # wider, which serves sooner than the back-to-back runs of calibration show.
-    assert placed(Plan(1, 2), {1: 1.0, 2: 1.04}).lone_threads == 2
+    # Against several threads of its own, a wider session must be faster.
+    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 1.05}).lone_threads == 2
+    # Against one thread, one measured up to 25% slower: calibration's back-to-back runs miss
+    # what serving costs a lone text on the loop's own core (both cores of a 2-core Xeon were
+    # measured at 0.84-1.12 of one core's time, and served sooner).
+    assert placed(Plan(1, 2), {1: 1.0, 2: 1.14}).lone_threads == 2
+    assert placed(Plan(1, 2), {1: 1.0, 2: 1.3}).lone_threads == 1
     # Fewer threads are never taken for lone texts: they would leave cores idle.
     assert placed(Plan(8, 2), {1: 0.5, 8: 1.0}).lone_threads == 8
     # A configured plan measured alone.

@@ -21,11 +21,14 @@ from app.settings import Settings
 
 logger = logging.getLogger("brum.placement")
 
-# A session with more threads serves lone texts unless calibration measured it this much slower.
-# Calibration times runs back to back; served, the event loop's work between two lone runs evicts
-# the caches of the core it shares with the run, and a session on both cores of a 2-core Xeon
-# answered 3-4% sooner even where calibration had measured it 4% slower (BENCHMARKS.md).
-WIDE_LONE_SLOWER = 1.1
+# A one-thread session runs a lone text wholly on the event loop's core, whose caches the loop's
+# own work evicts between two requests; calibration times runs back to back and does not see it.
+# Served, a session on both cores of a 2-core Xeon answered 3-4% sooner even where calibration
+# had measured it 4% slower, and its calibrated ratio to one thread varies between starts by more
+# than 10% (BENCHMARKS.md, 2026-12-06). So a wider session replaces a one-thread session for lone
+# texts unless calibration measured it this much slower; a wider session replaces a session of
+# several threads only if measured faster.
+WIDE_LONE_SLOWER = 1.25
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,15 @@ class Placement:
 
     @property
     def lone_threads(self) -> int:
-        """Threads of the session lone texts run on, inline: the fastest of the sessions with
-        more threads than the plan's own that calibration did not find clearly slower for one
-        text; the plan's own if there is none. At one connection the other cores are idle."""
+        """Threads of the session lone texts run on, inline: the fastest for one text of the
+        sessions with more threads than the plan's own that WIDE_LONE_SLOWER admits; the plan's
+        own if there is none. At one connection the other cores are idle."""
         narrow = self.plan.threads
         lone = {m.plan.threads: m.lone_seconds for m in self.measurements}
         if narrow not in lone:
             return narrow
-        wider = [t for t in lone if t > narrow and lone[t] <= lone[narrow] * WIDE_LONE_SLOWER]
+        slowest = lone[narrow] * (WIDE_LONE_SLOWER if narrow == 1 else 1.0)
+        wider = [t for t in lone if t > narrow and lone[t] < slowest]
         return min(wider, key=lone.__getitem__, default=narrow)
 
 
