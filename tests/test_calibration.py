@@ -61,8 +61,9 @@ def test_lone_texts_get_the_fastest_wider_session_not_clearly_slower_than_the_pl
     lone = {1: 2.0, 2: 1.2, 4: 0.8, 8: 0.9, 16: 1.3}
     assert placed(Plan(1, 16), lone).lone_threads == 4
     assert placed(Plan(4, 4), lone).lone_threads == 4  # its own session: nothing faster
-    # Against several threads of its own, a wider session must be faster.
-    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 1.05}).lone_threads == 2
+    # Against several threads of its own, a wider session must be 10% faster.
+    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 0.95}).lone_threads == 2
+    assert placed(Plan(2, 8), {1: 2.0, 2: 1.0, 4: 0.85}).lone_threads == 4
     # Against one thread, one measured up to 25% slower: calibration's back-to-back runs miss
     # what serving costs a lone text on the loop's own core (both cores of a 2-core Xeon were
     # measured at 0.84-1.12 of one core's time, and served sooner).

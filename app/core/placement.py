@@ -21,13 +21,15 @@ from app.settings import Settings
 
 logger = logging.getLogger("brum.placement")
 
+# Against a session of several threads, a wider one serves lone texts only if calibration saw it
+# answer one this much faster: less is within its noise, not worth another session's memory.
+WIDE_LONE_GAIN = 0.9
 # A one-thread session runs a lone text wholly on the event loop's core, whose caches the loop's
 # own work evicts between two requests; calibration times runs back to back and does not see it.
 # Served, a session on both cores of a 2-core Xeon answered 3-4% sooner even where calibration
 # had measured it 4% slower, and its calibrated ratio to one thread varies between starts by more
-# than 10% (BENCHMARKS.md, 2026-12-06). So a wider session replaces a one-thread session for lone
-# texts unless calibration measured it this much slower; a wider session replaces a session of
-# several threads only if measured faster.
+# than 10% (BENCHMARKS.md, 2026-12-06). So against a one-thread session, a wider one serves lone
+# texts unless calibration measured it this much slower.
 WIDE_LONE_SLOWER = 1.25
 
 
@@ -42,13 +44,13 @@ class Placement:
     @property
     def lone_threads(self) -> int:
         """Threads of the session lone texts run on, inline: the fastest for one text of the
-        sessions with more threads than the plan's own that WIDE_LONE_SLOWER admits; the plan's
-        own if there is none. At one connection the other cores are idle."""
+        sessions with more threads than the plan's own that WIDE_LONE_GAIN or WIDE_LONE_SLOWER
+        admits; the plan's own if there is none. At one connection the other cores are idle."""
         narrow = self.plan.threads
         lone = {m.plan.threads: m.lone_seconds for m in self.measurements}
         if narrow not in lone:
             return narrow
-        slowest = lone[narrow] * (WIDE_LONE_SLOWER if narrow == 1 else 1.0)
+        slowest = lone[narrow] * (WIDE_LONE_SLOWER if narrow == 1 else WIDE_LONE_GAIN)
         wider = [t for t in lone if t > narrow and lone[t] < slowest]
         return min(wider, key=lone.__getitem__, default=narrow)
 
