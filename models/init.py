@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from pydantic import ValidationError
+from tokenizers import Tokenizer
 
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec, Recipe, check_distinct
@@ -30,6 +32,8 @@ from models.sources import load_dataset
 from models.workload import Sizes, run_work, seconds, split_sizes, teacher_scale_of
 
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
+
+logger = logging.getLogger("brum.data")
 
 
 def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
@@ -114,19 +118,54 @@ BUDGET_HOURS = 3.0
 MIN_TRAIN = 1_000
 VALIDATION_TEXTS = 1_000
 TEST_TEXTS = 2_000
+# With all-MiniLM-L6-v2's vocabulary, English intents take 1.08 (CLINC150) and 1.19 (BANKING77)
+# pieces a word, none unknown; German, French and Spanish banking requests 2.0-2.2, Russian
+# 4.5, and three pieces in four of Chinese ones are [UNK] (BENCHMARKS.md, 2026-12-06).
+FOREIGN_PIECES_PER_WORD = 1.8
+FOREIGN_UNKNOWN_SHARE = 0.01
+LANGUAGE_SAMPLE = 5_000
 
 
-def piece_counts(texts: list[str], reference: str = STUDENT) -> np.ndarray:
-    """Each text's length in the student's sub-word pieces, [CLS] and [SEP] included: words
-    say little of it outside English (German 3.4 pieces a word, Chinese a piece a character)."""
-    from tokenizers import Tokenizer
-
+def student_tokenizer(reference: str = STUDENT) -> Tokenizer:
     from models.checkpoints import resolve
 
     tokenizer = Tokenizer.from_file(str(resolve(reference).path / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    return np.array([len(encoding.ids) for encoding in tokenizer.encode_batch(texts)])
+    return tokenizer
+
+
+def piece_counts(texts: list[str], reference: str = STUDENT) -> np.ndarray:
+    """Each text's length in the student's sub-word pieces, [CLS] and [SEP] included: words
+    say little of it outside English (German 3.4 pieces a word, Chinese a piece a character)."""
+    encodings = student_tokenizer(reference).encode_batch(texts)
+    return np.array([len(encoding.ids) for encoding in encodings])
+
+
+def language_misfit(texts: list[str], reference: str = STUDENT) -> str | None:
+    """Why the default student's English vocabulary fits ``texts`` as it fits no English
+    data, or None: many pieces a word (a language of Latin or Cyrillic script) or many
+    unknown pieces (a script it lacks). Measured on an even sample of LANGUAGE_SAMPLE texts."""
+    sample = texts[:: max(1, len(texts) // LANGUAGE_SAMPLE)]
+    tokenizer = student_tokenizer(reference)
+    encodings = tokenizer.encode_batch(sample, add_special_tokens=False)
+    pieces = sum(len(encoding.ids) for encoding in encodings)
+    words = sum(len(text.split()) for text in sample)
+    if not pieces or not words:
+        return None
+    unknown_id = tokenizer.token_to_id("[UNK]")
+    unknown = sum(encoding.ids.count(unknown_id) for encoding in encodings) / pieces
+    per_word = pieces / words
+    if per_word < FOREIGN_PIECES_PER_WORD and unknown < FOREIGN_UNKNOWN_SHARE:
+        return None
+    unknown_part = f", {unknown:.0%} of them unknown" if unknown >= FOREIGN_UNKNOWN_SHARE else ""
+    return (
+        f"the students' English vocabulary ({reference}) splits these texts into "
+        f"{per_word:.2f} pieces a word{unknown_part} (English intents: CLINC150 1.08, BANKING77 "
+        "1.19, none unknown): they look like another language. The default teacher and "
+        "students were pretrained on English text, so expect less accuracy than on English "
+        "data; a teacher pretrained on this language (--teacher) fits at least the teacher's part"
+    )
 
 
 def max_length_for(pieces: np.ndarray) -> int:
@@ -337,6 +376,9 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     spec = dataset_spec(args)
     data = load_dataset(spec)
     check_teacher(args.teacher, args.fine_tuned, data.labels)
+    misfit = language_misfit(data.splits["train"].texts)
+    if misfit:
+        logger.warning("%s: %s", data.name, misfit)
     name = args.name or "".join(c if c.isalnum() else "-" for c in data.name.lower()).strip("-")
     recipe, took, whole = fitted_recipe(data, spec, name, args)
     output = args.output or Path("recipes") / f"{name}.yaml"
@@ -367,6 +409,7 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
         f"{sizes}.\n# Splits: "
         + "; ".join(f"{split}: {how}" for split, how in data.splits_made.items())
         + f"\n# {timing}."
+        + (f"\n# Note: {misfit}." if misfit else "")
         + f"\n# Next: python -m models run {output}\n"
     )
     output.write_text(header + yaml.dump(recipe, Dumper=_NoAliases, sort_keys=False, width=100))

@@ -780,3 +780,37 @@ def test_an_excel_workbook_is_read_from_its_first_sheet(tmp_path, caplog):
     (tmp_path / "fake.xlsx").write_text("not a workbook")
     with pytest.raises(DatasetError, match=r"fake\.xlsx: cannot be read as an Excel workbook"):
         load_dataset(DatasetSpec(path=tmp_path / "fake.xlsx"))
+
+
+GERMAN = {
+    "sperren": ["Meine Karte wurde gestohlen bitte sperren", "Karte verloren sofort sperren"],
+    "kontostand": ["Wie hoch ist mein aktueller Kontostand?", "Zeigen Sie mir mein Guthaben"],
+    "ueberweisung": ["Warum wurde meine Überweisung abgelehnt?", "Überweisung ins Ausland"],
+}
+CHINESE = {
+    "freeze": ["我的卡被偷了请冻结", "请冻结我的银行卡"],
+    "balance": ["我的账户余额是多少", "查询余额"],
+    "transfer": ["为什么我的转账被拒绝了", "我想转账到国外"],
+}
+
+
+@pytest.mark.parametrize(
+    ("intents", "warned"),
+    [
+        (INTENTS, None),
+        (GERMAN, r"2\.\d\d pieces a word \("),
+        (CHINESE, r"[1-9]\d% of them unknown"),
+    ],
+)
+def test_init_says_when_the_texts_are_not_english(tmp_path, caplog, intents, warned):
+    pairs = [(text, label) for text, label in rows(intents) for _ in range(3)]
+    data = write_csv(tmp_path / "intents.csv", pairs)
+    recipe = tmp_path / "recipe.yaml"
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        assert main(["init", str(data), "-o", str(recipe)]) == 0
+    header = "".join(line for line in recipe.read_text().splitlines() if line.startswith("#"))
+    if warned is None:
+        assert "another language" not in caplog.text and "another language" not in header
+    else:
+        assert re.search(warned, caplog.text) and "they look like another language" in caplog.text
+        assert re.search(warned, header)
