@@ -27,6 +27,7 @@ def run_recipe(
 ) -> Path:
     from models.benchmark import main as benchmark
     from models.pipeline import build_students, build_teacher_variant
+    from models.preflight import check_recipe
     from models.ship import ship
     from models.teacher import teacher_dir, train_teacher
 
@@ -39,6 +40,7 @@ def run_recipe(
     teacher = teacher_scale_of(recipe.teacher.base)
     work = run_work(recipe, split_sizes(data), students, teacher, len(data.unlabelled))
     made = made_before(recipe, teacher_dir(recipe, runs), built, output, work)
+    check_recipe(recipe, path, made)
     started = time.perf_counter()
     # Work, not stages, fills the bar, and only what runs now sets the pace (smoothing 0 with
     # ``initial``: what is left / what was done since the start), so a resumed run estimates well.
