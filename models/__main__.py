@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    from models.init import BUDGET_HOURS
+    from models.init import BUDGET_HOURS, STUDENT
 
     def command(name: str, func: Command, help: str, **kwargs) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help, **kwargs)
@@ -224,6 +224,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--fine-tuned",
         action="store_true",
         help="the teacher is already fine-tuned on these labels",
+    )
+    p.add_argument(
+        "--student",
+        default=STUDENT,
+        help="the students' starting checkpoint, a BERT encoder (local folder, pinned or hub id); "
+        "the shallow student keeps every other layer",
     )
     p.add_argument(
         "--hours",

@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,65 @@ from models.workload import Sizes, run_work, seconds, split_sizes, teacher_scale
 STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
 
 logger = logging.getLogger("brum.data")
+
+
+@dataclass(frozen=True)
+class StudentBase:
+    """The checkpoint every student starts from, as ``init`` names and sizes the students."""
+
+    reference: str
+    stem: str  # in the full-depth students' names
+    layers: int
+    wordpiece: bool  # only a WordPiece vocabulary can be pruned (models/vocab.py)
+
+    @property
+    def shallow_layers(self) -> list[int]:
+        """Every other layer: MiniLM-L3 from L6, as DistilBERT was cut from BERT."""
+        return list(range(0, self.layers, 2))
+
+    @property
+    def shallow_stem(self) -> str:
+        if self.reference == STUDENT:
+            return "minilm-l3"
+        return f"{self.stem}-l{len(self.shallow_layers)}"
+
+
+DEFAULT_STUDENT = StudentBase(STUDENT, "minilm-l6", 6, wordpiece=True)
+# Students are cut to a subset of layers and pruned by head and neuron as BERT encoders
+# (models/student.py, models/prune.py): MiniLM, TinyBERT, BERT-mini/small, multilingual BERT
+# and MiniLM all are.
+STUDENT_MODEL_TYPES = ("bert",)
+
+
+def student_base(reference: str) -> StudentBase:
+    """``reference`` checked and, where it is not the default, fetched: its config says how
+    deep it is, and its tokenizer whether its vocabulary can be pruned."""
+    if reference == STUDENT:
+        return DEFAULT_STUDENT
+    from models.checkpoints import resolve, unfindable
+
+    why = unfindable(reference)
+    if why:
+        raise DatasetError(f"--student {reference}: {why}")
+    folder = resolve(reference).path
+    config = json.loads((folder / "config.json").read_text())
+    model_type = config.get("model_type")
+    if model_type not in STUDENT_MODEL_TYPES:
+        raise DatasetError(
+            f"--student {reference}: a {model_type} checkpoint; students are cut and pruned as "
+            f"BERT encoders (model_type {', '.join(STUDENT_MODEL_TYPES)}: MiniLM, TinyBERT, "
+            "BERT-mini or -small, multilingual BERT or MiniLM)"
+        )
+    tokenizer = folder / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise DatasetError(
+            f"--student {reference}: no tokenizer.json in {folder}; save the fast tokenizer "
+            "there first (transformers: AutoTokenizer.from_pretrained(folder).save_pretrained"
+            "(folder))"
+        )
+    stem = re.sub(r"[^a-z0-9.]+", "-", Path(reference).name.lower()).strip("-.")[:40] or "student"
+    kind = json.loads(tokenizer.read_text())["model"]["type"]
+    return StudentBase(reference, stem, config["num_hidden_layers"], kind == "WordPiece")
 
 
 def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
@@ -182,6 +243,7 @@ def recipe_for(
     sizes: Sizes | None = None,
     transfer_texts: int = TRANSFER_TEXTS,
     unlabelled: int | None = None,
+    student: StudentBase = DEFAULT_STUDENT,
 ) -> dict:
     """The recipe for ``data``, its texts cut at ``max_length`` pieces, sized for splits of
     ``sizes`` (default: the data's own; smaller ones are written as the dataset's
@@ -194,7 +256,11 @@ def recipe_for(
     # No loss on validation: a split of ~1,000 texts cannot see the 0.1-0.3 points a smaller
     # vocabulary cost on BANKING77's test split, and int8 embeddings cost only 384 bytes a piece
     # for MiniLM (BENCHMARKS.md, issue 14).
-    vocabulary = {"general": [0, 3000, 8000, 15000], "tolerance": 0.0}
+    vocabulary = (
+        {"vocabulary": {"general": [0, 3000, 8000, 15000], "tolerance": 0.0}}
+        if student.wordpiece
+        else {}
+    )
     # Dynamic int8 with a scale per output channel: as fast as one scale per tensor and 0.2 MB
     # larger, never less accurate in our runs, up to +0.45 point on BANKING77's test split and
     # +0.8 on CLINC150's (BENCHMARKS.md, issue 14).
@@ -213,48 +279,55 @@ def recipe_for(
     # too: the last BANKING77 stage went from 0.9286 to 0.9321 on the test split (BENCHMARKS.md).
     # Not where validation tunes an out-of-scope threshold.
     refit = {"refit": True} if data.oos_label is None else {}
+    deep, shallow = f"{name}-{student.stem}", f"{name}-{student.shallow_stem}"
     students = [
         {
-            "name": f"{name}-minilm-l6-int8",
-            "base": STUDENT,
+            "name": f"{deep}-int8",
+            "base": student.reference,
             "distill": {"epochs": teacher_epochs, "learning_rate": 1e-4, **distill},
-            "vocabulary": vocabulary,
+            **vocabulary,
             **quantization,
         },
         # More distillation on perturbed utterances only the teacher labels: on CLINC150 it took
         # the int8 L6 student from 0.915 to 0.920 on the test split (models/augment.py).
         {
-            "name": f"{name}-minilm-l6-augmented-int8",
-            "start_from": f"{name}-minilm-l6-int8",
+            "name": f"{deep}-augmented-int8",
+            "start_from": f"{deep}-int8",
             "transfer": transfer_for(sizes["train"], transfer_texts),
             "distill": {"epochs": 3, "learning_rate": 5e-5, **distill},
-            "vocabulary": vocabulary,
-            **refit,
-            **quantization,
-            "ship": True,
-        },
-        {
-            "name": f"{name}-minilm-l3-int8",
-            "base": STUDENT,
-            "layers": [0, 2, 4],
-            "distill": {"epochs": teacher_epochs, "learning_rate": 2e-4, **distill},
-            "vocabulary": vocabulary,
-            **quantization,
-        },
-        {
-            "name": f"{name}-minilm-l6-augmented-pruned-int8",
-            "start_from": f"{name}-minilm-l6-augmented-int8",
-            "prune": {
-                "heads": 0.25,
-                "neurons": 0.5,
-                "recover": {"epochs": 2, "learning_rate": 5e-5, **distill},
-            },
-            "vocabulary": vocabulary,
+            **vocabulary,
             **refit,
             **quantization,
             "ship": True,
         },
     ]
+    if student.layers > 1:
+        students.append(
+            {
+                "name": f"{shallow}-int8",
+                "base": student.reference,
+                "layers": student.shallow_layers,
+                "distill": {"epochs": teacher_epochs, "learning_rate": 2e-4, **distill},
+                **vocabulary,
+                **quantization,
+            }
+        )
+    students.append(
+        {
+            "name": f"{deep}-augmented-pruned-int8",
+            "start_from": f"{deep}-augmented-int8",
+            "prune": {
+                "heads": 0.25,
+                "neurons": 0.5,
+                "recover": {"epochs": 2, "learning_rate": 5e-5, **distill},
+            },
+            **vocabulary,
+            **refit,
+            **quantization,
+            "ship": True,
+        }
+    )
+    shipped = [s["name"] for s in students if s.get("ship")]
     recipe = {
         "name": name,
         "dataset": dataset,
@@ -273,11 +346,8 @@ def recipe_for(
         "experiment": {
             "name": f"{name}-compressed",
             "sticky_header": "X-User-ID",
-            "default": students[1]["name"],
-            "arms": [
-                {"variant": students[1]["name"], "weight": 1},
-                {"variant": students[3]["name"], "weight": 1},
-            ],
+            "default": shipped[0],
+            "arms": [{"variant": variant, "weight": 1} for variant in shipped],
         },
     }
     if data.oos_label is not None:
@@ -286,7 +356,11 @@ def recipe_for(
 
 
 def fitted_recipe(
-    data: TextClassificationData, spec: DatasetSpec, name: str, args
+    data: TextClassificationData,
+    spec: DatasetSpec,
+    name: str,
+    args,
+    student: StudentBase = DEFAULT_STUDENT,
 ) -> tuple[dict, float, float]:
     """(recipe, its estimated seconds, the default recipe's on all the data). Where the default
     would take longer than ``args.hours``: one perturbed text per training text instead of about
@@ -295,7 +369,7 @@ def fitted_recipe(
     as fit (sampled, with validation and test), each trained on for as many steps as the
     default would give them. Unlabelled texts are priced as perturbed ones: the lean recipes
     take at most as many of them as perturbed texts."""
-    pieces = piece_counts(data.splits["train"].texts)
+    pieces = piece_counts(data.splits["train"].texts, student.reference)
     max_length = max_length_for(pieces)
     trained_pieces = float(np.minimum(pieces, max_length).mean())
     teacher = teacher_scale_of(args.teacher)
@@ -303,7 +377,9 @@ def fitted_recipe(
     def estimate(
         sizes: Sizes, transfer: int = TRANSFER_TEXTS, unlabelled: int = len(data.unlabelled)
     ) -> tuple[dict, float]:
-        recipe = recipe_for(data, spec, name, args, max_length, sizes, transfer, unlabelled)
+        recipe = recipe_for(
+            data, spec, name, args, max_length, sizes, transfer, unlabelled, student
+        )
         validated = Recipe.model_validate(recipe)  # also what run will read
         work = run_work(validated, sizes, validated.students, teacher, unlabelled)
         return recipe, seconds(sum(work.values()), trained_pieces)
@@ -376,11 +452,13 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     spec = dataset_spec(args)
     data = load_dataset(spec)
     check_teacher(args.teacher, args.fine_tuned, data.labels)
-    misfit = language_misfit(data.splits["train"].texts)
+    student = student_base(args.student)
+    # Its thresholds are the default student's English vocabulary's.
+    misfit = language_misfit(data.splits["train"].texts) if student == DEFAULT_STUDENT else None
     if misfit:
         logger.warning("%s: %s", data.name, misfit)
     name = args.name or "".join(c if c.isalnum() else "-" for c in data.name.lower()).strip("-")
-    recipe, took, whole = fitted_recipe(data, spec, name, args)
+    recipe, took, whole = fitted_recipe(data, spec, name, args, student)
     output = args.output or Path("recipes") / f"{name}.yaml"
     output.parent.mkdir(parents=True, exist_ok=True)
     sizes = ", ".join(f"{split} {len(s):,}" for split, s in data.splits.items())

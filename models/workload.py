@@ -28,13 +28,15 @@ Time is taken to shrink in proportion to cores.
 
 The teacher's parts are priced for MPNet-base. Another teacher's scale by its compute per token,
 read from its config.json: layers x (4 h^2 + 2 h i), the attention projections and the
-feed-forward (a BERT-large teacher is 3.6 MPNets, a DistilRoBERTa 0.5).
+feed-forward (a BERT-large teacher is 3.6 MPNets, a DistilRoBERTa 0.5). Students are priced for
+MiniLM-L6, and another student base's layers by the same measure against a MiniLM-L6 layer's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from models.augment import AugmentSpec
@@ -57,6 +59,8 @@ FIXED_PIECES = 4.0
 MEASURED_CORES = 2
 # What the teacher's prices were measured on: MPNet-base, 12 layers of 768 with 3,072 in between.
 MPNET_BASE = {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072}
+# And the students': MiniLM-L6, 6 layers of 384 with 1,536 in between.
+MINILM_L6 = {"num_hidden_layers": 6, "hidden_size": 384, "intermediate_size": 1536}
 # The same three sizes under other families' names.
 CONFIG_NAMES = {
     "num_hidden_layers": ("num_hidden_layers", "n_layers", "num_layers"),
@@ -69,35 +73,69 @@ def split_sizes(data: TextClassificationData) -> Sizes:
     return {split: len(texts) for split, texts in data.splits.items()}
 
 
-def teacher_scale(config: dict) -> float:
-    """The teacher's compute per token against MPNet-base's, from its Hugging Face config; 1 where
-    the config does not say its sizes."""
+@dataclass(frozen=True)
+class StudentScale:
+    """A student base's layers, and one layer's compute per token against a MiniLM-L6 layer's."""
 
-    def per_token(sizes: dict) -> float:
-        hidden, inner = sizes["hidden_size"], sizes["intermediate_size"]
-        return sizes["num_hidden_layers"] * (4 * hidden**2 + 2 * hidden * inner)
+    per_layer: float = 1.0
+    layers: int = BASE_LAYERS
 
+
+def _sizes(config: dict) -> dict[str, int] | None:
     found = {}
     for size, names in CONFIG_NAMES.items():
         value = next((config[name] for name in names if isinstance(config.get(name), int)), None)
         if value is None:
-            return 1.0
+            return None
         found[size] = value
-    return per_token(found) / per_token(MPNET_BASE)
+    return found
 
 
-def teacher_scale_of(reference: str) -> float:
-    """``teacher_scale`` of a checkpoint on this machine: a local folder, or a pinned one already
-    fetched. Nothing is fetched for an estimate: 1 for any other."""
+def _per_token(sizes: dict[str, int]) -> float:
+    hidden, inner = sizes["hidden_size"], sizes["intermediate_size"]
+    return sizes["num_hidden_layers"] * (4 * hidden**2 + 2 * hidden * inner)
+
+
+def teacher_scale(config: dict) -> float:
+    """The teacher's compute per token against MPNet-base's, from its Hugging Face config; 1 where
+    the config does not say its sizes."""
+    sizes = _sizes(config)
+    return 1.0 if sizes is None else _per_token(sizes) / _per_token(MPNET_BASE)
+
+
+def student_scale(config: dict) -> StudentScale:
+    sizes = _sizes(config)
+    if sizes is None:
+        return StudentScale()
+    per_layer = _per_token(sizes) / sizes["num_hidden_layers"]
+    minilm_layer = _per_token(MINILM_L6) / MINILM_L6["num_hidden_layers"]
+    return StudentScale(per_layer / minilm_layer, sizes["num_hidden_layers"])
+
+
+def _local_config(reference: str) -> dict | None:
+    """A checkpoint's config on this machine: a local folder, or a pinned one already fetched.
+    Nothing is fetched for an estimate."""
     from models.checkpoints import pinned_folder
 
     for folder in (Path(reference).expanduser(), pinned_folder(reference)):
         if (folder / "config.json").is_file():
             try:
-                return teacher_scale(json.loads((folder / "config.json").read_text()))
+                return json.loads((folder / "config.json").read_text())
             except ValueError:
-                return 1.0
-    return 1.0
+                return None
+    return None
+
+
+def teacher_scale_of(reference: str) -> float:
+    """``teacher_scale`` of a checkpoint on this machine; 1 for any other."""
+    config = _local_config(reference)
+    return 1.0 if config is None else teacher_scale(config)
+
+
+def student_scale_of(reference: str) -> StudentScale:
+    """``student_scale`` of a checkpoint on this machine; MiniLM-L6's for any other."""
+    config = _local_config(reference)
+    return StudentScale() if config is None else student_scale(config)
 
 
 def teacher_work(recipe: Recipe, sizes: Sizes, scale: float = 1.0) -> float:
@@ -109,9 +147,14 @@ def teacher_work(recipe: Recipe, sizes: Sizes, scale: float = 1.0) -> float:
 
 
 def student_work(
-    spec: StudentSpec, sizes: Sizes, teacher: float = 1.0, unlabelled: int = 0
+    spec: StudentSpec,
+    sizes: Sizes,
+    teacher: float = 1.0,
+    unlabelled: int = 0,
+    base: StudentScale = StudentScale(),
 ) -> float:
-    """``unlabelled``: the dataset's unlabelled texts, which join every transfer set."""
+    """``unlabelled``: the dataset's unlabelled texts, which join every transfer set; ``base``:
+    the student's lineage's starting checkpoint."""
     splits = ["train", "validation"] if spec.refit else ["train"]
     examples = sum(sizes[split] for split in splits)
     transfer = sum(_transfer_texts(s, sizes[split]) for s in spec.transfer for split in splits)
@@ -121,8 +164,8 @@ def student_work(
         passes += _epochs(spec.distill)
     if spec.prune is not None:
         passes += _epochs(spec.prune.recover)
-    layers = len(spec.layers) / BASE_LAYERS if spec.layers else 1.0
-    per_example = FIXED_SHARE + (1 - FIXED_SHARE) * layers
+    layers = len(spec.layers) if spec.layers else base.layers
+    per_example = FIXED_SHARE + (1 - FIXED_SHARE) * base.per_layer * layers / BASE_LAYERS
     training = passes * (examples + transfer) * per_example
     return training + transfer * TEACHER_LABELLING * teacher + PACKAGING
 
@@ -137,8 +180,15 @@ def run_work(
     """Each stage of ``run`` (named as its bar names it) -> its share of the work; ``teacher``:
     the teacher's ``teacher_scale``; ``unlabelled``: the dataset's unlabelled texts."""
     work = {"teacher": teacher_work(recipe, sizes, teacher)}
+    bases: dict[str, str] = {}
+    for spec in recipe.students:
+        bases[spec.name] = spec.base if spec.base is not None else bases[str(spec.start_from)]
+    scales = {base: student_scale_of(base) for base in set(bases.values())}
     work |= {
-        f"student {spec.name}": student_work(spec, sizes, teacher, unlabelled) for spec in students
+        f"student {spec.name}": student_work(
+            spec, sizes, teacher, unlabelled, scales[bases[spec.name]]
+        )
+        for spec in students
     }
     checked = 2 * sizes["validation"] + sizes["test"]
     work["baseline"] = (TEACHER_PACKAGING + checked * TEACHER_CHECK_PER_TEXT) * teacher

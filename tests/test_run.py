@@ -20,7 +20,7 @@ from models.run import made_before
 from models.workload import run_work, split_sizes
 from tests.server import run_server
 from tests.test_pipeline import INTENTS, subset
-from tests.tiny import save_tiny_bert
+from tests.tiny import save_tiny_bert, save_tiny_unigram_bert
 
 pytestmark = pytest.mark.pipeline
 
@@ -145,3 +145,37 @@ def test_a_resumed_run_counts_the_stages_it_finds_made(made, clinc):
     assert found == set(work) - {"ship"}
     elsewhere = root / "elsewhere"
     assert not made_before(recipe, elsewhere, elsewhere, elsewhere, work)
+
+
+def test_a_student_with_a_sentencepiece_vocabulary_runs_to_a_served_repository(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    train = write_split(tmp_path / "train.csv", data, "train")
+    texts = clinc.splits["train"].texts
+    teacher = save_tiny_bert(tmp_path / "teacher", texts, hidden=64, layers=2)
+    student = save_tiny_unigram_bert(tmp_path / "Multilingual-Stand-In", texts)
+    recipe = tmp_path / "recipe.yaml"
+    argv = ["init", str(train), "--name", "uni", "--teacher", str(teacher)]
+    argv += ["--student", str(student), "--text-column", "utterance", "--label-column", "intent"]
+    assert main([*argv, "-o", str(recipe)]) == 0
+    written = yaml.safe_load(recipe.read_text())
+    assert not any("vocabulary" in s for s in written["students"])  # Unigram: kept whole
+    quick = {"max_steps": 10, "batch_size": 16, "max_length": 32}
+    written["teacher"]["finetune"].update(quick)
+    for spec in written["students"]:
+        if "distill" in spec:
+            spec["distill"].update(quick)
+        if "prune" in spec:
+            spec["prune"]["recover"].update(quick)
+    recipe.write_text(yaml.safe_dump(written, sort_keys=False))
+    repository = tmp_path / "served"
+    argv = ["run", str(recipe), "--runs", str(tmp_path / "runs"), "--repository", str(repository)]
+    assert main([*argv, "--shipped-only"]) == 0
+    shipped = {
+        "uni-multilingual-stand-in-augmented-int8",
+        "uni-multilingual-stand-in-augmented-pruned-int8",
+    }
+    assert {p.name for p in repository.iterdir() if p.is_dir()} == shipped
+    with run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
+        answer = httpx.post(server.url + "/v1/predict", json={"text": "what is the weather"})
+    assert answer.status_code == 200
+    assert answer.json()["predictions"][0]["label"] in INTENTS

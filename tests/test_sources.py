@@ -14,6 +14,8 @@ from pathlib import Path
 
 import datasets
 import pytest
+from tokenizers import Tokenizer, trainers
+from tokenizers.models import BPE
 
 from models.__main__ import main
 from models.data import DatasetError
@@ -21,6 +23,7 @@ from models.init import epochs_for
 from models.recipe import DatasetSpec, RecipeError, load_recipe
 from models.sources import load_dataset
 from models.sources.files import first_row_is_data
+from tests.tiny import save_tiny_bert
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
 
@@ -814,3 +817,51 @@ def test_init_says_when_the_texts_are_not_english(tmp_path, caplog, intents, war
     else:
         assert re.search(warned, caplog.text) and "they look like another language" in caplog.text
         assert re.search(warned, header)
+
+
+def student_texts() -> list[str]:
+    return [text for text, _ in rows()] * 3
+
+
+@pytest.mark.parametrize("tokenizer", ["WordPiece", "BPE"])
+def test_init_names_sizes_and_cuts_the_students_from_the_student_given(tmp_path, tokenizer):
+    student = save_tiny_bert(tmp_path / "My_Student-4L", student_texts(), layers=4)
+    if tokenizer == "BPE":  # as multilingual MiniLM's SentencePiece: no vocabulary pruning
+        bpe = Tokenizer(BPE(unk_token="[UNK]"))
+        bpe.train_from_iterator(student_texts(), trainers.BpeTrainer(special_tokens=["[UNK]"]))
+        bpe.save(str(student / "tokenizer.json"))
+    data = write_csv(tmp_path / "intents.csv", [*rows(), *rows()])
+    recipe_path = tmp_path / "recipe.yaml"
+    argv = ["init", str(data), "--name", "shop", "--student", str(student)]
+    assert main([*argv, "-o", str(recipe_path)]) == 0
+    recipe = load_recipe(recipe_path)
+    students = {s.name: s for s in recipe.students}
+    assert list(students) == [
+        "shop-my-student-4l-int8",
+        "shop-my-student-4l-augmented-int8",
+        "shop-my-student-4l-l2-int8",
+        "shop-my-student-4l-augmented-pruned-int8",
+    ]
+    assert students["shop-my-student-4l-l2-int8"].layers == [0, 2]
+    assert {s.base for s in recipe.students if s.base} == {str(student)}
+    pruned = [s.vocabulary is not None for s in recipe.students]
+    assert pruned == [tokenizer == "WordPiece"] * 4
+    assert [arm["variant"] for arm in recipe.experiment["arms"]] == [
+        "shop-my-student-4l-augmented-int8",
+        "shop-my-student-4l-augmented-pruned-int8",
+    ]
+
+
+def test_init_refuses_a_student_it_cannot_cut_or_find(tmp_path, capsys):
+    data = write_csv(tmp_path / "intents.csv", rows())
+    roberta = save_tiny_bert(tmp_path / "roberta", student_texts())
+    config = json.loads((roberta / "config.json").read_text())
+    (roberta / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    for student, message in [
+        (roberta, "a roberta checkpoint; students are cut and pruned as BERT encoders"),
+        (tmp_path / "nowhere", f"--student {tmp_path / 'nowhere'}: no folder"),
+    ]:
+        argv = ["init", str(data), "--student", str(student), "-o", str(tmp_path / "r.yaml")]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "r.yaml").exists()

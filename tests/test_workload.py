@@ -13,9 +13,11 @@ from models.data import from_examples
 from models.init import TRANSFER_TEXTS, recipe_for
 from models.recipe import DatasetSpec, Recipe
 from models.workload import (
+    StudentScale,
     run_work,
     seconds,
     split_sizes,
+    student_scale,
     student_work,
     teacher_scale,
     teacher_scale_of,
@@ -120,6 +122,30 @@ def test_another_teacher_is_priced_by_its_compute_per_token(tmp_path):
     assert augmented.transfer and not plain.transfer
     assert large[f"student {plain.name}"] == mpnet[f"student {plain.name}"]
     assert large[f"student {augmented.name}"] > mpnet[f"student {augmented.name}"]
+
+
+def test_another_student_base_is_priced_by_its_layers_compute(tmp_path):
+    bert_base = {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072}
+    assert student_scale(bert_base) == StudentScale(per_layer=4.0, layers=12)
+    assert student_scale({"model_type": "unknown"}) == StudentScale()  # priced as MiniLM-L6
+    folder = tmp_path / "bert-base"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(bert_base))
+    recipe, sizes = banking77_sized()
+    minilm = run_work(recipe, sizes, recipe.students)
+    edited = recipe.model_dump()
+    for student in edited["students"]:
+        if student["base"] is not None:
+            student["base"] = str(folder)
+            student["layers"] = [0, 2, 4, 6, 8, 10] if student["layers"] else None
+    bigger = Recipe.model_validate(edited)
+    larger = run_work(bigger, sizes, bigger.students)
+    # A BERT-base student's layers cost 4 MiniLM layers, and it has twice as many: 8 times, but
+    # for the share of a step that layers do not change; the teacher's work is the same.
+    assert larger["teacher"] == minilm["teacher"]
+    for spec in recipe.students:
+        ratio = larger[f"student {spec.name}"] / minilm[f"student {spec.name}"]
+        assert 3.0 < ratio < 8.0, (spec.name, ratio)
 
 
 def test_unlabelled_texts_add_work_to_the_students_with_transfer_sets_only():

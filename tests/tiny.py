@@ -114,3 +114,38 @@ def save_tiny_classifier(
     )
     fast.save_pretrained(directory)
     return directory
+
+
+def save_tiny_unigram_bert(directory: Path, texts: list[str], layers: int = 4) -> Path:
+    """A BERT encoder with a SentencePiece-style (Unigram) vocabulary and XLM-R's special
+    tokens, as multilingual MiniLM is: a student whose vocabulary cannot be pruned."""
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    names = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=names, unk_token="<unk>")
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    roles = ("bos", "pad", "eos", "unk", "mask")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        cls_token="<s>",
+        sep_token="</s>",
+        **{f"{role}_token": token for role, token in zip(roles, names, strict=True)},
+    )
+    fast.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=1,
+    )
+    BertModel(config).save_pretrained(directory)
+    return directory
