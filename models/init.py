@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,11 @@ class StudentBase:
 
 
 DEFAULT_STUDENT = StudentBase(STUDENT, "minilm-l6", 6, wordpiece=True)
+# A variant's name has at most 63 characters (app/core/card.py), a student's is the recipe's name,
+# the student base's and a stage's suffix: both are kept short enough to fit.
+NAME_LENGTH = 63
+STEM_LENGTH = 20
+LONGEST_SUFFIX = "-augmented-pruned-int8"
 # Students are cut to a subset of layers and pruned by head and neuron as BERT encoders
 # (models/student.py, models/prune.py): MiniLM, TinyBERT, BERT-mini/small, multilingual BERT
 # and MiniLM all are.
@@ -92,7 +98,8 @@ def student_base(reference: str) -> StudentBase:
             "there first (transformers: AutoTokenizer.from_pretrained(folder).save_pretrained"
             "(folder))"
         )
-    stem = re.sub(r"[^a-z0-9.]+", "-", Path(reference).name.lower()).strip("-.")[:40] or "student"
+    slug = re.sub(r"[^a-z0-9.]+", "-", Path(reference).name.lower())
+    stem = slug[:STEM_LENGTH].strip("-.") or "student"
     kind = json.loads(tokenizer.read_text())["model"]["type"]
     return StudentBase(reference, stem, config["num_hidden_layers"], kind == "WordPiece")
 
@@ -447,6 +454,29 @@ def check_teacher(reference: str, fine_tuned: bool, labels: tuple[str, ...]) -> 
         label_order(id2label, labels, config.parent)
 
 
+def recipe_name(given: str | None, data_name: str, student: StudentBase) -> str:
+    """``--name``, or one made from the data's name, short enough for every variant's name:
+    a long file name is cut, a long ``--name`` refused."""
+    room = NAME_LENGTH - max(
+        len(f"-{student.stem}{LONGEST_SUFFIX}"), len(f"-{student.shallow_stem}-int8")
+    )
+    if given is not None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", given):
+            raise DatasetError(
+                f"--name {given}: lower-case letters a-z, digits, '.', '_' and '-' only, "
+                "starting with a letter or digit"
+            )
+        if len(given) > room:
+            raise DatasetError(
+                f"--name {given}: at most {room} characters, so that the variants' names "
+                f"({given}-{student.stem}{LONGEST_SUFFIX}) keep within {NAME_LENGTH}"
+            )
+        return given
+    ascii_name = unicodedata.normalize("NFKD", data_name).encode("ascii", "ignore").decode()
+    made = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower())[:room].strip("-")
+    return made or "data"
+
+
 def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     """The recipe file written, and what it should take."""
     spec = dataset_spec(args)
@@ -457,7 +487,7 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     misfit = language_misfit(data.splits["train"].texts) if student == DEFAULT_STUDENT else None
     if misfit:
         logger.warning("%s: %s", data.name, misfit)
-    name = args.name or "".join(c if c.isalnum() else "-" for c in data.name.lower()).strip("-")
+    name = recipe_name(args.name, data.name, student)
     recipe, took, whole = fitted_recipe(data, spec, name, args, student)
     output = args.output or Path("recipes") / f"{name}.yaml"
     output.parent.mkdir(parents=True, exist_ok=True)

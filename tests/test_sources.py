@@ -865,3 +865,33 @@ def test_init_refuses_a_student_it_cannot_cut_or_find(tmp_path, capsys):
         assert main(argv) == 2
         assert message in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "r.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("file_name", "recipe_name"),
+    [
+        ("Anfragen_März.csv", "anfragen-marz"),
+        ("客户意图.csv", "data"),
+        # Cut so that its longest variant name keeps within 63 characters.
+        ("customer_support_intents_2024_export.csv", "customer-support-intents-2024-e"),
+    ],
+)
+def test_init_names_the_recipe_after_any_file_name(tmp_path, file_name, recipe_name):
+    data = write_csv(tmp_path / file_name, rows())
+    assert main(["init", str(data), "-o", str(tmp_path / "recipe.yaml")]) == 0
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    assert recipe.name == recipe_name
+    assert max(len(s.name) for s in recipe.students) <= 63
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("My Data", "lower-case letters a-z, digits"),
+        ("customer-support-intents-2024-v2", "at most 31 characters"),
+    ],
+)
+def test_init_refuses_a_name_its_variants_could_not_carry(tmp_path, capsys, name, message):
+    data = write_csv(tmp_path / "intents.csv", rows())
+    assert main(["init", str(data), "--name", name, "-o", str(tmp_path / "recipe.yaml")]) == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
