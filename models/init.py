@@ -232,7 +232,8 @@ def language_misfit(texts: list[str], reference: str = STUDENT) -> str | None:
         f"{per_word:.2f} pieces a word{unknown_part} (English intents: CLINC150 1.08, BANKING77 "
         "1.19, none unknown): they look like another language. The default teacher and "
         "students were pretrained on English text, so expect less accuracy than on English "
-        "data; a teacher pretrained on this language (--teacher) fits at least the teacher's part"
+        "data; a teacher (--teacher) and a student base (--student, a BERT encoder such as "
+        "multilingual BERT or MiniLM) pretrained on this language fit it better"
     )
 
 
