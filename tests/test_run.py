@@ -152,7 +152,7 @@ def test_a_student_with_a_sentencepiece_vocabulary_runs_to_a_served_repository(t
     train = write_split(tmp_path / "train.csv", data, "train")
     texts = clinc.splits["train"].texts
     teacher = save_tiny_bert(tmp_path / "teacher", texts, hidden=64, layers=2)
-    student = save_tiny_unigram_bert(tmp_path / "Multilingual-Stand-In", texts)
+    student = save_tiny_unigram_bert(tmp_path / "Multilingual-MiniLM", texts)
     recipe = tmp_path / "recipe.yaml"
     argv = ["init", str(train), "--name", "uni", "--teacher", str(teacher)]
     argv += ["--student", str(student), "--text-column", "utterance", "--label-column", "intent"]
@@ -171,8 +171,8 @@ def test_a_student_with_a_sentencepiece_vocabulary_runs_to_a_served_repository(t
     argv = ["run", str(recipe), "--runs", str(tmp_path / "runs"), "--repository", str(repository)]
     assert main([*argv, "--shipped-only"]) == 0
     shipped = {
-        "uni-multilingual-stand-in-augmented-int8",
-        "uni-multilingual-stand-in-augmented-pruned-int8",
+        "uni-multilingual-minilm-augmented-int8",
+        "uni-multilingual-minilm-augmented-pruned-int8",
     }
     assert {p.name for p in repository.iterdir() if p.is_dir()} == shipped
     with run_server(tmp_path, {"BRUM_MODEL_REPOSITORY": str(repository)}) as server:
