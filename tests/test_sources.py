@@ -895,3 +895,14 @@ def test_init_refuses_a_name_its_variants_could_not_carry(tmp_path, capsys, name
     data = write_csv(tmp_path / "intents.csv", rows())
     assert main(["init", str(data), "--name", name, "-o", str(tmp_path / "recipe.yaml")]) == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_column_named_twice_in_the_header_is_said(tmp_path, caplog):
+    path = tmp_path / "twice.csv"
+    lines = ["text,text,label"] + [f"{t},{t} again,{label}" for t, label in rows()]
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        data = load_dataset(DatasetSpec(path=path))
+    assert data.splits["train"].texts[0] in {t for t, _ in rows()}  # the first of the two
+    assert "the header names column 'text' 2 times" in caplog.text
+    assert "the others as ['text.1']" in caplog.text

@@ -5,6 +5,7 @@ what was chosen is logged and ``init`` writes it into the recipe, so a guess is 
 from __future__ import annotations
 
 import logging
+import re
 
 import datasets
 
@@ -50,6 +51,18 @@ def resolve_columns(table: datasets.Dataset, spec: DatasetSpec, where: str) -> t
             f"{where}: cannot tell which column holds the labels among {table.column_names}; "
             + HOW_TO_CHOOSE
         )
+    for column in (text, label):
+        twins = [c for c in table.column_names if re.fullmatch(re.escape(column) + r"\.\d+", c)]
+        if twins:  # pandas reads a repeated header name as name.1, name.2, ...
+            logger.warning(
+                "%s: the header names column %r %d times; the first is read as %r, the others "
+                "as %s",
+                where,
+                column,
+                len(twins) + 1,
+                column,
+                twins,
+            )
     # Columns called what a recipe assumes by default are no guess worth a warning.
     guessed = [
         role
