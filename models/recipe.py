@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.card import NAME_PATTERN
 from models.augment import AugmentSpec
 
 
@@ -186,7 +187,7 @@ class OosSpec(_Strict):
 
 
 class StudentSpec(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=NAME_PATTERN)
     base: str | None = None
     start_from: str | None = Field(None, description="another student, after its distillation")
     layers: list[int] | None = Field(None, description="keep these encoder layers (0-based)")

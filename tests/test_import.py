@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from app.core.card import CardError, read_card, verify_files, write_card
 from app.core.registry import load_variant
 from app.runtime.session import SessionConfig
+from models.__main__ import main
 from models.data import DatasetError
 from models.importing import import_variant
 from models.recipe import DatasetSpec
@@ -192,3 +193,13 @@ def test_placeholder_labels_are_named_from_a_file_or_warned_about(exported, tmp_
     assert card.labels == names and card.lineage[0].params["labels"] == "--label-names"
     with pytest.raises(DatasetError, match=r"2 label names for a model of 3 outputs"):
         import_variant(source, "short", repository, "none", workdir=workdir, label_names=names[:2])
+
+
+@pytest.mark.parametrize("name", ["My Model", "modèle", "x" * 64])
+def test_a_variant_name_the_card_would_refuse_is_refused_before_any_work(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exited:
+        main(["import", str(tmp_path / "nothing-read"), "--name", name])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("brum-build import: error: argument --name: ")
+    assert "lower-case letters a-z, digits" in error

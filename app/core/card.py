@@ -19,6 +19,11 @@ TOKENIZER_FILE = "tokenizer.json"
 SCHEMA_VERSION = 1
 
 
+# A variant's or an experiment's name: one path segment of /v1/models/{name}, and a Kubernetes
+# label value (at most 63 characters).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
 class CardError(ValueError):
     """A variant folder or its card is invalid."""
 
@@ -102,7 +107,7 @@ class OfflineMetrics(_Strict):
 
 class VariantCard(_Strict):
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=NAME_PATTERN)
     task: str = "text-classification"
     description: str = ""
     labels: list[str] = Field(min_length=2)

@@ -16,6 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.core.card import NAME_PATTERN
+
 EXPERIMENT_FILE = "experiment.yaml"
 
 
@@ -94,7 +96,7 @@ class Rollout(BaseModel):
 class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=NAME_PATTERN)
     arms: list[Arm] = Field(min_length=1)
     sticky_header: str = "X-User-ID"
     default: str | None = Field(None, description="variant for callers outside the experiment")
