@@ -122,6 +122,16 @@ def compare(args: argparse.Namespace) -> int:
     return 0 if reproduced and comparisons and not only_old else 1
 
 
+def positive_hours(value: str) -> float:
+    try:
+        hours = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value}: a number of hours") from None
+    if not hours > 0:
+        raise argparse.ArgumentTypeError(f"{value}: a time to fit the run in, more than 0 hours")
+    return hours
+
+
 VARIANT_NAME_HELP = "variant name (folder in the repository): a-z, 0-9, '.', '_', '-', up to 63"
 
 
@@ -250,7 +260,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--hours",
-        type=float,
+        type=positive_hours,
         default=BUDGET_HOURS,
         help="how long run may take on this machine; a dataset too large for it is sampled "
         f"down, stratified (default: {BUDGET_HOURS:g})",
@@ -375,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="brum-build", description=__doc__)
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    from models.checkpoints import CheckpointError
     from models.data import DatasetError
     from models.recipe import RecipeError
 
     try:
         return args.func(args)
-    except (DatasetError, RecipeError) as error:
+    except (DatasetError, RecipeError, CheckpointError) as error:
         # The message already names the file, row or column; a traceback would bury it.
         print(f"brum-build {args.command}: error: {error}", file=sys.stderr)
         return 2

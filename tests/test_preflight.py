@@ -18,8 +18,7 @@ TEXTS = ["check my balance", "what is my balance", "block my card", "my card was
 
 
 def bpe_checkpoint(directory: Path) -> Path:
-    directory.mkdir()
-    (directory / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    save_tiny_bert(directory, TEXTS)
     Tokenizer(BPE(unk_token="<unk>")).save(str(directory / "tokenizer.json"))
     return directory
 
@@ -51,6 +50,17 @@ def test_vocabulary_pruning_needs_a_wordpiece_tokenizer_through_the_lineage(tmp_
     (problem,) = recipe_problems(recipe(bpe, students))
     assert problem.startswith("student b: vocabulary pruning works on WordPiece tokenizers")
     assert "has a BPE one; remove the student's vocabulary section" in problem
+
+
+def test_a_folder_without_weights_is_named(tmp_path):
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (problem,) = recipe_problems(recipe(str(folder), []))
+    assert problem == (
+        f"teacher.base {folder}: {folder} holds no weights file "
+        "(looked for model.safetensors, pytorch_model.bin)"
+    )
 
 
 def test_stages_made_before_are_not_checked_again(tmp_path):

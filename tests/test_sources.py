@@ -906,3 +906,13 @@ def test_a_column_named_twice_in_the_header_is_said(tmp_path, caplog):
     assert data.splits["train"].texts[0] in {t for t, _ in rows()}  # the first of the two
     assert "the header names column 'text' 2 times" in caplog.text
     assert "the others as ['text.1']" in caplog.text
+
+
+@pytest.mark.parametrize("hours", ["0", "-1", "soon"])
+def test_init_refuses_hours_it_cannot_fit_a_run_in(tmp_path, capsys, hours):
+    data = write_csv(tmp_path / "intents.csv", rows())
+    with pytest.raises(SystemExit) as exited:
+        main(["init", str(data), "--hours", hours, "-o", str(tmp_path / "recipe.yaml")])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"brum-build init: error: argument --hours: {hours}: ")
