@@ -25,7 +25,7 @@ from app.runtime.classifier import load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
 from models.data import TextClassificationData
-from models.evaluate import latency_batch1, round_metric, served_accuracy, throughput
+from models.evaluate import latency_batch1, round_metric, score, served_accuracy, throughput
 from models.recipe import load_recipe
 from models.sources import load_dataset
 from models.sources.clinc150 import load_clinc150
@@ -44,6 +44,12 @@ BOOK = [
         "latency_p50_ms": 9.2,
     },
 ]
+
+
+# A label this many F1 points under the reference's counts as one compression cost.
+LOST_POINTS = 5.0
+# Labels named per variant in the table of what compression cost.
+WORST_LABELS = 3
 
 
 def test_data(recipe: Path | None) -> TextClassificationData:
@@ -67,6 +73,8 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
         "parameters": card.metrics.parameters if card.metrics else None,
         "lineage": [step.step for step in card.lineage],
         "dataset": describe(data),
+        "labels": list(data.labels),
+        "majority": majority_baseline(data),
     }
     cores = available_cores()
     for threads in sorted({1, cores}):
@@ -87,6 +95,7 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
                 accuracy_batched=served.batched.accuracy,
                 batched_size=served.batch_size,
                 answers_changed_by_batching=served.changed_by_batching,
+                label_f1=list(served.alone.label_f1),
             )
         latency = latency_batch1(classifier, sample)
         result[f"latency_{threads}t"] = latency.model_dump()
@@ -94,6 +103,39 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
     result["all_threads"] = cores
     result["peak_rss_bytes"] = peak_rss_bytes()
     return result
+
+
+def check_labels(folders: list[Path], data: TextClassificationData, recipe: Path | None) -> None:
+    """Refuse variants whose answers are not the test split's labels, in its order: their
+    accuracy would compare label ids that name different things."""
+    for folder in folders:
+        labels = tuple(read_card(folder).labels)
+        if labels != data.labels:
+            where = f"the recipe {recipe}" if recipe else "CLINC150, the default without --recipe"
+            raise SystemExit(
+                f"{folder.name} answers {len(labels)} labels ({_sample(labels)}); the test split "
+                f"of {where} has {len(data.labels)} ({_sample(data.labels)}). Benchmark it on "
+                "its own data: --recipe RECIPE, the recipe that built it"
+            )
+
+
+def _sample(labels: tuple[str, ...]) -> str:
+    return ", ".join(labels[:4]) + (", ..." if len(labels) > 4 else "")
+
+
+def majority_baseline(data: TextClassificationData) -> dict:
+    """What answering the training split's most frequent label to every test text scores: the
+    accuracy any variant must beat to have learnt anything, high when one label holds most
+    texts."""
+    train = np.asarray(data.splits["train"].label_ids)
+    truth = np.asarray(data.splits["test"].label_ids)
+    label = int(np.bincount(train, minlength=len(data.labels)).argmax())
+    report = score(np.full_like(truth, label), truth, data.oos_id)
+    return {
+        "label": data.labels[label],
+        "accuracy": round(report.accuracy, 4),
+        "macro_f1": round(report.macro_f1, 4),
+    }
 
 
 def peak_rss_bytes() -> int:
@@ -186,9 +228,18 @@ def render_markdown(
     when: datetime,
     book: bool = True,
     dataset: str = "CLINC150 plus (5,500 utterances, 151 labels, oos a class)",
+    majority: dict | None = None,
+    labels: list[str] | None = None,
 ) -> str:
     teacher = next(r for r in rows if r["variant"] == reference)
     cores = teacher["all_threads"]
+    baseline = (
+        f"Answering the training split's most frequent label ('{majority['label']}') to every "
+        f"text would score accuracy {majority['accuracy']:.4f}, macro F1 "
+        f"{majority['macro_f1']:.4f}. "
+        if majority
+        else ""
+    )
     lines = [
         f"PerformanceBenchmark, {when.isoformat(timespec='seconds')}, `{command}`",
         "",
@@ -198,7 +249,7 @@ def render_markdown(
         "answers that batching changed. "
         f"Latency: batch 1, tokenize + run, over the same {teacher.get('samples', 'many')} "
         "different utterances. "
-        f"Ratios against `{reference}` in the same run.",
+        f"{baseline}Ratios against `{reference}` in the same run.",
         "",
         "| variant | accuracy | macro F1 | in-scope | oos recall | batched | changed | size MB "
         "| params M | p50 / p95 / p99 ms (1 thread) "
@@ -228,7 +279,45 @@ def render_markdown(
             f"| {b['variant']} (book, not measured here) | {b['accuracy']:.3f} | | | | "
             f"| | {b['size_bytes'] / 1e6:.0f} | | {b['latency_p50_ms']} (mean) | | | | | | |"
         )
+    if labels and teacher.get("label_f1"):
+        lines += ["", *label_losses(rows, teacher, labels)]
     return "\n".join(lines)
+
+
+def label_losses(rows: list[dict], reference: dict, labels: list[str]) -> list[str]:
+    """Per variant, the labels it answers worse than the reference: accuracy and macro F1 can
+    hold while compression costs a few labels most of what they had."""
+    name = reference["variant"]
+    lines = [
+        f"Labels that compression cost: F1 on the test split against `{name}`; the labels "
+        f"{LOST_POINTS:g} points or more under it, and the {WORST_LABELS} that lost most.",
+        "",
+        f"| variant | labels {LOST_POINTS:g}+ points under | most lost (`{name}` -> variant) |",
+        "|---|---|---|",
+    ]
+    theirs = reference["label_f1"]
+    for row in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
+        if row is reference or not row.get("label_f1"):
+            continue
+        ours = row["label_f1"]
+        drops = sorted(
+            (
+                (before - (ours[label] or 0.0), label)
+                for label, before in enumerate(theirs)
+                if before is not None and label < len(ours)
+            ),
+            reverse=True,
+        )
+        under = sum(1 for drop, _ in drops if drop * 100 >= LOST_POINTS)
+        worst = [
+            f"'{labels[label]}' {theirs[label]:.2f} -> {ours[label] or 0.0:.2f}"
+            for drop, label in drops[:WORST_LABELS]
+            if drop > 0
+        ]
+        lines.append(
+            f"| {row['variant']} | {under} of {len(labels)} | {'; '.join(worst) or 'none'} |"
+        )
+    return lines
 
 
 def label_heights(points: list[tuple[float, float]], gap: float, reach: float) -> list[float]:
@@ -247,7 +336,7 @@ def label_heights(points: list[tuple[float, float]], gap: float, reach: float) -
     return heights
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, majority: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,6 +351,18 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.scatter(x, y, s=r["size_bytes"] / 1e6 * 6, alpha=0.6, color=colors[i % len(colors)])
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.3, max(xs) * 4)  # room for the slowest variant's label
+    floor = majority["accuracy"] * 100 if majority else None
+    # Drawn where one label holds most texts; a balanced dataset's floor would flatten the plot.
+    if floor is not None and floor >= min(ys) - (max(ys) - min(ys)):
+        ax.axhline(floor, color="0.4", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"always '{majority['label']}' (the most frequent label): {floor:.2f}%",
+            (min(xs) / 1.25, floor),
+            textcoords="offset points",
+            xytext=(0, -11),
+            fontsize=8,
+            color="0.3",
+        )
     ax.set_xlabel("batch-1 latency p50, 1 thread (ms, log scale)")
     ax.set_ylabel("test accuracy, each utterance served alone (%)")
     name = rows[0]["dataset"].split(" (")[0]  # the test split the workers measured on
@@ -309,15 +410,23 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now(UTC).replace(microsecond=0)
     if not folders:
         raise SystemExit(f"no variant folders (*/variant.json) in {args.repositories}")
+    check_labels(folders, test_data(args.recipe), args.recipe)
     rows = run_all(folders, args.samples, args.recipe)
     # The book's CLINC150 figures belong beside CLINC150 results only.
     book = args.recipe is None or load_recipe(args.recipe).dataset.kind == "clinc150"
     for row in rows:
         row["samples"] = args.samples
+    # The same for every worker: they measured the same test split.
+    labels = rows[0]["labels"]
+    majority = rows[0]["majority"]
+    for row in rows:
+        del row["labels"], row["majority"]
     reference = args.reference or max(rows, key=lambda r: r["size_bytes"])["variant"]
     command = "python -m models benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
     # Every worker measured on the same test split: its description is theirs.
-    table = render_markdown(rows, reference, command, when, book, rows[0]["dataset"])
+    table = render_markdown(
+        rows, reference, command, when, book, rows[0]["dataset"], majority, labels
+    )
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "benchmark.md").write_text(table + "\n")
@@ -327,13 +436,15 @@ def main(argv: list[str] | None = None) -> int:
                 "date": when.isoformat(),
                 "command": command,
                 "reference": reference,
+                "labels": labels,
+                "majority": majority,
                 "rows": rows,
                 "book": BOOK if book else [],
             },
             indent=2,
         )
     )
-    plot(rows, args.output / "benchmark.png")
+    plot(rows, args.output / "benchmark.png", majority)
     if not args.no_card_update:
         for folder, row in zip(folders, rows, strict=True):
             update_card(folder, row, when)

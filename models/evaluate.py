@@ -24,6 +24,8 @@ class AccuracyReport:
     in_scope_accuracy: float | None
     oos_recall: float | None
     macro_f1: float
+    # F1 of each label id; None for a label neither true nor predicted here.
+    label_f1: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,25 +83,33 @@ def score(predictions: np.ndarray, truth: np.ndarray, oos_id: int | None) -> Acc
         is_oos = truth == oos_id
         in_scope_accuracy = float(correct[~is_oos].mean()) if (~is_oos).any() else None
         oos_recall = float(correct[is_oos].mean()) if is_oos.any() else None
+    per_label = label_f1(predictions, truth)
     return AccuracyReport(
         len(truth),
         float(correct.mean()),
         in_scope_accuracy,
         oos_recall,
         macro_f1(predictions, truth),
+        tuple(None if np.isnan(f1) else float(f1) for f1 in per_label),
     )
+
+
+def label_f1(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """F1 of each label id up to the largest in either array; NaN for a label neither
+    predicted nor true."""
+    size = int(max(predictions.max(), truth.max())) + 1
+    hits = np.bincount(truth[predictions == truth], minlength=size)
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted + true)
+    either = np.bincount(predictions, minlength=size) + np.bincount(truth, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(either > 0, 2 * hits / either, np.nan)
 
 
 def macro_f1(predictions: np.ndarray, truth: np.ndarray) -> float:
     """F1 averaged over the labels in either array, each label counting the same: what accuracy
     hides when a few labels hold most texts. A label never predicted nor true is left out, as
     scikit-learn's ``f1_score(average="macro")`` does."""
-    size = int(max(predictions.max(), truth.max())) + 1
-    hits = np.bincount(truth[predictions == truth], minlength=size)
-    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted + true)
-    either = np.bincount(predictions, minlength=size) + np.bincount(truth, minlength=size)
-    present = either > 0
-    return float(np.mean(2 * hits[present] / either[present]))
+    return float(np.nanmean(label_f1(predictions, truth)))
 
 
 def round_metric(value: float | None) -> float | None:

@@ -192,6 +192,9 @@ TEST_TEXTS = 2_000
 FOREIGN_PIECES_PER_WORD = 1.8
 FOREIGN_UNKNOWN_SHARE = 0.01
 LANGUAGE_SAMPLE = 5_000
+# A label with this many times the training texts of another makes accuracy a poor guide
+# (BANKING77's largest label has 5.3 times its smallest; CLINC150's are all the same size).
+IMBALANCE = 10
 
 
 def student_tokenizer(reference: str = STUDENT) -> Tokenizer:
@@ -234,6 +237,24 @@ def language_misfit(texts: list[str], reference: str = STUDENT) -> str | None:
         "students were pretrained on English text, so expect less accuracy than on English "
         "data; a teacher (--teacher) and a student base (--student, a BERT encoder such as "
         "multilingual BERT or MiniLM) pretrained on this language fit it better"
+    )
+
+
+def label_imbalance(data: TextClassificationData) -> str | None:
+    """Why accuracy will flatter the variants, or None: one label holds IMBALANCE times the
+    training texts of another, so a model that never answers the small labels still scores
+    the large label's share."""
+    counts = np.bincount(data.splits["train"].label_ids, minlength=len(data.labels))
+    largest, smallest = int(counts.argmax()), int(counts.argmin())
+    if counts[largest] < IMBALANCE * counts[smallest]:
+        return None
+    share = counts[largest] / counts.sum()
+    return (
+        f"label '{data.labels[largest]}' has {counts[largest]:,} training texts ({share:.0%}) and "
+        f"'{data.labels[smallest]}' {counts[smallest]:,}: answering '{data.labels[largest]}' to "
+        f"everything would score about {share:.2f} accuracy. Judge the variants by macro F1, "
+        "which counts every label the same, and by the benchmark's table of the labels "
+        "compression cost"
     )
 
 
@@ -488,6 +509,9 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     misfit = language_misfit(data.splits["train"].texts) if student == DEFAULT_STUDENT else None
     if misfit:
         logger.warning("%s: %s", data.name, misfit)
+    skewed = label_imbalance(data)
+    if skewed:
+        logger.warning("%s: %s", data.name, skewed)
     name = recipe_name(args.name, data.name, student)
     recipe, took, whole = fitted_recipe(data, spec, name, args, student)
     output = args.output or Path("recipes") / f"{name}.yaml"
@@ -518,7 +542,7 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
         f"{sizes}.\n# Splits: "
         + "; ".join(f"{split}: {how}" for split, how in data.splits_made.items())
         + f"\n# {timing}."
-        + (f"\n# Note: {misfit}." if misfit else "")
+        + "".join(f"\n# Note: {note}." for note in (misfit, skewed) if note)
         + f"\n# Next: python -m models run {output}\n"
     )
     output.write_text(header + yaml.dump(recipe, Dumper=_NoAliases, sort_keys=False, width=100))

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 from app.core.card import read_card, verify_files
 from app.core.experiment import load_experiment
 from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
-from models.benchmark import label_heights, pareto_front
+from models.benchmark import label_heights, label_losses, pareto_front
 from models.benchmark import main as benchmark_main
 from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
@@ -129,14 +130,35 @@ def test_rebuild_reuses_finished_stages(built, clinc):
     assert (again / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
 
 
+def recipe_for_splits(data: TextClassificationData, folder: Path) -> str:
+    """A recipe whose dataset is ``data``'s splits, written as JSON Lines files."""
+    paths = {}
+    for name, split in data.splits.items():
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text(
+            "".join(
+                json.dumps({"text": text, "label": data.labels[label]}) + "\n"
+                for text, label in zip(split.texts, split.label_ids, strict=True)
+            )
+        )
+    dataset = {name: str(path) for name, path in paths.items()} | {"oos_label": data.oos_label}
+    recipe = {"name": "tiny", "dataset": dataset, "teacher": {"base": "unused"}}
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return str(folder / "recipe.yaml")
+
+
 def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
-    folder, _, _ = built
+    folder, _, data = built
     output = tmp_path / "benchmark"
     # A parent far larger than a variant's worker, as `run` is with the teacher in memory: the
     # worker reports its own peak, not the parent's (ru_maxrss survives fork and exec).
     ballast = bytearray(GIB)
     ballast[::4096] = b"\x01" * len(range(0, GIB, 4096))
-    assert benchmark_main([str(folder.parent), "--samples", "20", "--output", str(output)]) == 0
+    with pytest.raises(SystemExit, match=r"tiny-int8 answers 6 labels .* has 151 .* --recipe"):
+        benchmark_main([str(folder.parent), "--output", str(output)])
+    recipe = recipe_for_splits(data, tmp_path)
+    command = [str(folder.parent), "--samples", "20", "--output", str(output), "--recipe", recipe]
+    assert benchmark_main(command) == 0
     del ballast
     report = json.loads((output / "benchmark.json").read_text())
     [row] = [r for r in report["rows"] if r["variant"] == folder.name] or [None]
@@ -157,8 +179,15 @@ def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
     ]:
         assert row[key] is not None, key
     assert set(row["latency_1t"]) == {"p50_ms", "p95_ms", "p99_ms"}
+    assert len(row["label_f1"]) == len(report["labels"]) == len(read_card(folder).labels)
+    majority = report["majority"]
+    common = int(np.bincount(data.splits["train"].label_ids).argmax())
+    assert majority["label"] == data.labels[common]
+    share = np.mean(np.asarray(data.splits["test"].label_ids) == common)
+    assert majority["accuracy"] == pytest.approx(share, abs=1e-4)
     table = (output / "benchmark.md").read_text()
-    assert folder.name in table and "book: BERT-base teacher" in table
+    assert folder.name in table and "book: BERT-base teacher" not in table
+    assert f"most frequent label ('{majority['label']}')" in table
     assert (output / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     assert 50 * 2**20 < row["peak_rss_bytes"] < GIB
     card = read_card(folder)
@@ -239,6 +268,18 @@ def test_pareto_front_keeps_only_undominated_variants():
 
     rows = [row("big", 30, 0.92), row("fast", 1, 0.90), row("mid", 2, 0.91), row("bad", 3, 0.89)]
     assert pareto_front(rows) == {"big", "fast", "mid"}
+
+
+def test_the_labels_compression_cost_are_named_per_variant():
+    def row(name, ms, f1):
+        return {"variant": name, "latency_1t": {"p50_ms": ms}, "label_f1": f1}
+
+    teacher = row("teacher", 30, [0.9, 0.8, 0.7, None])
+    student = row("student", 1, [0.95, 0.5, 0.66, 0.2])
+    lines = label_losses([teacher, student], teacher, ["a", "b", "c", "d"])
+    # 'b' lost 30 points; 'c' 4, under the 5 that count; 'a' gained; 'd' has no reference F1.
+    assert lines[-1] == "| student | 1 of 4 | 'b' 0.80 -> 0.50; 'c' 0.70 -> 0.66 |"
+    assert all("teacher |" not in line for line in lines[4:])
 
 
 def test_plot_labels_of_close_variants_do_not_overlap():

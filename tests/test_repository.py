@@ -10,7 +10,7 @@ from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from app.settings import SHIPPED_REPOSITORY
-from models.evaluate import macro_f1, predict_probabilities, served_accuracy, throughput
+from models.evaluate import label_f1, macro_f1, predict_probabilities, served_accuracy, throughput
 from models.oos import apply_threshold, objective_share, tune_threshold
 
 VARIANTS = sorted(p.parent for p in SHIPPED_REPOSITORY.glob("*/variant.json"))
@@ -30,6 +30,9 @@ def test_macro_f1_weighs_every_label_alike():
     # F1 = 2 TP / (predicted + true): 0 / 1, 4 / 6, 12 / 12, 0 / 1.
     assert macro_f1(predictions, truth) == pytest.approx((0 + 4 / 6 + 1 + 0) / 4)
     assert macro_f1(truth, truth) == 1.0
+    assert label_f1(predictions, truth) == pytest.approx([0, 4 / 6, 1, 0])
+    # A label between the largest ids that is neither true nor predicted has no F1.
+    assert np.isnan(label_f1(np.array([0, 2]), np.array([0, 2]))[1])
     # Accuracy 0.9 by always answering the common label; macro F1 says one label of two is lost.
     rare = np.array([0] + [1] * 9)
     assert macro_f1(np.ones(10, dtype=int), rare) == pytest.approx((0 + 18 / 19) / 2)

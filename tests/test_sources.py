@@ -819,6 +819,23 @@ def test_init_says_when_the_texts_are_not_english(tmp_path, caplog, intents, war
         assert re.search(warned, header)
 
 
+@pytest.mark.parametrize(("common", "rare", "warned"), [(120, 10, True), (90, 10, False)])
+def test_init_says_when_one_label_holds_most_texts(tmp_path, caplog, common, rare, warned):
+    pairs = [(f"where is my card number {i}", "card") for i in range(common)]
+    pairs += [(f"please close my account {i}", "close") for i in range(rare)]
+    data = write_csv(tmp_path / "skewed.csv", pairs)
+    recipe = tmp_path / "recipe.yaml"
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        assert main(["init", str(data), "-o", str(recipe)]) == 0
+    header = "".join(line for line in recipe.read_text().splitlines() if line.startswith("#"))
+    found = re.search(r"label 'card' has (\d+) training texts \((\d+)%\) and 'close' (\d+)", header)
+    assert bool(found) == warned and ("macro F1" in caplog.text) == warned
+    if warned:
+        card, share, close = map(int, found.groups())
+        assert card >= 10 * close and share == round(100 * card / (card + close))
+        assert "answering 'card' to everything" in caplog.text
+
+
 def student_texts() -> list[str]:
     return [text for text, _ in rows()] * 3
 
