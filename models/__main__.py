@@ -262,7 +262,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=positive_hours,
         default=BUDGET_HOURS,
         help="how long run may take on this machine; a dataset too large for it is sampled "
-        f"down, stratified (default: {BUDGET_HOURS:g})",
+        f"down: training texts evenly by label, the rest stratified (default: {BUDGET_HOURS:g})",
     )
     p.add_argument("--output", "-o", type=Path, help="recipe file (default: recipes/<name>.yaml)")
 

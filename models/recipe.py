@@ -34,7 +34,12 @@ class SplitSizes(_Strict):
     validation: float = Field(0.1, gt=0, lt=1, description="share of train carved as validation")
     seed: int = 0
     max_train: int | None = Field(
-        None, gt=1, description="at most this many training texts: a stratified, seeded sample"
+        None, gt=1, description="at most this many training texts: a seeded sample (train_sample)"
+    )
+    train_sample: Literal["even", "stratified"] = Field(
+        "even",
+        description="how max_train samples: 'even' takes as many texts from every label, a label "
+        "with fewer giving all it has; 'stratified' keeps each label's share",
     )
     max_validation: int | None = Field(None, gt=1, description="as max_train, for validation")
     max_test: int | None = Field(None, gt=1, description="as max_train, for test")

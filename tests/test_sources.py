@@ -546,15 +546,32 @@ def skewed_rows(total: int) -> list[tuple[str, str]]:
     return [(f"text number {i} here", labels[i % 20]) for i in range(total)]
 
 
-def test_splits_above_their_maximum_are_sampled_stratified_and_seeded(tmp_path):
+def counts(data, split: str) -> tuple[int, int, int]:
+    labels = [data.labels[i] for i in data.splits[split].label_ids]
+    return labels.count("common"), labels.count("middle"), labels.count("rare")
+
+
+def test_splits_above_their_maximum_are_sampled_and_seeded(tmp_path):
     data_file = write_csv(tmp_path / "all.csv", skewed_rows(2_000))
     split = {"max_train": 300, "max_validation": 40, "max_test": 60}
     data = load_dataset(spec(path=data_file, split=split))
     sizes = {name: len(s) for name, s in data.splits.items()}
     assert sizes == {"train": 300, "validation": 40, "test": 60}
-    train = [data.labels[i] for i in data.splits["train"].label_ids]
-    assert (train.count("common"), train.count("middle"), train.count("rare")) == (210, 75, 15)
-    assert "sampled 300 of 1,440 (split.max_train), stratified, seed 0" in data.splits_made["train"]
+    # Training texts evenly by label, the 72 'rare' ones all kept as fewer than an even share;
+    # validation and test keep the labels' shares (70/25/5).
+    assert counts(data, "train") == (114, 114, 72)
+    assert counts(data, "test") == (42, 15, 3) and counts(data, "validation") == (28, 10, 2)
+    made = data.splits_made["train"]
+    assert "sampled 300 of 1,440 (split.max_train), evenly by label, seed 0" in made
+    assert counts(load_dataset(spec(path=data_file, split={"max_train": 151})), "train") == (
+        51,
+        50,
+        50,
+    )
+    stratified = load_dataset(spec(path=data_file, split={**split, "train_sample": "stratified"}))
+    assert counts(stratified, "train") == (210, 75, 15)
+    made = stratified.splits_made["train"]
+    assert "sampled 300 of 1,440 (split.max_train), stratified, seed 0" in made
     again = load_dataset(spec(path=data_file, split=split))
     assert again.splits["train"].texts == data.splits["train"].texts
     reseeded = load_dataset(spec(path=data_file, split={**split, "seed": 1}))
