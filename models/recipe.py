@@ -27,8 +27,9 @@ class _Strict(BaseModel):
 class SplitSizes(_Strict):
     """What is carved, stratified by label and seeded, where the source lacks a split: test from
     a source that is one file, validation from the training split (never from test). Then each
-    split above its ``max_*`` is sampled down, stratified and seeded (models/sources/sample.py):
-    how ``init`` keeps a large dataset's run within its time budget."""
+    split above its ``max_*`` is sampled down, seeded, train as ``train_sample`` says and the others
+    stratified (models/sources/sample.py): how ``init`` keeps a large dataset's run within its
+    time budget."""
 
     test: float = Field(0.2, gt=0, lt=1, description="share of the one file carved as test")
     validation: float = Field(0.1, gt=0, lt=1, description="share of train carved as validation")
