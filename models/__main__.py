@@ -138,12 +138,12 @@ VARIANT_NAME_HELP = "variant name (folder in the repository): a-z, 0-9, '.', '_'
 
 def variant_name(value: str) -> str:
     """Checked before any work: a name the card would refuse only after the model is made."""
-    from app.core.card import NAME_PATTERN
+    from app.core.card import NAME_LENGTH, NAME_PATTERN
 
     if not re.fullmatch(NAME_PATTERN, value):
         raise argparse.ArgumentTypeError(
             f"{value!r}: lower-case letters a-z, digits, '.', '_' and '-', starting with a letter "
-            "or digit, at most 63 characters"
+            f"or digit, at most {NAME_LENGTH} characters"
         )
     return value
 

@@ -29,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 from tokenizers import Tokenizer
 
+from app.core.card import NAME_LENGTH, NAME_PATTERN
 from models.data import DatasetError, TextClassificationData
 from models.recipe import DatasetSpec, Recipe, check_distinct
 from models.sources import load_dataset
@@ -61,9 +62,8 @@ class StudentBase:
 
 
 DEFAULT_STUDENT = StudentBase(STUDENT, "minilm-l6", 6, wordpiece=True)
-# A variant's name has at most 63 characters (app/core/card.py), a student's is the recipe's name,
-# the student base's and a stage's suffix: both are kept short enough to fit.
-NAME_LENGTH = 63
+# A student's name is the recipe's name, the student base's and a stage's suffix: both are kept
+# short enough for a variant's name (app/core/card.py: NAME_LENGTH).
 STEM_LENGTH = 20
 LONGEST_SUFFIX = "-augmented-pruned-int8"
 # Students are cut to a subset of layers and pruned by head and neuron as BERT encoders
@@ -483,7 +483,8 @@ def recipe_name(given: str | None, data_name: str, student: StudentBase) -> str:
         len(f"-{student.stem}{LONGEST_SUFFIX}"), len(f"-{student.shallow_stem}-int8")
     )
     if given is not None:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", given):
+        # The characters first; a name too long for them is told below.
+        if not re.fullmatch(NAME_PATTERN, given[:NAME_LENGTH]):
             raise DatasetError(
                 f"--name {given}: lower-case letters a-z, digits, '.', '_' and '-' only, "
                 "starting with a letter or digit"

@@ -21,7 +21,8 @@ SCHEMA_VERSION = 1
 
 # A variant's or an experiment's name: one path segment of /v1/models/{name}, and a Kubernetes
 # label value (at most 63 characters).
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+NAME_LENGTH = 63
+NAME_PATTERN = rf"^[a-z0-9][a-z0-9._-]{{0,{NAME_LENGTH - 1}}}$"
 
 
 class CardError(ValueError):
