@@ -78,6 +78,7 @@ def student_base(reference: str) -> StudentBase:
     if reference == STUDENT:
         return DEFAULT_STUDENT
     from models.checkpoints import resolve, unfindable
+    from models.preflight import tokenizer_kind
 
     why = unfindable(reference)
     if why:
@@ -100,8 +101,8 @@ def student_base(reference: str) -> StudentBase:
         )
     slug = re.sub(r"[^a-z0-9.]+", "-", Path(reference).name.lower())
     stem = slug[:STEM_LENGTH].strip("-.") or "student"
-    kind = json.loads(tokenizer.read_text())["model"]["type"]
-    return StudentBase(reference, stem, config["num_hidden_layers"], kind == "WordPiece")
+    wordpiece = tokenizer_kind(str(folder)) == "WordPiece"
+    return StudentBase(reference, stem, config["num_hidden_layers"], wordpiece)
 
 
 def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
