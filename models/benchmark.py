@@ -27,8 +27,7 @@ from app.runtime.session import SessionConfig
 from models.data import TextClassificationData
 from models.evaluate import latency_batch1, round_metric, score, served_accuracy, throughput
 from models.recipe import load_recipe
-from models.sources import load_dataset
-from models.sources.clinc150 import load_clinc150
+from models.sources import recipe_dataset
 
 BOOK = [
     {
@@ -52,17 +51,10 @@ LOST_POINTS = 5.0
 WORST_LABELS = 3
 
 
-def test_data(recipe: Path | None) -> TextClassificationData:
-    """The recipe's dataset; without one, CLINC150 (the shipped repository's)."""
-    if recipe is None:
-        return load_clinc150()
-    return load_dataset(load_recipe(recipe).dataset)
-
-
 def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> dict:
     """Runs inside the worker subprocess: one variant, all figures."""
     card = read_card(folder)
-    data = test_data(recipe)
+    data = recipe_dataset(recipe)
     test = data.splits["test"]
     rng = np.random.default_rng(0)
     shuffled = [test.texts[i] for i in rng.permutation(len(test))]
@@ -410,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now(UTC).replace(microsecond=0)
     if not folders:
         raise SystemExit(f"no variant folders (*/variant.json) in {args.repositories}")
-    check_labels(folders, test_data(args.recipe), args.recipe)
+    check_labels(folders, recipe_dataset(args.recipe), args.recipe)
     rows = run_all(folders, args.samples, args.recipe)
     # The book's CLINC150 figures belong beside CLINC150 results only.
     book = args.recipe is None or load_recipe(args.recipe).dataset.kind == "clinc150"

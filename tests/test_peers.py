@@ -9,8 +9,10 @@ import shutil
 
 import pytest
 
+from app.core.card import read_card
+from app.settings import SHIPPED_REPOSITORY
 from loadtests.cgroup import limits_available
-from loadtests.peers.__main__ import main
+from loadtests.peers.__main__ import load_texts, main
 from loadtests.peers.rounds import fold_server, rotated
 from loadtests.processes import only_loopback
 
@@ -41,10 +43,38 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     assert result["raw"]["raw_batch32_texts_per_second"] > 0
     assert result["raw_before"]["session_run_after_pause_p50_ms_all_cores"] > 0
     assert "after a 0.5 ms pause" in stem.with_suffix(".md").read_text()
+    assert result["dataset"] == "clinc150-plus" and result["text_tokens"] > 0
+    assert "64 test texts of clinc150-plus" in stem.with_suffix(".md").read_text()
     assert set(result["ratios"]) == set(LEVELS)
     assert {g["goal"].split(":")[0] for g in result["goals"]} >= {"1 conn", "16 conns x 8 texts"}
     assert "## brum against the best peer and raw" in stem.with_suffix(".md").read_text()
     assert stem.with_suffix(".png").stat().st_size > 10_000
+
+
+SHIPPED_L6 = SHIPPED_REPOSITORY / "minilm-l6-augmented-int8"
+
+
+def test_load_texts_are_the_recipe_test_split_with_their_length(tmp_path, capsys):
+    tickets = [f"ticket {i}: my card was charged twice for order number {i}" for i in range(40)]
+    rows = "\n".join(f"{text},{'refund' if i % 2 else 'billing'}" for i, text in enumerate(tickets))
+    (tmp_path / "train.csv").write_text("body,queue\n" + rows + "\n")
+    (tmp_path / "test.csv").write_text("body,queue\n" + rows + "\n")
+    recipe = tmp_path / "tickets.yaml"
+    recipe.write_text(
+        f"name: tickets\ndataset:\n  train: {tmp_path / 'train.csv'}\n"
+        f"  test: {tmp_path / 'test.csv'}\n  text_column: body\n  label_column: queue\n"
+        "teacher:\n  base: bert\nstudents: []\n"
+    )
+    load = load_texts(SHIPPED_L6, 16, recipe)
+    assert len(load.texts) == 16 and set(load.texts) <= set(tickets)
+    assert load.dataset != "clinc150-plus" and load.tokens > 10
+    # The shipped variant was built on CLINC150: loading it with other texts is said.
+    assert "give --recipe RECIPE" in capsys.readouterr().err
+
+    shipped = load_texts(SHIPPED_L6, 16, None)
+    assert shipped.dataset == "clinc150-plus" and set(read_card(SHIPPED_L6).labels)
+    assert shipped.tokens < load.tokens
+    assert "--recipe" not in capsys.readouterr().err
 
 
 def level_run(rate: float, p99: float, errors: int = 0) -> dict:

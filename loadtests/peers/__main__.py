@@ -4,7 +4,11 @@ onnxruntime. Load from wrk; writes peers-<variant>.md, .json and .png.
 
     python -m loadtests.peers [--variant NAME] [--servers brum,naive,kserve,mlserver,bentoml]
         [--seconds 10] [--rounds 3] [--levels 1x1,8x1,32x1,64x1,16x8] [--texts 1000]
-        [--output DIR] [--brum-env KEY=VALUE ...] [--peer-workers 0] [--cpus N] [--quota CPUS]
+        [--recipe RECIPE] [--output DIR] [--brum-env KEY=VALUE ...] [--peer-workers 0]
+        [--cpus N] [--quota CPUS]
+
+The texts are the test split of the recipe that built the variant (``--recipe``; default:
+CLINC150's, the shipped repository's): how fast a server is depends on how long the texts are.
 
 Every server runs once per round, the rounds in rotated order; figures are medians over the
 rounds (loadtests/peers/rounds.py). ``--cpus`` and ``--quota`` emulate a smaller machine, or a
@@ -28,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from app.core.card import TOKENIZER_FILE, read_card
 from app.runtime.cores import capped_by_quota
+from app.runtime.tokenizer import load_tokenizer
 from app.settings import SHIPPED_REPOSITORY
 from loadtests.cgroup import cpu_group, limits_available
 from loadtests.peers.goals import goals, ratios
@@ -39,7 +45,7 @@ from loadtests.peers.rounds import fold_server, rotated
 from loadtests.peers.servers import SERVERS
 from loadtests.peers.venvs import VenvError, ensure_venv
 from loadtests.processes import ROOT, cpu_model
-from models.sources.clinc150 import load_clinc150
+from models.sources import recipe_dataset
 
 DEFAULT_LEVELS = "1x1,8x1,32x1,64x1,16x8"
 
@@ -60,7 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--levels", default=DEFAULT_LEVELS, help="connections x texts per request, e.g. 32x1"
     )
-    parser.add_argument("--texts", type=int, default=1000, help="test utterances in rotation")
+    parser.add_argument("--texts", type=int, default=1000, help="test texts in rotation")
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        help="the texts from this recipe's test split, the variant's own data (default: CLINC150)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "loadtests" / "results" / "peers")
     parser.add_argument(
         "--brum-env",
@@ -107,10 +118,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def test_texts(count: int) -> list[str]:
-    test = load_clinc150().splits["test"]
+@dataclass(frozen=True)
+class LoadTexts:
+    dataset: str
+    texts: list[str]
+    tokens: float  # mean, as the variant's tokenizer cuts them
+
+
+def load_texts(folder: Path, count: int, recipe: Path | None) -> LoadTexts:
+    """``count`` texts of the test split, in a seeded order; a warning when the variant was not
+    built on that dataset (its labels differ), since text length drives every figure."""
+    data = recipe_dataset(recipe)
+    test = data.splits["test"]
     order = np.random.default_rng(0).permutation(len(test.texts))[:count]
-    return [test.texts[i] for i in order]
+    texts = [test.texts[i] for i in order]
+    card = read_card(folder)
+    if set(card.labels) != set(data.labels):
+        print(
+            f"warning: {folder.name}'s labels are not those of {data.name}, whose texts it is "
+            "loaded with: give --recipe RECIPE, the recipe that built it",
+            file=sys.stderr,
+            flush=True,
+        )
+    tokenizer = load_tokenizer(folder / TOKENIZER_FILE, card.max_length)
+    tokens = float(np.mean([len(e.ids) for e in tokenizer.encode(texts)]))
+    return LoadTexts(data.name, texts, round(tokens, 1))
 
 
 @contextmanager
@@ -210,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{folder}: no variant.json")
     limits = plan_limits(args.cpus, args.quota)
     cores = limits.cores
-    texts = test_texts(args.texts)
+    load = load_texts(folder, args.texts, args.recipe)
+    texts = load.texts
     reference = (texts[0], reference_label(folder, texts[0]))
     names = args.servers.split(",")
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -256,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "rounds": args.rounds,
         "texts": len(texts),
+        "dataset": load.dataset,
+        "text_tokens": load.tokens,
         "raw_before": raw_before,
         "raw_after": raw_after,
         "raw": raw,

@@ -46,13 +46,20 @@ def _rounds(rounds: int) -> str:
     )
 
 
+def _texts(result: dict) -> str:
+    return (
+        f"{result['texts']} test texts of {result['dataset']}, {result['text_tokens']:.1f} "
+        "tokens on average"
+    )
+
+
 def render_markdown(result: dict) -> str:
     lines = [
         f"# Peer benchmark: `{result['variant']}`",
         "",
         f"{result['date']}; {result['cores']} cores ({result['cpu']}); onnxruntime "
-        f"{result['onnxruntime']}; {result['seconds']:g} s per level, {result['texts']} CLINC150 "
-        f"test utterances in rotation; load from wrk on the same machine{_pinning(result)}; "
+        f"{result['onnxruntime']}; {result['seconds']:g} s per level, {_texts(result)} in "
+        f"rotation; load from wrk on the same machine{_pinning(result)}; "
         f"{_rounds(result.get('rounds', 1))}.",
         "",
         f"`{result['command']}`",

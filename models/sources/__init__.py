@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import replace
+from pathlib import Path
 
 from models.data import TextClassificationData
-from models.recipe import DatasetSpec
+from models.recipe import DatasetSpec, load_recipe
 from models.sources.sample import sample_splits
 from models.sources.unlabelled import read_unlabelled
 
@@ -27,3 +28,10 @@ def load_dataset(spec: DatasetSpec) -> TextClassificationData:
     data = importlib.import_module(SOURCES[spec.kind]).load(spec)
     data = sample_splits(data, spec.split)
     return replace(data, unlabelled=read_unlabelled(spec, data))
+
+
+def recipe_dataset(recipe: Path | None) -> TextClassificationData:
+    """The dataset of the recipe that built a variant; without one, CLINC150 (the shipped
+    repository's)."""
+    spec = load_recipe(recipe).dataset if recipe is not None else DatasetSpec(source="clinc150")
+    return load_dataset(spec)
