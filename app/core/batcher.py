@@ -24,6 +24,7 @@ Backpressure: at most ``max_queue_texts`` texts wait; past that a request is ref
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,6 +39,13 @@ from app.runtime.batching import FILL_BATCHES, BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier
 
 DRAIN_POLL_SECONDS = 0.01
+# A take stops growing where running its texts together would make them less than this much
+# faster than running them in batches of that size (by the calibrated cost): every text of a take
+# waits for all of it. Support tickets of 70 tokens batched in takes of 16 ran no faster than one
+# by one and doubled p99 (BENCHMARKS.md, 2026-12-06).
+TAKE_GAIN = 0.03
+# How quickly the typical text length follows the traffic, per take.
+LENGTH_SMOOTHING = 0.2
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,7 @@ class Batcher:
         self.requests_in_flight = 0  # queued or running, not yet answered
         self.running = 0
         self.last_arrival = 0.0
+        self.typical_tokens: float | None = None  # per text, over recent takes
         self._queue: deque[Job] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -263,6 +272,18 @@ class Batcher:
             self._queue.popleft()
         return self._queue[0].enqueued if self._queue else None
 
+    def useful_take(self) -> int:
+        """The most texts worth one take. By the cost model, a batch of n texts of length L runs
+        them n(o + pL) / (o + npL) times faster than one by one; that gain comes within
+        ``TAKE_GAIN`` of its limit at n = o(1 - g) / (g p L). Short texts (11 tokens, o = 0.65 ms,
+        p = 0.047 ms) allow 42, so CLINC150's takes are bounded by the batch size as before;
+        texts of 70 tokens about 6."""
+        cost, length = self.policy.cost, self.typical_tokens
+        if cost.per_token <= 0 or length is None:
+            return self.policy.max_batch_size
+        useful = cost.overhead * (1 - TAKE_GAIN) / (TAKE_GAIN * cost.per_token * length)
+        return max(1, min(self.policy.max_batch_size, math.ceil(useful)))
+
     def take(self, limit: int) -> list[Job]:
         """Queued jobs, oldest first, up to ``limit`` texts (at least one job)."""
         jobs: list[Job] = []
@@ -305,6 +326,11 @@ class Batcher:
                 first += len(job.texts)
             slots = [(job, row) for job in jobs for row in range(len(job.texts))]
             lengths = [len(encoding.ids) for encoding in encodings]
+            mean = sum(lengths) / len(lengths)
+            previous = self.typical_tokens
+            self.typical_tokens = (
+                mean if previous is None else previous + LENGTH_SMOOTHING * (mean - previous)
+            )
             batches = plan_batches(
                 lengths, policy.max_batch_size, policy.max_batch_tokens, policy.cost
             )

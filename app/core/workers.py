@@ -107,15 +107,16 @@ class InferenceWorkers:
         policy = batcher.policy
         glance = policy.max_wait / 4
         deadline = time.perf_counter() + policy.max_wait
-        while batcher.queued_texts < policy.max_batch_size and self._expecting_more():
+        while batcher.queued_texts < batcher.useful_take() and self._expecting_more():
             now = time.perf_counter()
             if now >= deadline or now - batcher.last_arrival > glance:
                 return
             self.lock.wait(min(deadline - now, glance))
 
     def _share(self, batcher: Batcher) -> int:
-        """Texts for the batch about to start: what is waiting, split evenly among the free
-        threads (this one included), at most a full batch, so that 32 waiting requests become
-        two batches of 16 on two cores, not one of 32 while the other core idles."""
+        """Texts for the take about to start: what is waiting, split evenly among the free
+        threads (this one included), so that 32 waiting requests become two takes of 16 on two
+        cores, not one of 32 while the other core idles; at most what is worth one take (see
+        ``Batcher.useful_take``)."""
         free = max(1, self.count - self.running)
-        return max(1, min(batcher.policy.max_batch_size, math.ceil(batcher.queued_texts / free)))
+        return max(1, min(batcher.useful_take(), math.ceil(batcher.queued_texts / free)))
