@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 
 from app.core.card import NAME_LENGTH, NAME_PATTERN
 from models.data import DatasetError, TextClassificationData
+from models.pace import unit_seconds
 from models.recipe import DatasetSpec, Recipe, check_distinct
 from models.sources import load_dataset
 from models.workload import Sizes, run_work, seconds, split_sizes, teacher_scale_of
@@ -403,6 +404,7 @@ def fitted_recipe(
     max_length = max_length_for(pieces)
     trained_pieces = float(np.minimum(pieces, max_length).mean())
     teacher = teacher_scale_of(args.teacher)
+    unit = unit_seconds(trained_pieces)
 
     def estimate(
         sizes: Sizes, transfer: int = TRANSFER_TEXTS, unlabelled: int = len(data.unlabelled)
@@ -412,7 +414,7 @@ def fitted_recipe(
         )
         validated = Recipe.model_validate(recipe)  # also what run will read
         work = run_work(validated, sizes, validated.students, teacher, unlabelled)
-        return recipe, seconds(sum(work.values()), trained_pieces)
+        return recipe, seconds(sum(work.values()), trained_pieces, measured_unit=unit)
 
     whole = split_sizes(data)
     budget = args.hours * 3600
@@ -522,7 +524,8 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
     cores = len(os.sched_getaffinity(0))
     timing = (
         f"run should take about {duration(took)} on this machine's {cores} cores (from paces "
-        "measured on 2 cores; the run's bar measures this machine's)"
+        "measured on 2 cores and a training step timed here; the run's bar measures this "
+        "machine's)"
     )
     if took < whole:
         limits = {

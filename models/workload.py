@@ -197,12 +197,17 @@ def run_work(
     return work
 
 
-def seconds(work: float, pieces: float, cores: int | None = None) -> float:
+def seconds(
+    work: float, pieces: float, cores: int | None = None, measured_unit: float | None = None
+) -> float:
     """What ``work`` takes on texts of ``pieces`` sub-word pieces on average, on ``cores``
-    (default: those this process may use)."""
+    (default: those this process may use); ``measured_unit``: a unit timed on this machine
+    (models/pace.py), which lowers the formula's price where it is less."""
     cores = cores or len(os.sched_getaffinity(0))
-    per_unit = (pieces + FIXED_PIECES) * SECONDS_PER_UNIT_PIECE
-    return work * per_unit * MEASURED_CORES / cores
+    per_unit = (pieces + FIXED_PIECES) * SECONDS_PER_UNIT_PIECE * MEASURED_CORES / cores
+    if measured_unit is not None:
+        per_unit = min(per_unit, measured_unit)
+    return work * per_unit
 
 
 def _transfer_texts(spec: AugmentSpec, texts: int) -> int:
