@@ -24,7 +24,9 @@ before anything has run: on 2 cores (AMD EPYC, bf16) a unit took 8.8 ms on BANKI
 training texts average 16.2 sub-word pieces, and 6.6 ms on a 10-domain CLINC150 sample (11.0
 pieces; the whole run 49.8 min): 0.43 ms per piece plus 4 pieces' worth that length does not
 change. A MiniLM-L6 step on texts of 62 pieces took 2.3 times one on 22 (runs of 2026-12-04).
-Time is taken to shrink in proportion to cores.
+Time is taken to shrink in proportion to cores. That machine is where length cost the most:
+``init`` also times a MiniLM-L6 step at the data's length (models/pace.py) and prices by it
+where it is cheaper, as on a Sapphire Rapids Xeon, where 70 pieces cost 19 ms an example, not 32.
 
 The teacher's parts are priced for MPNet-base. Another teacher's scale by its compute per token,
 read from its config.json: layers x (4 h^2 + 2 h i), the attention projections and the
