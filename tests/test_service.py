@@ -155,6 +155,33 @@ def test_counters_a_rollout_reads_exist_at_zero_before_their_first_event(server)
     assert missing == []
 
 
+def test_a_lone_request_is_in_the_metrics_by_the_time_the_next_request_is_read(server):
+    # A lone text runs inline and its metrics are recorded after its reply is sent: they must
+    # still be there for whatever the connection asks next.
+    assert value(scrape(server), "brum_inline_session_threads", variant=DEFAULT) >= 1
+    counted = (
+        "brum_texts_total",
+        "brum_inference_duration_seconds_count",
+        "brum_queue_duration_seconds_count",
+        "brum_prediction_confidence_count",
+    )
+    with server.client() as client:
+
+        def read() -> dict[str, float]:
+            samples = {}
+            for family in text_string_to_metric_families(client.get("/metrics").text):
+                for sample in family.samples:
+                    if sample.name in counted and sample.labels.get("variant") == DEFAULT:
+                        samples[sample.name] = sample.value
+            return samples
+
+        before = read()
+        for served in range(1, 6):
+            assert client.post(PREDICT, json={"text": "wake me up at seven"}).status_code == 200
+            after = read()
+            assert after == {name: before[name] + served for name in counted}
+
+
 def test_metrics_move_as_requests_are_served(server):
     before = scrape(server)
     texts = ["set a timer", "play music"]

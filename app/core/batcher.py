@@ -117,19 +117,17 @@ class Job:
 def _infer(
     classifier: OnnxClassifier, encodings: list[Encoding], cpu_clock: Callable[[], float]
 ) -> tuple[np.ndarray, BatchRun]:
-    """Pad and run one batch. Blocking: runs on an inference thread."""
+    """Pad and run one batch. Blocking: runs on an inference thread (or, for a lone text, on
+    the event loop). What can be counted before the run is: the run leaves the caches cold, and
+    each numpy call after it costs several times its warm price (BENCHMARKS.md, 2026-12-06)."""
     batch = classifier.tokenizer.pad(encodings)
+    texts, padded_tokens = batch.input_ids.shape
+    tokens = sum(len(encoding.ids) for encoding in encodings)
+    truncated = sum(batch.truncated)
     cpu, started = cpu_clock(), time.perf_counter()
     logits = classifier.run(batch)
     seconds = time.perf_counter() - started
-    run = BatchRun(
-        texts=len(encodings),
-        padded_tokens=int(batch.input_ids.size),
-        tokens=int(batch.token_counts.sum()),
-        truncated=sum(batch.truncated),
-        seconds=seconds,
-        cpu_seconds=cpu_clock() - cpu,
-    )
+    run = BatchRun(texts, texts * padded_tokens, tokens, truncated, seconds, cpu_clock() - cpu)
     return logits.astype(np.float32, copy=False), run
 
 
@@ -236,7 +234,8 @@ class Batcher:
         finally:
             with self.workers.lock:
                 self.workers.running -= 1
-        self.on_batch(run)
+        # Metrics on the loop's next turn: after the reply has been sent, off the caller's clock.
+        asyncio.get_running_loop().call_soon(self.on_batch, run)
         return Scored(
             logits=logits,
             token_counts=[run.tokens],

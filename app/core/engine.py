@@ -246,7 +246,7 @@ class Engine:
                 variant.classifier,
                 self.workers,
                 self.policy,
-                on_batch=lambda run, name=name: self.metrics.observe_batch(name, run),
+                on_batch=self.metrics.batch_observer(name),
                 on_depth=on_depth,
                 on_running=on_running,
                 inline=inline,
@@ -366,8 +366,12 @@ class Engine:
         predictions = predictions_from_logits(
             variant.card, scored.logits, scored.token_counts, scored.truncated, top_k
         )
-        self.metrics.observe_scored(
-            variant.name, scored.queue_seconds, [p.top_k[0].score for p in predictions]
+        # On the loop's next turn, as the batch's own metrics (see Batcher._run_inline).
+        asyncio.get_running_loop().call_soon(
+            self.metrics.observe_scored,
+            variant.name,
+            scored.queue_seconds,
+            [p.top_k[0].score for p in predictions],
         )
         return PredictionBatch(
             variant.name,

@@ -322,16 +322,31 @@ class Metrics:
             self.calibration_throughput.labels(*labels).set(m.texts_per_second)
             self.calibration_lone.labels(*labels).set(m.lone_seconds)
 
-    def observe_batch(self, variant: str, run: BatchRun) -> None:
-        self.inference_duration.labels(variant).observe(run.seconds)
-        self.batch_size.labels(variant).observe(run.texts)
-        self.batch_tokens.labels(variant).observe(run.padded_tokens)
-        self.texts.labels(variant).inc(run.texts)
-        self.tokens.labels(variant).inc(run.tokens)
-        if run.truncated:
-            self.truncated.labels(variant).inc(run.truncated)
-        self.cpu_seconds.labels(variant).inc(run.cpu_seconds)
-        self.cost.labels(variant, self.currency).inc(run.cpu_seconds * self.cpu_second_price)
+    def batch_observer(self, variant: str) -> Callable[[BatchRun], None]:
+        """What records one batch of the variant, its series looked up once rather than per run
+        (eight label lookups were 29 us of a lone request's 1.4 ms)."""
+        duration = self.inference_duration.labels(variant)
+        size = self.batch_size.labels(variant)
+        padded = self.batch_tokens.labels(variant)
+        texts = self.texts.labels(variant)
+        tokens = self.tokens.labels(variant)
+        truncated = self.truncated.labels(variant)
+        cpu_seconds = self.cpu_seconds.labels(variant)
+        cost = self.cost.labels(variant, self.currency)
+        price = self.cpu_second_price
+
+        def observe(run: BatchRun) -> None:
+            duration.observe(run.seconds)
+            size.observe(run.texts)
+            padded.observe(run.padded_tokens)
+            texts.inc(run.texts)
+            tokens.inc(run.tokens)
+            if run.truncated:
+                truncated.inc(run.truncated)
+            cpu_seconds.inc(run.cpu_seconds)
+            cost.inc(run.cpu_seconds * price)
+
+        return observe
 
     def publish_experiment(self, experiment: Experiment | None, source: str, hash_: str) -> None:
         self.experiment_weight.clear()
