@@ -118,8 +118,9 @@ def _infer(
     classifier: OnnxClassifier, encodings: list[Encoding], cpu_clock: Callable[[], float]
 ) -> tuple[np.ndarray, BatchRun]:
     """Pad and run one batch. Blocking: runs on an inference thread (or, for a lone text, on
-    the event loop). What can be counted before the run is: the run leaves the caches cold, and
-    each numpy call after it costs several times its warm price (BENCHMARKS.md, 2026-12-06)."""
+    the event loop). The batch is counted before the run, not after: the run leaves the caches
+    cold, and each numpy call after it costs several times its warm price (BENCHMARKS.md,
+    2026-12-06)."""
     batch = classifier.tokenizer.pad(encodings)
     texts, padded_tokens = batch.input_ids.shape
     tokens = sum(len(encoding.ids) for encoding in encodings)
