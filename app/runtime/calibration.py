@@ -32,6 +32,7 @@ allows of it: texts per CPU-second times the quota, when that is below its rate 
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -108,35 +109,45 @@ def choose(measurements: list[Measurement]) -> Measurement:
     return max(close, key=lambda m: (m.plan.side_by_side, m.texts_per_second))
 
 
-def _throughput(
+def _paired_burst(
     run: Callable[[EncodedBatch], object],
-    batch: EncodedBatch,
+    one: EncodedBatch,
+    probe: EncodedBatch,
     streams: int,
     seconds: float,
     quota: float | None = None,
-) -> float:
-    """Texts per second with ``streams`` threads each running ``batch`` over and over (at
-    least once each); with a CPU ``quota``, at most what it allows of their CPU time."""
-    done = [0] * streams
+) -> tuple[list[float], list[float], float]:
+    """``streams`` threads each running ``one`` then ``probe`` over and over for ``seconds`` (at
+    least once each): how long every run of each took, and how much slower than that the quota
+    lets them run (1 without a quota, or when it does not bite)."""
+    ones: list[float] = []
+    probes: list[float] = []
     deadline = time.perf_counter() + seconds
 
-    def stream(index: int) -> None:
+    def stream() -> None:
         while True:
-            run(batch)
-            done[index] += 1
-            if time.perf_counter() >= deadline:
+            started = time.perf_counter()
+            run(one)
+            middle = time.perf_counter()
+            run(probe)
+            finished = time.perf_counter()
+            ones.append(middle - started)  # list.append is atomic under the GIL
+            probes.append(finished - middle)
+            if finished >= deadline:
                 return
 
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
-    started, cpu = time.perf_counter(), time.process_time()
+    threads = [threading.Thread(target=stream) for _ in range(streams)]
+    cpu = time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    throttled = 1.0
     if quota is not None:
-        elapsed = max(elapsed, (time.process_time() - cpu) / quota)
-    return sum(done) * len(batch.input_ids) / elapsed
+        # What a pair of runs takes each stream when the streams get only the quota's CPU time.
+        allowed = (time.process_time() - cpu) * streams / (len(ones) * quota)
+        throttled = max(1.0, allowed / (statistics.median(ones) + statistics.median(probes)))
+    return ones, probes, throttled
 
 
 @dataclass(frozen=True)
@@ -169,8 +180,7 @@ def _trial(model: Path, tokenizer: TextEncoder, plan: Plan, text: str, level: st
         plan, run, tokenizer.encode_batch([text]), tokenizer.encode_batch([text] * PROBE_BATCH)
     )
     # First runs allocate, and concurrent ones each need their own buffers: keep them out.
-    for batch in (trial.one, trial.probe):
-        _throughput(run, batch, plan.side_by_side, seconds=0)
+    _paired_burst(run, trial.one, trial.probe, plan.side_by_side, seconds=0)
     return trial
 
 
@@ -187,33 +197,38 @@ def calibrate(
     quota: float | None = None,
 ) -> Calibration:
     """Measure every plan on this machine, in alternating rounds so that a passing disturbance
-    hits one round of each rather than one plan, and keep each plan's best figures. ``quota``:
-    the CPUs' worth of time the cgroup allows, when it is less than the cores the plans use."""
+    hits one round of each rather than one plan. Each stream alternates a run of one text with a
+    run of ``PROBE_BATCH`` copies of it, so that both see the machine in the same state: the
+    overhead per run is the small difference of the two, and runs of each timed apart, a few
+    tens of milliseconds apart, measured it anywhere from 0.09 to 1.5 ms between starts on a
+    2-core EPYC (BENCHMARKS.md, 2026-12-06). Each is the median of all its runs, robust to the
+    few something else delayed. ``quota``: the CPUs' worth of time the cgroup allows, when it is
+    less than the cores the plans use."""
     trials = [_trial(model, tokenizer, plan, text, graph_optimization_level) for plan in plans]
-    rates: dict[tuple[Plan, int], float] = {}
+    ones: dict[Plan, list[float]] = {trial.plan: [] for trial in trials}
+    probes: dict[Plan, list[float]] = {trial.plan: [] for trial in trials}
+    throttled: dict[Plan, float] = {}
     lone: dict[Plan, float] = {}
     for _ in range(rounds):
         for trial in trials:
-            for batch in (trial.one, trial.probe):
-                if quota is not None:
-                    # A period's quota is more than half the plan's cores for 0.1 s: enough for
-                    # the lone runs and one burst.
-                    time.sleep(QUOTA_PERIOD)
-                if batch is trial.one:
-                    lone[trial.plan] = min(
-                        trial.lone_seconds(runs=3), lone.get(trial.plan, math.inf)
-                    )
-                rate = _throughput(trial.run, batch, trial.plan.side_by_side, seconds, quota)
-                key = (trial.plan, len(batch.input_ids))
-                rates[key] = max(rate, rates.get(key, 0.0))
+            plan = trial.plan
+            if quota is not None:
+                # A period's quota is more than half the plan's cores for 0.1 s: enough for
+                # the lone runs and one burst.
+                time.sleep(QUOTA_PERIOD)
+            lone[plan] = min(trial.lone_seconds(runs=3), lone.get(plan, math.inf))
+            one, probe, slower = _paired_burst(
+                trial.run, trial.one, trial.probe, plan.side_by_side, 2 * seconds, quota
+            )
+            ones[plan].extend(one)
+            probes[plan].extend(probe)
+            throttled[plan] = min(slower, throttled.get(plan, math.inf))
     measurements = []
     for trial in trials:
         plan, tokens = trial.plan, trial.one.input_ids.shape[1]
-        one, probe = rates[(plan, 1)], rates[(plan, PROBE_BATCH)]
-        # Seconds per run of each stream: the streams ran side by side.
-        cost = fit_cost(
-            plan.side_by_side / one, plan.side_by_side * PROBE_BATCH / probe, PROBE_BATCH, tokens
-        )
+        one = statistics.median(ones[plan]) * throttled[plan]
+        probe = statistics.median(probes[plan]) * throttled[plan]
+        cost = fit_cost(one, probe, PROBE_BATCH, tokens)
         rate = predicted_throughput(plan, cost, tokens, in_flight, max_tokens)
         measurements.append(Measurement(plan, rate, lone[plan], cost))
     return Calibration(choose(measurements), measurements)
