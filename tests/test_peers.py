@@ -36,10 +36,16 @@ def test_peer_benchmark_measures_each_server(tmp_path):
         assert server["ready_seconds"] > 0 and server["rss_after_bytes"] > 0
         assert list(server["levels"]) == list(LEVELS)
         assert server["rounds"] == 2
-        for level in server["levels"].values():
+        for key, level in server["levels"].items():
             assert level["requests"] > 0 and level["errors"] == 0, (name, level)
             assert len(level["rounds_texts_per_second"]) == 2
             assert level["server_cpu_cores"] > 0
+            # Only brum says how it batched: at least one text a batch, at most the level's load.
+            if name == "brum":
+                connections, texts = map(int, key.split("x"))
+                assert 1 <= level["texts_per_batch"] <= min(32, connections * texts), key
+            else:
+                assert "texts_per_batch" not in level
     assert result["raw"]["raw_batch32_texts_per_second"] > 0
     assert result["raw_before"]["session_run_after_pause_p50_ms_all_cores"] > 0
     assert "after a 0.5 ms pause" in stem.with_suffix(".md").read_text()

@@ -87,9 +87,10 @@ def measure(
         bodies = request_bodies(server, texts, 1)
         run_wrk(endpoint, bodies, 8, warmup, threads=2, cpus=ctx.load_cpus)
         result["levels"] = {}
+        metrics_url = url + "/metrics" if server.name == "brum" else None
         for level in levels:
             result["levels"][level.key] = run_level(
-                server, pid, endpoint, texts, level, seconds, ctx.load_cpus
+                server, pid, endpoint, texts, level, seconds, ctx.load_cpus, metrics_url
             )
         result["rss_after_bytes"] = tree_rss_bytes(pid)
         if server.name == "brum":
@@ -116,6 +117,18 @@ def brum_choices(url: str) -> dict:
     return chosen
 
 
+def batches_run(metrics_url: str) -> tuple[float, float]:
+    """brum's texts and batches run so far, over every variant, from its /metrics."""
+    texts = batches = 0.0
+    for family in text_string_to_metric_families(httpx.get(metrics_url).text):
+        for sample in family.samples:
+            if sample.name == "brum_batch_size_sum":
+                texts += sample.value
+            elif sample.name == "brum_batch_size_count":
+                batches += sample.value
+    return texts, batches
+
+
 def run_level(
     server: Server,
     pid: int,
@@ -124,18 +137,27 @@ def run_level(
     level: Level,
     seconds: float,
     load_cpus: frozenset[int] | None = None,
+    metrics_url: str | None = None,
 ) -> dict:
+    """wrk at one level; with ``metrics_url`` (brum's), also how many texts a batch held."""
     bodies = request_bodies(server, texts, level.texts)
+    before = batches_run(metrics_url) if metrics_url else None
     cpu = tree_cpu_seconds(pid)
     threads = 1 if level.connections == 1 else 2
     run = run_wrk(endpoint, bodies, level.connections, seconds, threads=threads, cpus=load_cpus)
     run["texts_per_request"] = level.texts
     run["texts_per_second"] = round(run["requests_per_second"] * level.texts, 1)
     run["server_cpu_cores"] = round((tree_cpu_seconds(pid) - cpu) / run["seconds"], 2)
+    batching = ""
+    if metrics_url and before:
+        after = batches_run(metrics_url)
+        batches = after[1] - before[1]
+        run["texts_per_batch"] = round((after[0] - before[0]) / batches, 2) if batches else 0.0
+        batching = f"  texts a batch {run['texts_per_batch']:.2f}"
     print(
         f"  {level.key:>5}: {run['requests_per_second']:8.1f} req/s {run['texts_per_second']:8.1f}"
         f" texts/s  p50 {run['p50_ms']:7.2f}  p99 {run['p99_ms']:7.2f} ms  errors"
-        f" {run['errors']}  CPU {run['server_cpu_cores']:.2f}",
+        f" {run['errors']}  CPU {run['server_cpu_cores']:.2f}{batching}",
         flush=True,
     )
     return run

@@ -85,17 +85,18 @@ def render_markdown(result: dict) -> str:
         "## Load (conns x texts per request)",
         "",
         "| server | level | req/s | texts/s | texts/s by round | p50 ms | p95 ms | p99 ms | errors "
-        "| CPU cores |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU cores | texts a batch (brum's `/metrics`) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in result["servers"].items():
         for level, r in s.get("levels", {}).items():
             by_round = " / ".join(f"{x:.0f}" for x in r.get("rounds_texts_per_second", []))
+            per_batch = f"{r['texts_per_batch']:.2f}" if "texts_per_batch" in r else "–"
             lines.append(
                 f"| {name} | {level} | {r['requests_per_second']:.0f} | "
                 f"{r['texts_per_second']:.0f} | {by_round} | {r['p50_ms']:.2f} | "
                 f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
-                f"{r['server_cpu_cores']:.2f} |"
+                f"{r['server_cpu_cores']:.2f} | {per_batch} |"
             )
     lines += [
         "",

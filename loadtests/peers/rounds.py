@@ -37,6 +37,8 @@ def fold_level(runs: list[dict]) -> dict:
         folded[field] = round(statistics.median(run[field] for run in runs), 3)
     for field in SUMMED_FIELDS:
         folded[field] = round(sum(run[field] for run in runs), 2)
+    if all("texts_per_batch" in run for run in runs):  # brum's, read from its /metrics
+        folded["texts_per_batch"] = round(statistics.median(r["texts_per_batch"] for r in runs), 2)
     rates = [run["texts_per_second"] for run in runs]
     folded["rounds_texts_per_second"] = rates
     folded["spread"] = round((max(rates) - min(rates)) / folded["texts_per_second"], 3)
