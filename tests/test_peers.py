@@ -54,6 +54,8 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     assert set(result["ratios"]) == set(LEVELS)
     assert {g["goal"].split(":")[0] for g in result["goals"]} >= {"1 conn", "16 conns x 8 texts"}
     assert "## brum against the best peer and raw" in stem.with_suffix(".md").read_text()
+    assert "brum's calibration at each start" in stem.with_suffix(".md").read_text()
+    assert len(result["servers"]["brum"]["chosen_by_round"]) == 2
     assert stem.with_suffix(".png").stat().st_size > 10_000
 
 

@@ -23,6 +23,28 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
     ]
 
 
+def _brum_starts(brum: dict) -> list[str]:
+    """What brum's calibration chose at each start: how much a start batches follows from it."""
+    starts = brum.get("chosen_by_round", [])
+    if not starts:
+        return []
+    lines = [
+        "",
+        "brum's calibration at each start (round by round): plan; a run's cost, ms, as its "
+        "batchers cut by it:",
+        "",
+        "| round | threads x batches side by side | overhead ms a run | ms a token |",
+        "|---|---|---|---|",
+    ]
+    for index, chosen in enumerate(starts, 1):
+        plan, cost = chosen.get("plan", {}), chosen.get("batch_cost_ms", {})
+        lines.append(
+            f"| {index} | {plan.get('threads', '?')} x {plan.get('side_by_side', '?')} | "
+            f"{cost.get('overhead', '?')} | {cost.get('token', '?')} |"
+        )
+    return lines
+
+
 def _pinning(result: dict) -> str:
     """Where the servers and wrk ran, when the run emulated a smaller machine."""
     cpus = result.get("cpus")
@@ -98,6 +120,7 @@ def render_markdown(result: dict) -> str:
                 f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
                 f"{r['server_cpu_cores']:.2f} | {per_batch} |"
             )
+    lines += _brum_starts(result["servers"].get("brum", {}))
     lines += [
         "",
         "## Raw onnxruntime, in-process (no server)",
