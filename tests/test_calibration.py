@@ -24,15 +24,14 @@ from app.runtime.calibration import (
     Measurement,
     Plan,
     _paired_burst,
+    _trial,
     calibrate,
     candidate_plans,
     choose,
     fit_cost,
     predicted_throughput,
 )
-from app.runtime.classifier import OnnxClassifier
 from app.runtime.cores import available_cores
-from app.runtime.session import SessionConfig, create_session
 from app.runtime.tokenizer import load_tokenizer
 from app.settings import SHIPPED_REPOSITORY, Settings
 from loadtests.cgroup import cpu_group, limits_available
@@ -148,11 +147,10 @@ def test_each_stream_alternates_one_text_with_the_probe_batch():
     at least one per stream, the probe slower than one text; no quota, no throttling."""
     folder = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
     tokenizer = load_tokenizer(folder / TOKENIZER_FILE, read_card(folder).max_length)
-    session = create_session(folder / MODEL_FILE, SessionConfig(1))
-    run = OnnxClassifier(tokenizer, session, tuple(i.name for i in session.get_inputs())).run
-    one = tokenizer.encode_batch(["what is my balance"])
-    probe = tokenizer.encode_batch(["what is my balance"] * PROBE_BATCH)
-    ones, probes, throttled = _paired_burst(run, one, probe, streams=2, seconds=0.05)
+    trial = _trial(folder / MODEL_FILE, tokenizer, SIDE_BY_SIDE, "what is my balance", "all")
+    ones, probes, throttled = _paired_burst(
+        trial.run, trial.one, trial.probe, streams=2, seconds=0.05
+    )
     assert len(ones) == len(probes) >= 2 and throttled == 1.0
     assert statistics.median(probes) > statistics.median(ones) > 0
 

@@ -199,10 +199,10 @@ def calibrate(
     """Measure every plan on this machine, in alternating rounds so that a passing disturbance
     hits one round of each rather than one plan. Each stream alternates a run of one text with a
     run of ``PROBE_BATCH`` copies of it, so that both see the machine in the same state: the
-    overhead per run is the small difference of the two, and runs of each timed apart, a few
-    tens of milliseconds apart, measured it anywhere from 0.09 to 1.5 ms between starts on a
-    2-core EPYC (BENCHMARKS.md, 2026-12-06). Each is the median of all its runs, robust to the
-    few something else delayed. ``quota``: the CPUs' worth of time the cgroup allows, when it is
+    overhead per run is the small difference of the two, and timed in separate bursts a few tens
+    of milliseconds apart it came out anywhere from 0.09 to 1.5 ms between starts on a 2-core
+    EPYC (BENCHMARKS.md, 2026-12-06). Each is the median of all its runs, robust to the few
+    something else delayed. ``quota``: the CPUs' worth of time the cgroup allows, when it is
     less than the cores the plans use."""
     trials = [_trial(model, tokenizer, plan, text, graph_optimization_level) for plan in plans]
     ones: dict[Plan, list[float]] = {trial.plan: [] for trial in trials}
@@ -217,6 +217,7 @@ def calibrate(
                 # the lone runs and one burst.
                 time.sleep(QUOTA_PERIOD)
             lone[plan] = min(trial.lone_seconds(runs=3), lone.get(plan, math.inf))
+            # One burst of pairs as long as a burst of each kind.
             one, probe, slower = _paired_burst(
                 trial.run, trial.one, trial.probe, plan.side_by_side, 2 * seconds, quota
             )

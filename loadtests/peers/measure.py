@@ -149,7 +149,7 @@ def run_level(
     run["texts_per_second"] = round(run["requests_per_second"] * level.texts, 1)
     run["server_cpu_cores"] = round((tree_cpu_seconds(pid) - cpu) / run["seconds"], 2)
     batching = ""
-    if metrics_url and before:
+    if metrics_url is not None and before is not None:
         after = batches_run(metrics_url)
         batches = after[1] - before[1]
         run["texts_per_batch"] = round((after[0] - before[0]) / batches, 2) if batches else 0.0
