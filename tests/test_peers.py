@@ -56,6 +56,13 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     assert "## brum against the best peer and raw" in stem.with_suffix(".md").read_text()
     assert "brum's calibration at each start" in stem.with_suffix(".md").read_text()
     assert len(result["servers"]["brum"]["chosen_by_round"]) == 2
+    # Each start's row names the threads its lone texts ran on, as its /metrics said.
+    report = stem.with_suffix(".md").read_text().split("| lone texts on |\n|---", 1)[1]
+    rows = report.split("\n\n", 1)[0].splitlines()[1:]
+    lone = [
+        start["inline_session_threads"] for start in result["servers"]["brum"]["chosen_by_round"]
+    ]
+    assert [row.rsplit("|", 2)[1].strip() for row in rows] == [f"{t} thread(s)" for t in lone]
     assert stem.with_suffix(".png").stat().st_size > 10_000
 
 

@@ -24,23 +24,27 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
 
 
 def _brum_starts(brum: dict) -> list[str]:
-    """What brum's calibration chose at each start: how much a start batches follows from it."""
+    """What brum's calibration chose at each start: how much a start batches follows from it,
+    and a start's one-connection figure from the threads its lone texts ran on."""
     starts = brum.get("chosen_by_round", [])
     if not starts:
         return []
     lines = [
         "",
         "brum's calibration at each start (round by round): plan; a run's cost, ms, as its "
-        "batchers cut by it:",
+        "batchers cut by it; the threads of the session that runs lone texts:",
         "",
-        "| round | threads x batches side by side | overhead ms a run | ms a token |",
-        "|---|---|---|---|",
+        "| round | threads x batches side by side | overhead ms a run | ms a token "
+        "| lone texts on |",
+        "|---|---|---|---|---|",
     ]
     for index, chosen in enumerate(starts, 1):
         plan, cost = chosen.get("plan", {}), chosen.get("batch_cost_ms", {})
+        lone = chosen.get("inline_session_threads")
         lines.append(
             f"| {index} | {plan.get('threads', '?')} x {plan.get('side_by_side', '?')} | "
-            f"{cost.get('overhead', '?')} | {cost.get('token', '?')} |"
+            f"{cost.get('overhead', '?')} | {cost.get('token', '?')} | "
+            f"{'the queue' if lone == 0 else f'{lone} thread(s)' if lone else '?'} |"
         )
     return lines
 
