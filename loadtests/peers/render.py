@@ -41,10 +41,10 @@ def _brum_starts(brum: dict) -> list[str]:
     for index, chosen in enumerate(starts, 1):
         plan, cost = chosen.get("plan", {}), chosen.get("batch_cost_ms", {})
         lone = chosen.get("inline_session_threads")
+        where = "?" if lone is None else "the queue" if lone == 0 else f"{lone} thread(s)"
         lines.append(
             f"| {index} | {plan.get('threads', '?')} x {plan.get('side_by_side', '?')} | "
-            f"{cost.get('overhead', '?')} | {cost.get('token', '?')} | "
-            f"{'the queue' if lone == 0 else f'{lone} thread(s)' if lone else '?'} |"
+            f"{cost.get('overhead', '?')} | {cost.get('token', '?')} | {where} |"
         )
     return lines
 
