@@ -28,6 +28,7 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     assert main(argv) == 0
     stem = tmp_path / "peers-minilm-l6-augmented-int8"
     result = json.loads(stem.with_suffix(".json").read_text())
+    report = stem.with_suffix(".md").read_text()
     assert list(result["servers"]) == ["brum", "naive", "kserve"]
     for name, server in result["servers"].items():
         assert "skipped" not in server, (name, server.get("skipped"))
@@ -48,17 +49,17 @@ def test_peer_benchmark_measures_each_server(tmp_path):
                 assert "texts_per_batch" not in level
     assert result["raw"]["raw_batch32_texts_per_second"] > 0
     assert result["raw_before"]["session_run_after_pause_p50_ms_all_cores"] > 0
-    assert "after a 0.5 ms pause" in stem.with_suffix(".md").read_text()
+    assert "after a 0.5 ms pause" in report
     assert result["dataset"] == "clinc150-plus" and result["text_tokens"] > 0
-    assert "64 test texts of clinc150-plus" in stem.with_suffix(".md").read_text()
+    assert "64 test texts of clinc150-plus" in report
     assert set(result["ratios"]) == set(LEVELS)
     assert {g["goal"].split(":")[0] for g in result["goals"]} >= {"1 conn", "16 conns x 8 texts"}
-    assert "## brum against the best peer and raw" in stem.with_suffix(".md").read_text()
-    assert "brum's calibration at each start" in stem.with_suffix(".md").read_text()
+    assert "## brum against the best peer and raw" in report
+    assert "brum's calibration at each start" in report
     assert len(result["servers"]["brum"]["chosen_by_round"]) == 2
     # Each start's row names the threads its lone texts ran on, as its /metrics said.
-    report = stem.with_suffix(".md").read_text().split("| lone texts on |\n|---", 1)[1]
-    rows = report.split("\n\n", 1)[0].splitlines()[1:]
+    starts = report.split("| lone texts on |\n|---", 1)[1]
+    rows = starts.split("\n\n", 1)[0].splitlines()[1:]
     lone = [
         start["inline_session_threads"] for start in result["servers"]["brum"]["chosen_by_round"]
     ]
