@@ -94,6 +94,8 @@ def finetune_step(
     params = {**asdict(config), "dataset": data.name, **extra, "history": record.get("history", [])}
     if "bf16" in record.get("config", {}):  # what the run used, where the config says "auto"
         params["bf16"] = record["config"]["bf16"]
+    if record.get("pooling", "cls") != "cls":  # cards of [CLS] students stay as they were
+        params["pooling"] = record["pooling"]
     if params.get("alpha") == 1.0:
         params.pop("temperature", None)
         params.pop("alpha", None)

@@ -16,6 +16,8 @@ from onnxruntime.transformers.optimizer import optimize_model
 from optimum.exporters.onnx import main_export
 from transformers import AutoConfig
 
+from models.pooling import load_classifier, pooling_of
+
 DEFAULT_OPSET = 18
 # Model families whose attention onnxruntime's transformer optimizer knows how to fuse.
 FUSABLE_MODEL_TYPES = {"bert": "bert", "distilbert": "bert", "roberta": "bert", "mpnet": "bert"}
@@ -27,6 +29,8 @@ def export_onnx(model_dir: Path, output: Path, opset: int = DEFAULT_OPSET) -> Pa
     optimum checks the exported outputs against the PyTorch model and fails if they differ.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
+    if pooling_of(model_dir) == "mean":
+        return _export_mean_pooled(model_dir, output, opset)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         main_export(
             str(model_dir),
@@ -37,6 +41,34 @@ def export_onnx(model_dir: Path, output: Path, opset: int = DEFAULT_OPSET) -> Pa
             do_validation=True,
         )
         shutil.move(Path(scratch) / "model.onnx", output)
+    return output
+
+
+def _export_mean_pooled(model_dir: Path, output: Path, opset: int) -> Path:
+    """optimum's text-classification export of the encoder's family, given the model itself:
+    ``main_export`` would rebuild the family's own ``[CLS]`` head from the checkpoint."""
+    from optimum.exporters.onnx.convert import export, validate_model_outputs
+    from optimum.exporters.tasks import TasksManager
+
+    model = load_classifier(model_dir).eval()
+    onnx_config = TasksManager.get_exporter_config_constructor(
+        "onnx",
+        model_type=model.config.model_type,
+        task="text-classification",
+        library_name="transformers",
+    )(model.config)
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        exported = Path(scratch) / "model.onnx"
+        _, outputs = export(model, onnx_config, exported, opset=opset)
+        validate_model_outputs(
+            onnx_config,
+            model,
+            exported,
+            outputs,
+            atol=onnx_config.ATOL_FOR_VALIDATION,
+            use_subprocess=False,
+        )
+        shutil.move(exported, output)
     return output
 
 

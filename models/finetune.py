@@ -18,7 +18,6 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -26,6 +25,7 @@ from transformers import (
 )
 
 from models.data import Split, TextClassificationData
+from models.pooling import load_classifier, pooling_of
 from models.recipe import StaleRunError
 from models.sparsity import keep_zeros, zero_masks
 from models.stamps import texts_digest, weights_digest
@@ -152,22 +152,27 @@ def accuracy(
 
 
 def load_for_classification(base: Path, labels: tuple[str, ...]) -> PreTrainedModel:
-    return AutoModelForSequenceClassification.from_pretrained(
+    return load_classifier(
         base,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        ignore_mismatched_sizes=True,
     )
 
 
 def check_same_run(
-    output: Path, recorded: dict, config: FinetuneConfig, examples: int, start: str, data: str
+    output: Path,
+    recorded: dict,
+    config: FinetuneConfig,
+    examples: int,
+    start: str,
+    data: str,
+    pooling: str,
 ) -> None:
     """Refuse to reuse or resume a run in ``output`` that the recipe no longer describes: other
     settings, other training texts (by count, and by ``data``, the training split's digest),
-    other starting weights (a parent trained again). Runs recorded before a setting existed are
-    not held to it; bf16 "auto" matches what it chose."""
+    other starting weights (a parent trained again), another head on them (``pooling``). Runs
+    recorded before a setting existed are not held to it; bf16 "auto" matches what it chose."""
     asked = asdict(config)
     before = recorded.get("config", {})
     changed = {
@@ -181,6 +186,8 @@ def check_same_run(
         changed["training split"] = (recorded["data"][:12], data[:12])
     if recorded.get("start_weights", start) != start:
         changed["starting weights"] = (recorded["start_weights"][:12], start[:12])
+    if recorded.get("pooling", "cls") != pooling:
+        changed["pooling"] = (recorded["pooling"], pooling)
     if config.bf16 is not None and before.get("bf16") not in (None, config.bf16):
         changed["bf16"] = (before["bf16"], config.bf16)
     if changed:
@@ -208,11 +215,11 @@ def finetune(
     """
     train = data.splits["train"]
     examples = len(train) + (len(transfer[0]) if transfer is not None else 0)
-    start = weights_digest(base)
+    start, pooling = weights_digest(base), pooling_of(base)
     data_digest = texts_digest(train.texts, train.label_ids)
     if (output / DONE_FILE).is_file():
         recorded = json.loads((output / DONE_FILE).read_text())
-        check_same_run(output, recorded, config, examples, start, data_digest)
+        check_same_run(output, recorded, config, examples, start, data_digest, pooling)
         return output
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -255,7 +262,7 @@ def finetune(
     state_path = output / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        check_same_run(output, state, config, examples, start, data_digest)
+        check_same_run(output, state, config, examples, start, data_digest, pooling)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -284,6 +291,7 @@ def finetune(
                 "config": asdict(config),
                 "examples": examples,
                 "start_weights": start,
+                "pooling": pooling,
                 "data": data_digest,
             },
             partial,
@@ -359,6 +367,7 @@ def finetune(
                 "config": asdict(config) | {"bf16": bf16},
                 "examples": examples,
                 "start_weights": start,
+                "pooling": pooling,
                 "data": data_digest,
                 "history": history,
             },

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from app.core.card import LineageStep
 from models.build import PackageConfig, finetune_step, package_variant, stage
@@ -27,6 +27,7 @@ from models.finetune import (
     length_bucketed_batches,
     predict_logits,
 )
+from models.pooling import load_classifier
 from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, RecipeError, StudentSpec, VocabularySpec
 from models.sparsity import zero_smallest
@@ -79,7 +80,7 @@ def build_student(
         lineage = json.loads((init / "lineage.json").read_text())
         lineage = [LineageStep(**step) for step in lineage]
     else:
-        init = student_init(base.path, spec.layers, workdir)
+        init = student_init(base.path, spec.layers, workdir, spec.pooling or "cls")
         if spec.layers is not None:
             stage(f"{spec.name}: kept layers {spec.layers} of {base.reference}")
             lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))
@@ -186,7 +187,7 @@ def prune_stage(trained: Path, output: Path, data: TextClassificationData, spec:
         return json.loads((output / DONE).read_text())
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(trained)
-    model = AutoModelForSequenceClassification.from_pretrained(trained)
+    model = load_classifier(trained)
     summary: dict = {}
     if spec.heads > 0 or spec.neurons > 0:
         train = data.splits["train"]
@@ -235,7 +236,7 @@ def vocabulary_stage(
     max_length = json.loads((trained / "finetune.json").read_text())["config"]["max_length"]
 
     def validation_accuracy(model_dir: Path) -> float:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = load_classifier(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         logits = predict_logits(model, tokenizer, validation.texts, max_length)
         return float((logits.argmax(-1) == truth).float().mean())

@@ -192,11 +192,21 @@ class OosSpec(_Strict):
     )
 
 
+# What a student's head classifies from (models/pooling.py).
+Pooling = Literal["cls", "mean"]
+
+
 class StudentSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     base: str | None = None
     start_from: str | None = Field(None, description="another student, after its distillation")
     layers: list[int] | None = Field(None, description="keep these encoder layers (0-based)")
+    pooling: Pooling | None = Field(
+        None,
+        description="what the head classifies: 'cls', the [CLS] state through the pooler (the "
+        "default), or 'mean', the mean of the token states (sentence encoders' own); "
+        "a start_from student keeps its parent's",
+    )
     distill: dict[str, Any] = Field(
         default_factory=dict, description="distillation parameters (after start_from: more of it)"
     )
@@ -227,6 +237,11 @@ class StudentSpec(_Strict):
             raise ValueError(
                 f"student {self.name}: refit needs start_from, the student whose choices "
                 "were made on the validation split it then trains on"
+            )
+        if self.pooling is not None and self.start_from is not None:
+            raise ValueError(
+                f"student {self.name}: pooling is set where the encoder is first given a head; "
+                f"it keeps {self.start_from}'s"
             )
         return self
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import optuna
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, predict_logits
+from models.pooling import load_classifier
 from models.recipe import Recipe, StudentSpec
 from models.student import student_init
 from models.teacher import split_logits
@@ -33,7 +34,7 @@ def search_distillation(
 ) -> dict:
     workdir = runs / recipe.name / f"search-{spec.name}"
     base = resolve(spec.base or "")
-    init = student_init(base.path, spec.layers, workdir)
+    init = student_init(base.path, spec.layers, workdir, spec.pooling or "cls")
     teacher_logits = split_logits(recipe, data, runs, "train")
     validation = data.splits["validation"]
     truth = torch.tensor(validation.label_ids)
@@ -49,7 +50,7 @@ def search_distillation(
         )
         output = workdir / f"trial-{trial.number}"
         trained = finetune(init, data, output, config, teacher_logits=teacher_logits)
-        model = AutoModelForSequenceClassification.from_pretrained(trained)
+        model = load_classifier(trained)
         tokenizer = AutoTokenizer.from_pretrained(trained)
         logits = predict_logits(model, tokenizer, validation.texts, config.max_length)
         shutil.rmtree(output)  # a trial's weights are not worth their disk

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from models.adopt import adopt_teacher
 from models.augment import AugmentSpec, augment
 from models.checkpoints import resolve
 from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, native_bf16, predict_logits
+from models.pooling import load_classifier
 from models.recipe import Recipe
 from models.stamps import texts_digest, weights_digest
 
@@ -141,7 +142,7 @@ def unlabelled_set(
 def _label(recipe: Recipe, runs: Path, texts: list[str]) -> np.ndarray:
     model_dir = teacher_dir(recipe, runs) / "finetune"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model = load_classifier(model_dir)
     max_length = FinetuneConfig(**recipe.teacher.finetune).max_length
     logits = predict_logits(model, tokenizer, texts, max_length, progress=True, bf16=LABEL_IN_BF16)
     return logits.numpy().astype(np.float32)

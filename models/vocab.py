@@ -120,7 +120,9 @@ def prune_vocabulary(
     general: int = 0,
 ) -> dict:
     """Write a copy of ``model_dir`` (model + tokenizer) with only the pieces ``texts`` use."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from models.pooling import load_classifier
 
     tokenizer_json = json.loads((model_dir / TOKENIZER_JSON).read_text())
     counts = count_token_ids(model_dir / TOKENIZER_JSON, texts)
@@ -128,7 +130,7 @@ def prune_vocabulary(
     pruned_json = remap_tokenizer(tokenizer_json, keep)
     new_id = {old: new for new, old in enumerate(keep)}
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model = load_classifier(model_dir)
     old_pad = model.config.pad_token_id
     prune_embeddings(model, keep, new_id.get(old_pad) if old_pad is not None else None)
     output.mkdir(parents=True, exist_ok=True)
