@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from app.core.batcher import Batcher, BatchPolicy
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
+from app.core.lone import EXPLORE_BURST, EXPLORE_EVERY, LoneRoute
 from app.core.workers import InferenceWorkers
 from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier, load_classifier
@@ -65,7 +66,7 @@ def run_batcher(
     policy,
     texts_per_request,
     threads=2,
-    inline=None,
+    lone=None,
     busy_elsewhere=False,
     connections=None,
 ):
@@ -82,7 +83,7 @@ def run_batcher(
             workers,
             policy,
             on_batch=lambda run: batches.append((run.texts, threading.current_thread().name)),
-            inline=inline,
+            lone=lone,
         )
         batcher.start()
         workers.start()
@@ -123,7 +124,7 @@ def test_a_lone_text_runs_inline_only_when_nothing_else_can_run(
         classifier,
         BatchPolicy(),
         [[text]],
-        inline=classifier if inline else None,
+        lone=LoneRoute([classifier]) if inline else None,
         busy_elsewhere=busy_elsewhere,
         connections=connections,
     )
@@ -131,6 +132,37 @@ def test_a_lone_text_runs_inline_only_when_nothing_else_can_run(
     assert size == 1 and thread.startswith("brum-infer") == handed_off
     expected = classifier.classify([text]).logits[0]
     np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lone_texts_explore_the_other_session_and_answer_the_same_on_either(classifier, clinc):
+    """Two real sessions of one and two threads: the route's bursts run on the second, and each
+    answer is the one the model gives that text."""
+    card = read_card(SMALLEST)
+    wide = load_classifier(
+        SMALLEST / MODEL_FILE, SMALLEST / TOKENIZER_FILE, card.max_length, SessionConfig(2)
+    )
+    route = LoneRoute([classifier, wide])
+    texts = [clinc.splits["test"].texts[i % 200] for i in range(EXPLORE_EVERY + EXPLORE_BURST)]
+
+    async def one_at_a_time():
+        workers = InferenceWorkers(2, connections=lambda: 1)
+        batcher = Batcher(classifier, workers, BatchPolicy(), lone=route)
+        batcher.start()
+        workers.start()
+        try:
+            return [await batcher.submit([text]) for text in texts]
+        finally:
+            await workers.stop()
+            await batcher.stop()
+
+    scored = asyncio.run(one_at_a_time())
+    narrow, explored = route.medians()
+    assert narrow is not None and explored is not None  # the burst's last runs were timed
+    assert route.sessions[route.current] in (classifier, wide)
+    # One by one: under dynamic int8 a text's logits depend on the others in its batch.
+    expected = [classifier.classify([text]).logits[0] for text in texts[-2 * EXPLORE_BURST :]]
+    got = np.stack([answer.logits[0] for answer in scored[-2 * EXPLORE_BURST :]])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("oldest_first", "order"), [(False, [8, 1]), (True, [1, 8])])

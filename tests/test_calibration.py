@@ -78,6 +78,15 @@ def test_lone_texts_get_the_fastest_wider_session_not_clearly_slower_than_the_pl
     assert placed(Plan(2, 8), {2: 1.0}).lone_threads == 2
 
 
+def test_lone_texts_may_run_on_the_plans_own_session_or_the_widest_measured():
+    """Calibration's choice first; the other is what served lone texts may prove faster."""
+    assert placed(Plan(1, 2), {1: 1.0, 2: 1.14}).lone_candidates == (2, 1)
+    assert placed(Plan(1, 2), {1: 1.0, 2: 1.3}).lone_candidates == (1, 2)
+    assert placed(Plan(1, 16), {1: 2.0, 2: 1.2, 4: 0.8, 16: 1.3}).lone_candidates == (4, 1)
+    assert placed(Plan(2, 1), {1: 1.0, 2: 1.2}).lone_candidates == (2,)  # the widest already
+    assert placed(Plan(1, 2), {1: 1.0}).lone_candidates == (1,)  # a configured plan: no other
+
+
 def test_the_faster_plan_wins_and_a_near_tie_goes_to_batches_side_by_side():
     cost = BatchCost(0.001, 0.0001)
     wide = Measurement(ONE_WIDE, texts_per_second=1000, lone_seconds=0.001, cost=cost)

@@ -11,10 +11,10 @@ Where to cut is decided by what a run costs on this machine (app/runtime/batchin
 236; on another, batches of 32 were 17% faster per text than one by one.
 
 A lone request (one text, the only open connection, nothing queued or running) runs on the
-event-loop thread itself, on the ``inline`` classifier (a session with more threads, where that
-answers one text faster): handing one short run to a worker thread and back costs two thread
-wake-ups, a fifth of the run on a VM. Under load, requests pile up while a batch runs, so
-batches fill by themselves.
+event-loop thread itself, on the session its ``lone`` route picks (app/core/lone.py: one with more
+threads, where that answers one text faster): handing one short run to a worker thread and back
+costs two thread wake-ups, a fifth of the run on a VM. Under load, requests pile up while a batch
+runs, so batches fill by themselves.
 
 Backpressure: at most ``max_queue_texts`` texts wait; past that a request is refused at once
 (``QueueFull``, 429). A request still waiting after ``queue_timeout`` gives up (``QueueTimeout``,
@@ -34,6 +34,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from app.core.errors import QueueFull, QueueTimeout
+from app.core.lone import LoneRoute
 from app.core.workers import InferenceWorkers
 from app.runtime.batching import FILL_BATCHES, BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier
@@ -145,13 +146,13 @@ class Batcher:
         on_batch: Callable[[BatchRun], None] = lambda run: None,
         on_depth: Callable[[int], None] = lambda depth: None,
         on_running: Callable[[int], None] = lambda running: None,
-        inline: OnnxClassifier | None = None,
+        lone: LoneRoute[OnnxClassifier] | None = None,
     ) -> None:
         self.classifier = classifier
         self.workers = workers
         self.policy = policy
         # Runs lone texts on the event-loop thread; None: every text goes through the queue.
-        self.inline = inline
+        self.lone = lone
         self.on_batch = on_batch
         self.on_depth = on_depth
         self.on_running = on_running
@@ -216,7 +217,7 @@ class Batcher:
     def _alone(self, texts: Sequence[str]) -> bool:
         """One text from the only connection, and nothing queued or running in the process."""
         return (
-            self.inline is not None
+            self.lone is not None
             and len(texts) == 1
             and self.requests_in_flight == 0
             and self.workers.idle
@@ -225,16 +226,19 @@ class Batcher:
     def _run_inline(self, texts: Sequence[str]) -> Scored:
         """Run a lone text on the event-loop thread: no queue, no hand-off to a worker thread.
         Requests that arrive meanwhile wait in the socket buffers, then batch as usual."""
-        assert self.inline is not None
+        assert self.lone is not None
+        index = self.lone.pick()
+        session = self.lone.sessions[index]
         with self.workers.lock:
             self.workers.running += 1
         try:
             # The process's CPU: nothing else runs, and a session of several threads has helpers.
-            encodings = self.inline.tokenize(list(texts))
-            logits, run = _infer(self.inline, encodings, time.process_time)
+            encodings = session.tokenize(list(texts))
+            logits, run = _infer(session, encodings, time.process_time)
         finally:
             with self.workers.lock:
                 self.workers.running -= 1
+        self.lone.record(index, run.seconds)
         # Metrics on the loop's next turn: after the reply has been sent, off the caller's clock.
         asyncio.get_running_loop().call_soon(self.on_batch, run)
         return Scored(

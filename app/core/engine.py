@@ -40,6 +40,7 @@ from app.core.feedback import (
     TokenSigner,
     UnknownRequest,
 )
+from app.core.lone import LoneRoute
 from app.core.metrics import Metrics
 from app.core.placement import Placement, place
 from app.core.prediction import PredictionBatch, predictions_from_logits
@@ -191,56 +192,76 @@ class Engine:
             graph_optimization_level=self.settings.graph_optimization_level,
         )
 
-    def _inline_classifier(self, folder: Path, variant: Variant) -> OnnxClassifier | None:
-        """What runs the variant's lone texts on the event loop: its own session, or, with
-        sessions of fewer threads side by side, a session with more where calibration found that
-        faster for one text; None if a lone text takes longer than BRUM_INLINE_MAX_MS."""
+    def _lone_session(self, folder: Path, variant: Variant, threads: int) -> OnnxClassifier:
+        """The variant's own session if it has ``threads``, else a new one, warmed up."""
+        assert self.placement is not None
+        if threads == self.placement.plan.threads:
+            return variant.classifier
+        card = variant.card
+        config = self._session_config(threads)
+        model, tokenizer = folder / MODEL_FILE, folder / TOKENIZER_FILE
+        session = load_classifier(model, tokenizer, card.max_length, config)
+        warm_up(Variant(card.name, card, session, folder), self.settings.warmup_iterations)
+        return session
+
+    def _lone_route(self, folder: Path, variant: Variant) -> LoneRoute[OnnxClassifier] | None:
+        """What runs the variant's lone texts on the event loop: the session calibration found
+        fastest for one text (its own, or with sessions of fewer threads side by side, one with
+        more), and the other candidate, which served lone texts may prove faster; None if a lone
+        text takes longer than BRUM_INLINE_MAX_MS."""
         assert self.placement is not None
         if self.settings.inline_max_ms == 0:
             return None
-        chosen = variant.classifier
-        threads = self.placement.lone_threads
-        if threads != self.placement.plan.threads:
-            card = variant.card
-            chosen = load_classifier(
-                folder / MODEL_FILE,
-                folder / TOKENIZER_FILE,
-                card.max_length,
-                self._session_config(threads),
-            )
-            warm_up(Variant(card.name, card, chosen, folder), self.settings.warmup_iterations)
+        first, *others = self.placement.lone_candidates
+        chosen = self._lone_session(folder, variant, first)
         lone = lone_run_seconds(chosen)
         inline = lone * 1000 <= self.settings.inline_max_ms
-        own = chosen is variant.classifier
         logger.info(
             "variant %s: one text in %.3f ms on %s; lone requests run %s",
             variant.name,
             lone * 1000,
-            "its session" if own else f"a session of {threads} threads",
+            "its session" if chosen is variant.classifier else f"a session of {first} threads",
             "inline" if inline else "through the queue",
         )
-        return chosen if inline else None
+        if not inline:
+            return None
+        sessions = [chosen, *(self._lone_session(folder, variant, t) for t in others)]
+        return LoneRoute(sessions, on_switch=self._lone_switch_observer(variant.name, sessions))
+
+    def _lone_switch_observer(
+        self, name: str, sessions: list[OnnxClassifier]
+    ) -> Callable[[int], None]:
+        def switched(index: int) -> None:
+            logger.info(
+                "variant %s: lone texts now run on the session of %d threads, the faster on "
+                "the lone texts served",
+                name,
+                sessions[index].threads,
+            )
+            self.metrics.inline_threads.labels(name).set(sessions[index].threads)
+
+        return switched
 
     def _load(
         self, cards: list[tuple[Path, VariantCard]]
-    ) -> dict[str, tuple[Variant, OnnxClassifier | None]]:
+    ) -> dict[str, tuple[Variant, LoneRoute[OnnxClassifier] | None]]:
         """Create each session and warm it up; with it, what runs its lone texts inline.
         Blocking: runs off the event loop."""
         assert self.placement is not None
         config = self._session_config(self.placement.plan.threads)
-        variants: dict[str, tuple[Variant, OnnxClassifier | None]] = {}
+        variants: dict[str, tuple[Variant, LoneRoute[OnnxClassifier] | None]] = {}
         for folder, card in cards:
             variant = load_variant(folder, card, config)
             seconds = warm_up(variant, self.settings.warmup_iterations)
             logger.info("variant %s loaded and warmed up in %.3f s", card.name, seconds)
-            variants[card.name] = (variant, self._inline_classifier(folder, variant))
+            variants[card.name] = (variant, self._lone_route(folder, variant))
         return variants
 
     def _start_batchers(
-        self, variants: dict[str, tuple[Variant, OnnxClassifier | None]]
+        self, variants: dict[str, tuple[Variant, LoneRoute[OnnxClassifier] | None]]
     ) -> dict[str, Variant]:
         assert self.workers is not None and self.policy is not None
-        for name, (variant, inline) in variants.items():
+        for name, (variant, lone) in variants.items():
             on_depth, on_running = self.metrics.queue_gauges(name)
             batcher = Batcher(
                 variant.classifier,
@@ -249,12 +270,14 @@ class Engine:
                 on_batch=self.metrics.batch_observer(name),
                 on_depth=on_depth,
                 on_running=on_running,
-                inline=inline,
+                lone=lone,
             )
             batcher.start()
             self.batchers[variant] = batcher
             self.metrics.publish_batcher(
-                name, self.policy.max_queue_texts, inline.threads if inline else 0
+                name,
+                self.policy.max_queue_texts,
+                lone.sessions[lone.current].threads if lone else 0,
             )
             self.metrics.publish_card(variant)
         return {name: variant for name, (variant, _) in variants.items()}

@@ -54,6 +54,16 @@ class Placement:
         wider = [t for t in lone if t > narrow and lone[t] < slowest]
         return min(wider, key=lone.__getitem__, default=narrow)
 
+    @property
+    def lone_candidates(self) -> tuple[int, ...]:
+        """Threads of the sessions lone texts may run on, ``lone_threads`` first, then the other
+        of the plan's own and the widest calibration measured, if it differs: the route
+        (app/core/lone.py) times both on served lone texts and follows the faster."""
+        chosen, own = self.lone_threads, self.plan.threads
+        widest = max((m.plan.threads for m in self.measurements), default=own)
+        other = own if chosen != own else widest
+        return (chosen,) if other == chosen else (chosen, other)
+
 
 def configured_plan(settings: Settings, cores: int) -> Plan | None:
     """The plan the settings fix, if they fix one: either setting implies the other."""
