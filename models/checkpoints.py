@@ -8,6 +8,7 @@ verified against the upstream sha256 before anything reads them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.card import sha256_file
+from models.recipe import Pooling
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "checkpoints"
@@ -74,6 +76,20 @@ class ResolvedCheckpoint:
             "weights_file": self.weights_file,
             "sha256": self.sha256,
         }
+
+
+def pretrained_pooling(directory: Path) -> Pooling:
+    """How a checkpoint was pretrained to summarise a text: "mean" where its sentence-transformers
+    files say it pools the mean of its token states (as all-MiniLM-L6-v2's do), else "cls"."""
+    modules = directory / "modules.json"
+    if not modules.is_file():
+        return "cls"
+    for module in json.loads(modules.read_text()):
+        if module.get("type", "").endswith(".Pooling"):
+            config = directory / module.get("path", "") / "config.json"
+            if config.is_file() and json.loads(config.read_text()).get("pooling_mode_mean_tokens"):
+                return "mean"
+    return "cls"
 
 
 def find_weights(directory: Path) -> Path:

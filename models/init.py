@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from app.core.card import NAME_LENGTH, NAME_PATTERN
 from models.data import DatasetError, TextClassificationData
 from models.pace import unit_seconds
-from models.recipe import DatasetSpec, Recipe, check_distinct
+from models.recipe import DatasetSpec, Pooling, Recipe, check_distinct
 from models.sources import load_dataset
 from models.workload import Sizes, run_work, seconds, split_sizes, teacher_scale_of
 
@@ -49,6 +49,10 @@ class StudentBase:
     stem: str  # in the full-depth students' names
     layers: int
     wordpiece: bool  # only a WordPiece vocabulary can be pruned (models/vocab.py)
+    # The students' head reads what the checkpoint was pretrained to summarise a text with
+    # (models/pooling.py): on BANKING77 the mean of all-MiniLM-L6-v2's token states learned more
+    # than its [CLS] state did (BENCHMARKS.md, issue 14).
+    pooling: Pooling = "cls"
 
     @property
     def shallow_layers(self) -> list[int]:
@@ -62,7 +66,8 @@ class StudentBase:
         return f"{self.stem}-l{len(self.shallow_layers)}"
 
 
-DEFAULT_STUDENT = StudentBase(STUDENT, "minilm-l6", 6, wordpiece=True)
+# all-MiniLM-L6-v2's 1_Pooling/config.json pools the mean of its token states.
+DEFAULT_STUDENT = StudentBase(STUDENT, "minilm-l6", 6, wordpiece=True, pooling="mean")
 # A student's name is the recipe's name, the student base's and a stage's suffix: both are kept
 # short enough for a variant's name (app/core/card.py: NAME_LENGTH).
 STEM_LENGTH = 20
@@ -78,7 +83,7 @@ def student_base(reference: str) -> StudentBase:
     deep it is, and its tokenizer whether its vocabulary can be pruned."""
     if reference == STUDENT:
         return DEFAULT_STUDENT
-    from models.checkpoints import resolve, unfindable
+    from models.checkpoints import pretrained_pooling, resolve, unfindable
     from models.preflight import tokenizer_kind
 
     why = unfindable(reference)
@@ -103,7 +108,8 @@ def student_base(reference: str) -> StudentBase:
     slug = re.sub(r"[^a-z0-9.]+", "-", Path(reference).name.lower())
     stem = slug[:STEM_LENGTH].strip("-.") or "student"
     wordpiece = tokenizer_kind(str(folder)) == "WordPiece"
-    return StudentBase(reference, stem, config["num_hidden_layers"], wordpiece)
+    pooling = pretrained_pooling(folder)
+    return StudentBase(reference, stem, config["num_hidden_layers"], wordpiece, pooling)
 
 
 def dataset_spec(args: argparse.Namespace) -> DatasetSpec:
@@ -311,10 +317,12 @@ def recipe_for(
     # Not where validation tunes an out-of-scope threshold.
     refit = {"refit": True} if data.oos_label is None else {}
     deep, shallow = f"{name}-{student.stem}", f"{name}-{student.shallow_stem}"
+    pooling = {"pooling": student.pooling} if student.pooling != "cls" else {}
     students = [
         {
             "name": f"{deep}-int8",
             "base": student.reference,
+            **pooling,
             "distill": {"epochs": teacher_epochs, "learning_rate": 1e-4, **distill},
             **vocabulary,
             **quantization,
@@ -338,6 +346,7 @@ def recipe_for(
                 "name": f"{shallow}-int8",
                 "base": student.reference,
                 "layers": student.shallow_layers,
+                **pooling,
                 "distill": {"epochs": teacher_epochs, "learning_rate": 2e-4, **distill},
                 **vocabulary,
                 **quantization,

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from models.checkpoints import pretrained_pooling
 from models.data import from_examples
 from models.init import TRANSFER_TEXTS, recipe_for
 from models.pace import PIPELINE_OVERHEAD, unit_seconds
@@ -185,3 +186,25 @@ def test_unlabelled_texts_add_work_to_the_students_with_transfer_sets_only():
     per_perturbed = (student_work(augmented, sizes) - bare) / perturbed
     added = student_work(augmented, sizes, unlabelled=24_000) - student_work(augmented, sizes)
     assert added / 24_000 == pytest.approx(per_perturbed, rel=1e-9)
+
+
+def test_students_summarise_texts_as_their_checkpoint_was_pretrained_to(tmp_path):
+    recipe, _ = banking77_sized()
+    assert [s.pooling for s in recipe.students if s.base] == ["mean", "mean"]  # all-MiniLM-L6-v2
+    assert all(s.pooling is None for s in recipe.students if s.start_from)  # their parent's
+    pooling = tmp_path / "1_Pooling"
+    pooling.mkdir()
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
+    (pooling / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert pretrained_pooling(tmp_path) == "cls"
+    (pooling / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    assert pretrained_pooling(tmp_path) == "mean"
+    (tmp_path / "modules.json").unlink()  # a plain Hugging Face checkpoint
+    assert pretrained_pooling(tmp_path) == "cls"
