@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from app.core.batcher import Batcher, BatchPolicy
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
-from app.core.lone import EXPLORE_BURST, EXPLORE_EVERY, LoneRoute
+from app.core.lone import BLOCK, EXPLORE_EVERY, LoneRoute
 from app.core.workers import InferenceWorkers
 from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier, load_classifier
@@ -134,15 +134,15 @@ def test_a_lone_text_runs_inline_only_when_nothing_else_can_run(
     np.testing.assert_allclose(scored.logits[0], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_lone_texts_explore_the_other_session_and_answer_the_same_on_either(classifier, clinc):
-    """Two real sessions of one and two threads: the route's bursts run on the second, and each
+def test_lone_texts_duel_the_other_session_and_answer_the_same_on_either(classifier, clinc):
+    """Two real sessions of one and two threads: the route duels them, and each
     answer is the one the model gives that text."""
     card = read_card(SMALLEST)
     wide = load_classifier(
         SMALLEST / MODEL_FILE, SMALLEST / TOKENIZER_FILE, card.max_length, SessionConfig(2)
     )
     route = LoneRoute([classifier, wide])
-    texts = [clinc.splits["test"].texts[i % 200] for i in range(EXPLORE_EVERY + EXPLORE_BURST)]
+    texts = [clinc.splits["test"].texts[i % 200] for i in range(EXPLORE_EVERY + 2 * BLOCK)]
 
     async def one_at_a_time():
         workers = InferenceWorkers(2, connections=lambda: 1)
@@ -157,11 +157,11 @@ def test_lone_texts_explore_the_other_session_and_answer_the_same_on_either(clas
 
     scored = asyncio.run(one_at_a_time())
     narrow, explored = route.medians()
-    assert narrow is not None and explored is not None  # the burst's last runs were timed
+    assert narrow is not None and explored is not None  # one duel: both were timed
     assert route.sessions[route.current] in (classifier, wide)
     # One by one: under dynamic int8 a text's logits depend on the others in its batch.
-    expected = [classifier.classify([text]).logits[0] for text in texts[-2 * EXPLORE_BURST :]]
-    got = np.stack([answer.logits[0] for answer in scored[-2 * EXPLORE_BURST :]])
+    expected = [classifier.classify([text]).logits[0] for text in texts[-2 * BLOCK :]]
+    got = np.stack([answer.logits[0] for answer in scored[-2 * BLOCK :]])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 

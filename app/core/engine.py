@@ -230,13 +230,15 @@ class Engine:
 
     def _lone_switch_observer(
         self, name: str, sessions: list[OnnxClassifier]
-    ) -> Callable[[int], None]:
-        def switched(index: int) -> None:
+    ) -> Callable[[int, list[float]], None]:
+        def switched(index: int, medians: list[float]) -> None:
             logger.info(
-                "variant %s: lone texts now run on the session of %d threads, the faster on "
-                "the lone texts served",
+                "variant %s: lone texts now run on the session of %d threads: lone texts served "
+                "took a median %s ms on sessions of %s threads",
                 name,
                 sessions[index].threads,
+                " / ".join(f"{m * 1000:.3f}" for m in medians),
+                " / ".join(str(s.threads) for s in sessions),
             )
             self.metrics.inline_threads.labels(name).set(sessions[index].threads)
 

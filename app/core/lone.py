@@ -6,12 +6,14 @@ Anything else busy on the machine then, such as a server that has just stopped, 
 session of two threads look more than 1.25x slower than one, and it serves lone texts on one
 thread for the life of the process: on a 2-core EPYC, 3 of 7 starts of a peer benchmark did so,
 and each answered lone texts about a quarter later than the starts on two threads (BENCHMARKS.md,
-2026-12-06). So the route keeps timing. Every ``EXPLORE_EVERY`` lone texts it runs a burst of
-``EXPLORE_BURST`` on the other candidate. It keeps the last ``WINDOW`` timings of each candidate
-and follows the one with the lower median once each has ``ENOUGH`` and the difference is
-``MARGIN`` or more. A burst's first run wakes the session's threads and finds its caches cold,
-which steady service does not do; it is not timed, nor is the first run back on the route's own
-session after a burst.
+2026-12-06). So the route keeps timing, in duels: every ``EXPLORE_EVERY`` lone texts,
+``BLOCK`` run on the other candidate, then ``BLOCK`` on the route's own session. Only duels are
+compared, because on a VM the same session's median over 15 lone texts moved between 1.6 and
+2.1 ms from one second to the next: a burst timed at one moment against a window timed at
+another followed that noise and switched back and forth. The first run of each block wakes its
+session's threads and finds its caches cold, which steady service does not do; it is not timed.
+The route keeps the last ``WINDOW`` duel timings of each session and follows the one with the
+lower median once each has ``ENOUGH``, if it is ``MARGIN`` or more faster.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-EXPLORE_EVERY = 512  # under 1% of lone texts, so a p99 stays on the route's own session
-EXPLORE_BURST = 4
-WINDOW = 15
-ENOUGH = 6  # two bursts
+EXPLORE_EVERY = 512  # the other session runs under 1% of lone texts: a p99 stays the route's own
+BLOCK = 4
+WINDOW = 15  # five duels
+ENOUGH = 6  # two duels
 MARGIN = 0.05
 
 Session = TypeVar("Session")
@@ -32,10 +34,12 @@ Session = TypeVar("Session")
 
 class LoneRoute(Generic[Session]):
     """Candidate sessions for lone texts, calibration's choice first. ``on_switch`` is told the
-    index of the session the route follows from then on."""
+    index of the session the route follows from then on, and each session's median."""
 
     def __init__(
-        self, sessions: Sequence[Session], on_switch: Callable[[int], None] = lambda index: None
+        self,
+        sessions: Sequence[Session],
+        on_switch: Callable[[int, list[float]], None] = lambda index, medians: None,
     ) -> None:
         if not sessions:
             raise ValueError("a lone route needs at least one session")
@@ -44,41 +48,36 @@ class LoneRoute(Generic[Session]):
         self.on_switch = on_switch
         self._timings = [deque[float](maxlen=WINDOW) for _ in self.sessions]
         self._runs = 0
-        self._explored = 0  # the session of the current burst
-        self._exploring = 0  # runs of the burst still to come
-        self._untimed: int | None = None  # the session whose next run wakes it
+        self._duel: deque[tuple[int, bool]] = deque()  # (session, timed) of the runs to come
+        self._timed = False  # whether the run just picked is one the duel times
 
     def pick(self) -> int:
         """The index of the session the next lone text runs on."""
         if len(self.sessions) == 1:
             return 0
         self._runs += 1
-        if self._exploring == 0 and self._runs % EXPLORE_EVERY == 0:
-            self._explored = self._untimed = self._least_timed_other()
-            self._exploring = EXPLORE_BURST
-        if self._exploring:
-            self._exploring -= 1
-            if self._exploring == 0:
-                self._untimed = self.current  # back after the burst, its caches are cold
-            return self._explored
-        return self.current
+        if not self._duel and self._runs % EXPLORE_EVERY == 0:
+            other = self._least_timed_other()
+            for index in (other, self.current):
+                self._duel.extend((index, run > 0) for run in range(BLOCK))
+        if not self._duel:
+            self._timed = False
+            return self.current
+        index, self._timed = self._duel.popleft()
+        return index
 
     def record(self, index: int, seconds: float) -> None:
-        """How long a lone text took on ``sessions[index]``: the model's run alone."""
-        if len(self.sessions) == 1:
-            return
-        if self._untimed == index:
-            self._untimed = None
+        """How long the lone text just picked took on ``sessions[index]``: the model's run."""
+        if not self._timed:
             return
         self._timings[index].append(seconds)
-        if any(len(timings) < ENOUGH for timings in self._timings):
+        if self._duel or any(len(timings) < ENOUGH for timings in self._timings):
             return
         medians = [statistics.median(timings) for timings in self._timings]
         fastest = min(range(len(medians)), key=medians.__getitem__)
         if medians[fastest] < medians[self.current] * (1 - MARGIN):
             self.current = fastest
-            self._exploring = 0  # the burst was on the session now followed
-            self.on_switch(fastest)
+            self.on_switch(fastest, medians)
 
     def medians(self) -> list[float | None]:
         """Each session's median lone time over its window; None before it has any."""
