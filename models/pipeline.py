@@ -32,7 +32,7 @@ from models.prune import prune_model
 from models.recipe import PruneSpec, Recipe, RecipeError, StudentSpec, VocabularySpec
 from models.sparsity import zero_smallest
 from models.stamps import made_from, texts_digest, weights_digest
-from models.student import student_init
+from models.student import starting_weights
 from models.teacher import split_logits, teacher_dir, transfer_set, unlabelled_set
 from models.vocab import prune_vocabulary
 
@@ -80,7 +80,7 @@ def build_student(
         lineage = json.loads((init / "lineage.json").read_text())
         lineage = [LineageStep(**step) for step in lineage]
     else:
-        init = student_init(base.path, spec.layers, workdir, spec.pooling or "cls")
+        init = starting_weights(base.path, spec.layers, workdir, spec.pooling or "cls")
         if spec.layers is not None:
             stage(f"{spec.name}: kept layers {spec.layers} of {base.reference}")
             lineage.append(LineageStep(step="keep_layers", params={"layers": spec.layers}))

@@ -154,6 +154,10 @@ class DatasetSpec(_Strict):
         return "clinc150"
 
 
+# What a head classifies from (models/pooling.py).
+Pooling = Literal["cls", "mean"]
+
+
 class TeacherSpec(_Strict):
     base: str
     fine_tuned: bool = Field(
@@ -161,7 +165,16 @@ class TeacherSpec(_Strict):
         description="base is already fine-tuned for these labels: its id2label is mapped onto "
         "the dataset's and it is not trained again",
     )
+    pooling: Pooling | None = Field(
+        None, description="what the head classifies, as a student's pooling (default 'cls')"
+    )
     finetune: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pooling_is_trained(self) -> TeacherSpec:
+        if self.fine_tuned and self.pooling is not None:
+            raise ValueError("a fine-tuned teacher keeps the head it was trained with: no pooling")
+        return self
 
 
 class PruneSpec(_Strict):
@@ -190,10 +203,6 @@ class OosSpec(_Strict):
     share: float | None = Field(
         None, gt=0, lt=1, description="expected out-of-scope share of traffic (expected_accuracy)"
     )
-
-
-# What a student's head classifies from (models/pooling.py).
-Pooling = Literal["cls", "mean"]
 
 
 class StudentSpec(_Strict):

@@ -20,7 +20,7 @@ from models.data import TextClassificationData
 from models.finetune import FinetuneConfig, finetune, predict_logits
 from models.pooling import load_classifier
 from models.recipe import Recipe, StudentSpec
-from models.student import student_init
+from models.student import starting_weights
 from models.teacher import split_logits
 
 
@@ -34,7 +34,7 @@ def search_distillation(
 ) -> dict:
     workdir = runs / recipe.name / f"search-{spec.name}"
     base = resolve(spec.base or "")
-    init = student_init(base.path, spec.layers, workdir, spec.pooling or "cls")
+    init = starting_weights(base.path, spec.layers, workdir, spec.pooling or "cls")
     teacher_logits = split_logits(recipe, data, runs, "train")
     validation = data.splits["validation"]
     truth = torch.tensor(validation.label_ids)

@@ -40,11 +40,11 @@ def keep_layers(base: Path, output: Path, layers: list[int] | None) -> Path:
     return output
 
 
-def student_init(
+def starting_weights(
     base: Path, layers: list[int] | None, workdir: Path, pooling: Pooling = "cls"
 ) -> Path:
-    """The student's starting weights: ``base`` itself, or its layer subset and its pooling
-    (cached in workdir)."""
+    """A student's or a teacher's starting weights: ``base`` itself, or its layer subset and its
+    pooling (cached in workdir)."""
     if layers is None and pooling == "cls":
         return base
     init = workdir / "init"

@@ -19,6 +19,7 @@ from models.finetune import FinetuneConfig, finetune, native_bf16, predict_logit
 from models.pooling import load_classifier
 from models.recipe import Recipe
 from models.stamps import texts_digest, weights_digest
+from models.student import starting_weights
 
 LOGITS_FILE = "train_logits.npy"
 # Where the CPU multiplies bfloat16 natively the teacher labels texts in half the time: on
@@ -41,7 +42,8 @@ def train_teacher(recipe: Recipe, data: TextClassificationData, runs: Path) -> P
     if recipe.teacher.fine_tuned:
         model_dir = adopt_teacher(base.path, data, workdir / "finetune", config)
     else:
-        model_dir = finetune(base.path, data, workdir / "finetune", config)
+        start = starting_weights(base.path, None, workdir, recipe.teacher.pooling or "cls")
+        model_dir = finetune(start, data, workdir / "finetune", config)
     split_logits(recipe, data, runs, "train")
     return model_dir
 

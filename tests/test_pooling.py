@@ -13,6 +13,7 @@ from models.build import PackageConfig
 from models.pipeline import build_student
 from models.pooling import MeanPooledForSequenceClassification, load_classifier
 from models.recipe import Recipe, RecipeError, StaleRunError
+from models.teacher import split_logits, train_teacher
 from tests.test_pipeline import INTENTS, subset
 from tests.test_recipe_pipeline import DISTILL, build_all
 from tests.tiny import save_tiny_bert
@@ -132,3 +133,17 @@ def test_pooling_is_chosen_where_the_head_is_first_given():
             }
         )
     assert issubclass(StaleRunError, RecipeError)
+
+
+def test_a_teacher_can_be_mean_pooled_too(tmp_path, clinc):
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32, layers=1)
+    finetune = {"epochs": 1, "max_steps": 4, "batch_size": 16, "max_length": 32}
+    teacher = {"base": str(base), "pooling": "mean", "finetune": finetune}
+    recipe = Recipe.model_validate({"name": "tiny", "teacher": teacher})
+    trained = train_teacher(recipe, data, tmp_path)
+    assert isinstance(load_classifier(trained), MeanPooledForSequenceClassification)
+    logits = split_logits(recipe, data, tmp_path, "validation")
+    assert logits.shape == (len(data.splits["validation"]), len(data.labels))
+    with pytest.raises(ValueError, match="keeps the head it was trained with"):
+        Recipe.model_validate({"name": "tiny", "teacher": {**teacher, "fine_tuned": True}})
