@@ -26,7 +26,7 @@ from transformers import (
 
 from models.data import Split, TextClassificationData
 from models.pooling import load_classifier, pooling_of
-from models.recipe import StaleRunError
+from models.recipe import Pooling, StaleRunError
 from models.sparsity import keep_zeros, zero_masks
 from models.stamps import texts_digest, weights_digest
 
@@ -167,7 +167,7 @@ def check_same_run(
     examples: int,
     start: str,
     data: str,
-    pooling: str,
+    pooling: Pooling,
 ) -> None:
     """Refuse to reuse or resume a run in ``output`` that the recipe no longer describes: other
     settings, other training texts (by count, and by ``data``, the training split's digest),
