@@ -14,6 +14,7 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent / "repository"
 RUNS = Path("runs")
+BUILT_HELP = "where variants are built (default: RUNS/<recipe name>/built, as run builds them)"
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -75,11 +76,13 @@ def search(args: argparse.Namespace) -> int:
 def students(args: argparse.Namespace) -> int:
     from models.pipeline import build_students
     from models.recipe import load_recipe
+    from models.run import built_folder
     from models.sources import load_dataset
 
     recipe = load_recipe(args.recipe)
     data = load_dataset(recipe.dataset)
-    for folder in build_students(recipe, data, args.runs, args.repository, args.only):
+    built = args.repository or built_folder(args.runs, recipe.name)
+    for folder in build_students(recipe, data, args.runs, built, args.only):
         print(f"wrote {folder}")
     return 0
 
@@ -87,20 +90,25 @@ def students(args: argparse.Namespace) -> int:
 def teacher_variant(args: argparse.Namespace) -> int:
     from models.pipeline import build_teacher_variant
     from models.recipe import load_recipe
+    from models.run import built_folder
     from models.sources import load_dataset
 
     recipe = load_recipe(args.recipe)
     data = load_dataset(recipe.dataset)
-    folder = build_teacher_variant(recipe, data, args.runs, args.repository, args.quantization)
+    built = args.repository or built_folder(args.runs, recipe.name)
+    folder = build_teacher_variant(recipe, data, args.runs, built, args.quantization)
     print(f"wrote {folder}")
     return 0
 
 
 def ship(args: argparse.Namespace) -> int:
     from models.recipe import load_recipe
+    from models.run import built_folder
     from models.ship import ship as ship_recipe
 
-    shipped = ship_recipe(load_recipe(args.recipe), args.built, args.repository)
+    recipe = load_recipe(args.recipe)
+    built = args.built or built_folder(args.runs, recipe.name)
+    shipped = ship_recipe(recipe, built, args.repository)
     print(f"shipped {', '.join(shipped)} to {args.repository}")
     return 0
 
@@ -331,7 +339,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", type=Path)
     p.add_argument("--only", action="append", help="build only this student (repeatable)")
     p.add_argument("--runs", type=Path, default=RUNS)
-    p.add_argument("--repository", type=Path, default=RUNS / "repository")
+    p.add_argument("--repository", type=Path, help=BUILT_HELP)
 
     p = command("search", search, "Optuna search over distillation T and alpha")
     p.add_argument("recipe", type=Path)
@@ -349,11 +357,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="none: the fp32 baseline; dynamic: the teacher in int8, what quantization alone buys",
     )
     p.add_argument("--runs", type=Path, default=RUNS)
-    p.add_argument("--repository", type=Path, default=RUNS / "repository")
+    p.add_argument("--repository", type=Path, help=BUILT_HELP)
 
     p = command("ship", ship, "make the recipe's shipped students the repository")
     p.add_argument("recipe", type=Path)
-    p.add_argument("--built", type=Path, default=RUNS / "repository")
+    p.add_argument("--runs", type=Path, default=RUNS)
+    p.add_argument("--built", type=Path, help=BUILT_HELP)
     p.add_argument("--repository", type=Path, default=REPOSITORY)
 
     commands.add_parser(

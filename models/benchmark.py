@@ -6,7 +6,7 @@ p50/p95/p99 over many different test utterances, batch-32 throughput, at 1 threa
 cores, and the peak RSS of a process that loads and runs only that variant. Each variant runs in
 its own subprocess so that memory is its own and no session shares a thread pool.
 
-    python -m models benchmark runs/repository models/repository --output runs/benchmark
+    python -m models benchmark runs/clinc150/built models/repository --output runs/benchmark
 """
 
 from __future__ import annotations

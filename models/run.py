@@ -22,6 +22,12 @@ from models.sources import load_dataset
 from models.workload import run_work, split_sizes, teacher_scale_of
 
 
+def built_folder(runs: Path, recipe_name: str) -> Path:
+    """Where a recipe's variants are built, by ``run`` and by the stage commands alike, so that
+    each resumes what the other made."""
+    return runs / recipe_name / "built"
+
+
 def run_recipe(
     path: Path, runs: Path, repository: Path | None = None, shipped_only: bool = False
 ) -> Path:
@@ -34,7 +40,7 @@ def run_recipe(
     recipe = load_recipe(path)
     data = load_dataset(recipe.dataset)
     root = runs / recipe.name
-    built, output = root / "built", root / "benchmark"
+    built, output = built_folder(runs, recipe.name), root / "benchmark"
     repository = repository or root / "repository"
     students = recipe.shipped_lineage() if shipped_only else recipe.students
     teacher = teacher_scale_of(recipe.teacher.base)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from itertools import pairwise
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from app.core.experiment import load_experiment
 from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
+from models.__main__ import main as models_main
 from models.benchmark import label_heights, label_losses, pareto_front
 from models.benchmark import main as benchmark_main
 from models.build import BuildConfig, build_variant
@@ -260,6 +262,25 @@ def test_ship_makes_the_shipped_students_the_repository(built, tmp_path):
     verify_files(repository / folder.name, read_card(repository / folder.name))
     experiment = load_experiment(repository / "experiment.yaml")
     assert experiment.name == "tiny-ab" and experiment.assign("k") == folder.name
+
+
+def test_ship_command_finds_the_students_where_run_builds_them(built, tmp_path):
+    folder, _, _ = built
+    runs, repository = tmp_path / "elsewhere", tmp_path / "repository"
+    shutil.copytree(folder, runs / "tiny" / "built" / folder.name)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "teacher": {"base": "unused"},
+                "students": [{"name": folder.name, "base": "unused", "ship": True}],
+            }
+        )
+    )
+    argv = ["ship", str(recipe), "--runs", str(runs), "--repository", str(repository)]
+    assert models_main(argv) == 0
+    verify_files(repository / folder.name, read_card(repository / folder.name))
 
 
 def test_pareto_front_keeps_only_undominated_variants():
