@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from app.core.batcher import Batcher, BatchPolicy
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.core.lone import BLOCK, EXPLORE_EVERY, LoneRoute
+from app.core.prediction import softmax
 from app.core.workers import InferenceWorkers
 from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier, load_classifier
@@ -69,9 +70,11 @@ def run_batcher(
     lone=None,
     busy_elsewhere=False,
     connections=None,
+    top_ks=None,
 ):
     """Submit every request at once; the sizes of the batches run, the answers, and the
-    threads each batch ran on. ``connections`` defaults to one per request."""
+    threads each batch ran on. ``connections`` defaults to one per request; ``top_ks``, the
+    best labels each request asks for, to 1."""
 
     async def scenario():
         count = len(texts_per_request) if connections is None else connections
@@ -88,7 +91,9 @@ def run_batcher(
         batcher.start()
         workers.start()
         try:
-            scored = await asyncio.gather(*(batcher.submit(texts) for texts in texts_per_request))
+            depths = top_ks or [1] * len(texts_per_request)
+            asked = zip(texts_per_request, depths, strict=True)
+            scored = await asyncio.gather(*(batcher.submit(texts, k) for texts, k in asked))
         finally:
             workers.running -= int(busy_elsewhere)
             await workers.stop()
@@ -105,6 +110,27 @@ def test_waiting_texts_are_shared_evenly_among_free_batch_slots(classifier, clin
     for text, answer in zip(texts, scored, strict=True):
         alone = classifier.classify([text]).logits[0]
         assert np.argmax(answer.logits[0]) == np.argmax(alone)
+
+
+def test_each_request_gets_its_rows_ranked_as_deep_as_it_asked(classifier, clinc):
+    """Requests asking for 1, 3 and every label share batches; each gets its own probabilities
+    and its best labels in order, ties to the lower id, as far as it asked."""
+    texts = clinc.splits["test"].texts[:12]
+    labels = len(clinc.labels)
+    top_ks = [1, 3, labels] * 3 + [1]
+    requests = [[text] for text in texts[:9]] + [texts[9:]]
+    _, scored = run_batcher(classifier, BatchPolicy(max_batch_size=32), requests, top_ks=top_ks)
+    for texts_asked, k, answer in zip(requests, top_ks, scored, strict=True):
+        expected = softmax(answer.logits)
+        np.testing.assert_allclose(answer.ranking.probabilities, expected, rtol=1e-6)
+        order = np.argsort(-expected, axis=1, kind="stable")
+        assert len(answer.ranking.top_ids) == len(texts_asked)
+        for row, (ids, scores) in enumerate(
+            zip(answer.ranking.top_ids, answer.ranking.top_scores, strict=True)
+        ):
+            assert len(ids) >= k
+            assert ids[:k] == order[row, :k].tolist()
+            np.testing.assert_allclose(scores[:k], expected[row, order[row, :k]], rtol=1e-6)
 
 
 @pytest.mark.parametrize(

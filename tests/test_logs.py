@@ -3,11 +3,12 @@ set up logging, and nothing below the access logger's level."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from app.logs import ACCESS_LOGGER, AccessLog, JsonFormatter, TextFormatter
+from app.logs import ACCESS_LOGGER, AccessLog, JsonFormatter, LineHandler, TextFormatter
 
 FIELDS = {
     "request_id": "0123abcd",
@@ -45,3 +46,58 @@ def test_the_access_log_follows_the_level(caplog):
     caplog.set_level(logging.WARNING, logger=ACCESS_LOGGER.name)
     AccessLog().write("POST", "/v1/predict", 200, 0.001, "0123abcd", "minilm")
     assert not [r for r in caplog.records if r.name == ACCESS_LOGGER.name]
+
+
+class Writes:
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture
+def brum_handler():
+    """brum's own handler on the root logger, writing into a ``Writes``; restored afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, ACCESS_LOGGER.level
+    stream = Writes()
+    handler = LineHandler(stream)
+    handler.setFormatter(TextFormatter())
+    root.handlers[:] = [handler]
+    ACCESS_LOGGER.setLevel(logging.INFO)
+    yield stream
+    root.handlers[:], root.level = saved[0], saved[1]
+    ACCESS_LOGGER.setLevel(saved[2])
+
+
+def test_lines_answered_in_one_turn_of_the_loop_are_written_together(brum_handler):
+    access_log = AccessLog()
+
+    async def answer(first: int, count: int) -> None:
+        for request in range(first, first + count):
+            access_log.write("POST", "/v1/predict", 200, 0.001, f"id{request}", "minilm")
+
+    async def turns() -> list[list[str]]:
+        await answer(0, 3)
+        assert brum_handler.writes == []  # not yet: the loop's next turn writes them
+        await asyncio.sleep(0)
+        await answer(3, 1)
+        await asyncio.sleep(0)
+        return [write.splitlines() for write in brum_handler.writes]
+
+    writes = asyncio.run(turns())
+    assert [len(lines) for lines in writes] == [3, 1]
+    ids = [line.split("request_id=")[1].split()[0] for lines in writes for line in lines]
+    assert ids == ["id0", "id1", "id2", "id3"]
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once(brum_handler):
+    AccessLog().write("GET", "/healthz", 200, 0.001, "0123abcd", None)
+    (write,) = brum_handler.writes
+    assert write.startswith(tuple("0123456789")) and "GET /healthz 200 1.000 ms" in write

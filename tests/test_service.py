@@ -14,7 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.card import OosThreshold, read_card, write_card
-from app.core.prediction import predictions_from_logits
+from app.core.prediction import predictions_from_ranking, rank
 from app.core.registry import load_variant
 from app.runtime.batching import BatchCost, plan_batches
 from app.runtime.session import SessionConfig
@@ -83,7 +83,9 @@ def test_predictions_on_clinc150_test_utterances_match_the_labels_and_the_runtim
     logits = np.zeros((len(texts), len(variant.card.labels)), dtype=np.float32)
     for batch in served_batches(scrape(server), lengths):
         logits[batch] = variant.classifier.classify([texts[i] for i in batch]).logits
-    local = predictions_from_logits(variant.card, logits, lengths, [False] * len(texts), 3)
+    local = predictions_from_ranking(
+        variant.card, rank(logits, 3), lengths, [False] * len(texts), 3
+    )
     assert labels == [p.label for p in local]
     for remote, mine in zip(body["predictions"], local, strict=True):
         assert remote["score"] == pytest.approx(mine.score, abs=1e-4)

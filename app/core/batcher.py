@@ -35,6 +35,7 @@ from tokenizers import Encoding
 
 from app.core.errors import QueueFull, QueueTimeout
 from app.core.lone import LoneRoute
+from app.core.prediction import Ranking, rank
 from app.core.workers import InferenceWorkers
 from app.runtime.batching import FILL_BATCHES, BatchCost, plan_batches
 from app.runtime.classifier import OnnxClassifier
@@ -85,13 +86,24 @@ class BatchRun:
 
 @dataclass(frozen=True)
 class Scored:
-    """One request's share: its rows of logits and how long it waited and ran."""
+    """One request's share: its rows of logits, ranked, and how long it waited and ran."""
 
     logits: np.ndarray
+    ranking: Ranking
     token_counts: list[int]
     truncated: list[bool]
     queue_seconds: float
     inference_seconds: float
+
+
+@dataclass(frozen=True)
+class Row:
+    """One text's answer: its logits, its probabilities, its best labels' ids and scores."""
+
+    logits: np.ndarray
+    probabilities: np.ndarray
+    top_ids: list[int]
+    top_scores: list[float]
 
 
 @dataclass(eq=False)
@@ -99,15 +111,22 @@ class Job:
     texts: Sequence[str]
     future: asyncio.Future[Scored]
     enqueued: float
+    top_k: int = 1  # how many best labels each text's answer names
     encodings: Sequence[Encoding] = ()  # tokenized by the inference thread that takes the job
     started: bool = False
     abandoned: bool = False
-    rows: dict[int, np.ndarray] = field(default_factory=dict)
+    rows: dict[int, Row] = field(default_factory=dict)
     inference_seconds: float = 0.0
 
     def scored(self, started: float) -> Scored:
+        rows = [self.rows[row] for row in range(len(self.texts))]
         return Scored(
-            logits=np.stack([self.rows[row] for row in range(len(self.texts))]),
+            logits=np.stack([row.logits for row in rows]),
+            ranking=Ranking(
+                np.stack([row.probabilities for row in rows]),
+                [row.top_ids for row in rows],
+                [row.top_scores for row in rows],
+            ),
             token_counts=[len(e.ids) for e in self.encodings],
             truncated=[bool(e.overflowing) for e in self.encodings],
             queue_seconds=started - self.enqueued,
@@ -186,12 +205,13 @@ class Batcher:
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         self.workers.detach(self)
 
-    async def submit(self, texts: Sequence[str]) -> Scored:
+    async def submit(self, texts: Sequence[str], top_k: int = 1) -> Scored:
+        """The texts' logits, with probabilities and their ``top_k`` best labels."""
         if self._alone(texts):
-            return self._run_inline(texts)
+            return self._run_inline(texts, top_k)
         count = len(texts)
         loop = asyncio.get_running_loop()
-        job = Job(texts, loop.create_future(), time.perf_counter())
+        job = Job(texts, loop.create_future(), time.perf_counter(), top_k)
         with self.workers.lock:
             if self.queued_texts + count > self.policy.max_queue_texts:
                 raise QueueFull(
@@ -223,7 +243,7 @@ class Batcher:
             and self.workers.idle
         )
 
-    def _run_inline(self, texts: Sequence[str]) -> Scored:
+    def _run_inline(self, texts: Sequence[str], top_k: int) -> Scored:
         """Run a lone text on the event-loop thread: no queue, no hand-off to a worker thread.
         Requests that arrive meanwhile wait in the socket buffers, then batch as usual."""
         assert self.lone is not None
@@ -243,6 +263,7 @@ class Batcher:
         asyncio.get_running_loop().call_soon(self.on_batch, run)
         return Scored(
             logits=logits,
+            ranking=rank(logits, top_k),
             token_counts=[run.tokens],
             truncated=[bool(run.truncated)],
             queue_seconds=0.0,
@@ -343,9 +364,15 @@ class Batcher:
             for batch in batches:
                 logits, run = _infer(self.classifier, [encodings[i] for i in batch], clock)
                 self.on_batch(run)
+                ranking = rank(logits, max(slots[index][0].top_k for index in batch))
                 for position, index in enumerate(batch):
                     job, row = slots[index]
-                    job.rows[row] = logits[position]
+                    job.rows[row] = Row(
+                        logits[position],
+                        ranking.probabilities[position],
+                        ranking.top_ids[position],
+                        ranking.top_scores[position],
+                    )
                     rows_left[job] -= 1
                 done = {slots[index][0] for index in batch}
                 for job in done:

@@ -43,7 +43,7 @@ from app.core.feedback import (
 from app.core.lone import LoneRoute
 from app.core.metrics import Metrics
 from app.core.placement import Placement, place
-from app.core.prediction import PredictionBatch, predictions_from_logits
+from app.core.prediction import PredictionBatch, predictions_from_ranking
 from app.core.registry import (
     WARMUP_TEXTS,
     Registry,
@@ -381,15 +381,15 @@ class Engine:
 
     async def _score(self, variant: Variant, texts: list[str], top_k: int) -> PredictionBatch:
         try:
-            scored = await self.batchers[variant].submit(texts)
+            scored = await self.batchers[variant].submit(texts, top_k)
         except QueueFull:
             self.metrics.reject(variant.name, "full")
             raise
         except QueueTimeout:
             self.metrics.reject(variant.name, "timeout")
             raise
-        predictions = predictions_from_logits(
-            variant.card, scored.logits, scored.token_counts, scored.truncated, top_k
+        predictions = predictions_from_ranking(
+            variant.card, scored.ranking, scored.token_counts, scored.truncated, top_k
         )
         # On the loop's next turn, as the batch's own metrics (see Batcher._run_inline).
         asyncio.get_running_loop().call_soon(

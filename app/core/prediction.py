@@ -45,30 +45,50 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predictions_from_logits(
+@dataclass(frozen=True)
+class Ranking:
+    """Rows of probabilities, and each row's most probable labels (ids and probabilities, best
+    first) as plain lists: what an answer is built from without another numpy call per request."""
+
+    probabilities: np.ndarray  # [texts, labels], float32
+    top_ids: list[list[int]]
+    top_scores: list[list[float]]
+
+
+def rank(logits: np.ndarray, depth: int) -> Ranking:
+    """Softmax and the ``depth`` best labels of every row, in one pass over a whole batch: done
+    per request on the event loop, these few numpy calls were a sixth of its time at 32
+    connections (BENCHMARKS.md, 2026-12-06)."""
+    probabilities = softmax(logits.astype(np.float32, copy=False))
+    k = min(depth, probabilities.shape[1])
+    if k == 1:  # the usual ask: argmax is a tenth of a sort's cost, and breaks ties alike
+        top = probabilities.argmax(axis=1)[:, None]
+    else:
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(probabilities, top, axis=1)
+    return Ranking(probabilities, top.tolist(), scores.tolist())
+
+
+def predictions_from_ranking(
     card: VariantCard,
-    logits: np.ndarray,
+    ranking: Ranking,
     token_counts: list[int],
     truncated: list[bool],
     top_k: int,
 ) -> list[Prediction]:
     """Top-k labels per row; under the card's out-of-scope threshold, the out-of-scope label."""
-    probabilities = softmax(logits.astype(np.float32))
     labels = card.labels
-    k = min(top_k, len(labels))
-    if k == 1:  # the usual ask: argmax is a tenth of a sort's cost, and breaks ties alike
-        top = probabilities.argmax(axis=1)[:, None]
-    else:
-        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     rejection = card.oos_threshold
     oos_id = labels.index(rejection.label) if rejection else -1
     predictions = []
-    for row, indices in enumerate(top):
-        ranked = [LabelScore(labels[i], float(probabilities[row, i])) for i in indices]
+    for row, (ids, scores) in enumerate(zip(ranking.top_ids, ranking.top_scores, strict=True)):
+        ranked = [
+            LabelScore(labels[i], score) for i, score in zip(ids[:top_k], scores, strict=False)
+        ]
         low_confidence = rejection is not None and ranked[0].score < rejection.threshold
         label, score = ranked[0].label, ranked[0].score
         if low_confidence:
-            label, score = labels[oos_id], float(probabilities[row, oos_id])
+            label, score = labels[oos_id], float(ranking.probabilities[row, oos_id])
         predictions.append(
             Prediction(
                 label=label,
