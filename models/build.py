@@ -103,6 +103,10 @@ def finetune_step(
         params.pop("max_steps", None)
     if not params.get("keep_zeros"):
         params.pop("keep_zeros", None)
+    if not params.get("keep_best"):
+        params.pop("keep_best", None)
+    elif "kept_epoch" in record:
+        params["kept_epoch"] = record["kept_epoch"]
     return LineageStep(step=step, params=params)
 
 

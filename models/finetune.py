@@ -32,6 +32,8 @@ from models.stamps import texts_digest, weights_digest
 
 STATE_FILE = "train_state.pt"
 DONE_FILE = "finetune.json"
+# The weights of the best epoch so far, while a run that keeps its best epoch trains.
+BEST_FILE = "best_epoch.pt"
 # Epochs over a large transfer set last most of an hour here: save the state within them too,
 # so a killed run loses at most this long.
 CHECKPOINT_SECONDS = 600.0
@@ -58,6 +60,9 @@ class FinetuneConfig:
     soft_loss: Literal["kl", "mse"] = "kl"
     # Recovery after magnitude pruning: weights that start at zero stay zero.
     keep_zeros: bool = False
+    # End with the epoch of the best validation accuracy (the later of equals), not the last:
+    # what Hugging Face's Trainer calls load_best_model_at_end. Only where validation is held out.
+    keep_best: bool = False
     # bfloat16 autocast for the forward pass; None: wherever the CPU multiplies bfloat16 natively.
     bf16: bool | None = None
 
@@ -260,6 +265,7 @@ def finetune(
     # Weights, optimizer state and the loss stay float32; only the matrix products go bfloat16.
     bf16 = native_bf16() if config.bf16 is None else config.bf16
     state_path = output / STATE_FILE
+    best_path = output / BEST_FILE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
         check_same_run(output, state, config, examples, start, data_digest, pooling)
@@ -356,11 +362,25 @@ def finetune(
             }
         )
         print(json.dumps(history[-1]), flush=True)
+        if config.keep_best and val_accuracy >= max(h["validation_accuracy"] for h in history):
+            partial = best_path.with_suffix(".partial")
+            torch.save(model.state_dict(), partial)
+            partial.replace(best_path)
         save_state(epoch + 1, 0, 0.0)
 
+    kept = best_epoch(history) if config.keep_best and history else None
+    if kept is not None and kept["epoch"] != history[-1]["epoch"]:
+        print(
+            f"keeping epoch {kept['epoch']} of {history[-1]['epoch']}: validation "
+            f"{kept['validation_accuracy']:.4f} against {history[-1]['validation_accuracy']:.4f} "
+            "at the last",
+            flush=True,
+        )
+        model.load_state_dict(torch.load(best_path, weights_only=True))
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     state_path.unlink(missing_ok=True)
+    best_path.unlink(missing_ok=True)
     (output / DONE_FILE).write_text(
         json.dumps(
             {
@@ -370,8 +390,14 @@ def finetune(
                 "pooling": pooling,
                 "data": data_digest,
                 "history": history,
+                **({"kept_epoch": kept["epoch"]} if kept is not None else {}),
             },
             indent=2,
         )
     )
     return output
+
+
+def best_epoch(history: list[dict]) -> dict:
+    """The epoch of the best validation accuracy; of equals, the later (trained longer)."""
+    return max(reversed(history), key=lambda h: h["validation_accuracy"])

@@ -247,6 +247,12 @@ class StudentSpec(_Strict):
                 f"student {self.name}: refit needs start_from, the student whose choices "
                 "were made on the validation split it then trains on"
             )
+        recover = self.prune.recover if self.prune is not None else {}
+        if self.refit and (self.distill.get("keep_best") or recover.get("keep_best")):
+            raise ValueError(
+                f"student {self.name}: keep_best chooses an epoch on the validation split, "
+                "which refit trains on; drop one of them"
+            )
         if self.pooling is not None and self.start_from is not None:
             raise ValueError(
                 f"student {self.name}: pooling is set where the encoder is first given a head; "

@@ -1,5 +1,6 @@
 """Students: a layer subset of a pretrained encoder, and distillation moving toward the teacher."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -224,3 +225,46 @@ def test_the_shipped_lineage_is_the_shipped_students_and_what_they_start_from(tm
         "minilm-l6-augmented-pruned-int8",
         "minilm-l6-augmented-static-pc-int8",
     }
+
+
+def test_keep_best_ends_with_the_weights_of_the_best_validation_epoch(tmp_path, clinc, monkeypatch):
+    """Validation accuracies are scripted (0.5, 0.8, 0.8, 0.6) so the best epoch is not the last;
+    the training is real. Of equal epochs the later is kept."""
+    import models.finetune as finetune_module
+
+    data = subset(clinc, INTENTS)
+    base = save_tiny_bert(tmp_path / "base", clinc.splits["train"].texts, hidden=32)
+    config = FinetuneConfig(epochs=4, learning_rate=3e-3, batch_size=64, keep_best=True)
+    scripted = iter([0.5, 0.8, 0.8, 0.6])
+    after_epoch = []
+
+    def scripted_accuracy(model, *args):
+        after_epoch.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(finetune_module, "accuracy", scripted_accuracy)
+    torch.manual_seed(0)
+    trained = finetune(base, data, tmp_path / "best", config, progress=False)
+    record = json.loads((trained / "finetune.json").read_text())
+    assert record["kept_epoch"] == 3
+    saved = AutoModelForSequenceClassification.from_pretrained(trained).state_dict()
+    for name, weight in saved.items():
+        torch.testing.assert_close(weight, after_epoch[2][name], msg=name)
+    assert any(not torch.equal(saved[name], after_epoch[3][name]) for name in saved)
+    assert not (trained / "best_epoch.pt").exists()
+
+
+def test_keep_best_is_refused_where_refit_trains_on_validation(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        """
+name: refit-best
+dataset: {path: data.csv}
+teacher: {base: some/teacher}
+students:
+  - {name: first, base: some/student, distill: {epochs: 1}}
+  - {name: second, start_from: first, refit: true, distill: {epochs: 1, keep_best: true}}
+"""
+    )
+    with pytest.raises(RecipeError, match="second: keep_best chooses an epoch on the validation"):
+        load_recipe(recipe)
