@@ -98,12 +98,11 @@ class Scored:
 
 @dataclass(frozen=True)
 class Row:
-    """One text's answer: its logits, its probabilities, its best labels' ids and scores."""
+    """Where one text's answer is: its batch's logits and ranking, and its position in them."""
 
     logits: np.ndarray
-    probabilities: np.ndarray
-    top_ids: list[int]
-    top_scores: list[float]
+    ranking: Ranking
+    position: int
 
 
 @dataclass(eq=False)
@@ -120,12 +119,19 @@ class Job:
 
     def scored(self, started: float) -> Scored:
         rows = [self.rows[row] for row in range(len(self.texts))]
+        if len(rows) == 1:  # most requests: views of the batch's arrays, not copies
+            (row,) = rows
+            logits = row.logits[row.position : row.position + 1]
+            probabilities = row.ranking.probabilities[row.position : row.position + 1]
+        else:
+            logits = np.stack([row.logits[row.position] for row in rows])
+            probabilities = np.stack([row.ranking.probabilities[row.position] for row in rows])
         return Scored(
-            logits=np.stack([row.logits for row in rows]),
+            logits=logits,
             ranking=Ranking(
-                np.stack([row.probabilities for row in rows]),
-                [row.top_ids for row in rows],
-                [row.top_scores for row in rows],
+                probabilities,
+                [row.ranking.top_ids[row.position] for row in rows],
+                [row.ranking.top_scores[row.position] for row in rows],
             ),
             token_counts=[len(e.ids) for e in self.encodings],
             truncated=[bool(e.overflowing) for e in self.encodings],
@@ -367,12 +373,7 @@ class Batcher:
                 ranking = rank(logits, max(slots[index][0].top_k for index in batch))
                 for position, index in enumerate(batch):
                     job, row = slots[index]
-                    job.rows[row] = Row(
-                        logits[position],
-                        ranking.probabilities[position],
-                        ranking.top_ids[position],
-                        ranking.top_scores[position],
-                    )
+                    job.rows[row] = Row(logits, ranking, position)
                     rows_left[job] -= 1
                 done = {slots[index][0] for index in batch}
                 for job in done:

@@ -65,7 +65,7 @@ def rank(logits: np.ndarray, depth: int) -> Ranking:
         top = probabilities.argmax(axis=1)[:, None]
     else:
         top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(probabilities, top, axis=1)
+    scores = probabilities[np.arange(len(top))[:, None], top]
     return Ranking(probabilities, top.tolist(), scores.tolist())
 
 
