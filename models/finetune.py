@@ -362,7 +362,7 @@ def finetune(
             }
         )
         print(json.dumps(history[-1]), flush=True)
-        if config.keep_best and val_accuracy >= max(h["validation_accuracy"] for h in history):
+        if config.keep_best and best_epoch(history) is history[-1]:
             partial = best_path.with_suffix(".partial")
             torch.save(model.state_dict(), partial)
             partial.replace(best_path)
