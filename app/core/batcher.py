@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Encoding
 
+from app.core.cpu_meter import CpuMeter
 from app.core.errors import QueueFull, QueueTimeout
 from app.core.lone import LoneRoute
 from app.core.prediction import Ranking, rank
@@ -66,7 +67,7 @@ class BatchPolicy:
     oldest_first: bool = False
 
     def cpu_clock(self) -> Callable[[], float]:
-        """The clock that charges one batch its CPU (see README, "Cost"): on one-thread sessions
+        """The clock that charges batches their CPU (see README, "Cost"): on one-thread sessions
         the running thread's, which is exact whatever runs beside it; on a multi-thread session
         (then one batch at a time) the process's, which counts onnxruntime's own threads."""
         return time.thread_time if self.threads_per_batch == 1 else time.process_time
@@ -141,7 +142,7 @@ class Job:
 
 
 def _infer(
-    classifier: OnnxClassifier, encodings: list[Encoding], cpu_clock: Callable[[], float]
+    classifier: OnnxClassifier, encodings: list[Encoding], meter: CpuMeter
 ) -> tuple[np.ndarray, BatchRun]:
     """Pad and run one batch. Blocking: runs on an inference thread (or, for a lone text, on
     the event loop). The batch is counted before the run, not after: the run leaves the caches
@@ -151,10 +152,8 @@ def _infer(
     texts, padded_tokens = batch.input_ids.shape
     tokens = sum(len(encoding.ids) for encoding in encodings)
     truncated = sum(batch.truncated)
-    cpu, started = cpu_clock(), time.perf_counter()
-    logits = classifier.run(batch)
-    seconds = time.perf_counter() - started
-    run = BatchRun(texts, texts * padded_tokens, tokens, truncated, seconds, cpu_clock() - cpu)
+    logits, seconds, cpu_seconds = meter.measure(lambda: classifier.run(batch))
+    run = BatchRun(texts, texts * padded_tokens, tokens, truncated, seconds, cpu_seconds)
     return logits.astype(np.float32, copy=False), run
 
 
@@ -176,6 +175,10 @@ class Batcher:
         self.classifier = classifier
         self.workers = workers
         self.policy = policy
+        self.cpu = CpuMeter(policy.cpu_clock())
+        # The process's CPU: a lone text runs with nothing beside it, on a session that may
+        # have helper threads.
+        self.lone_cpu = CpuMeter(time.process_time)
         # Runs lone texts on the event-loop thread; None: every text goes through the queue.
         self.lone = lone
         self.on_batch = on_batch
@@ -258,9 +261,8 @@ class Batcher:
         with self.workers.lock:
             self.workers.running += 1
         try:
-            # The process's CPU: nothing else runs, and a session of several threads has helpers.
             encodings = session.tokenize(list(texts))
-            logits, run = _infer(session, encodings, time.process_time)
+            logits, run = _infer(session, encodings, self.lone_cpu)
         finally:
             with self.workers.lock:
                 self.workers.running -= 1
@@ -346,7 +348,6 @@ class Batcher:
         as soon as its last batch is done. Blocking: runs on an inference thread."""
         started = time.perf_counter()
         rows_left = {job: len(job.texts) for job in jobs}
-        clock = self.policy.cpu_clock()
         assert self._loop is not None
         policy = self.policy
         try:
@@ -368,7 +369,7 @@ class Batcher:
             if policy.oldest_first:
                 batches.sort(key=lambda batch: min(slots[i][0].enqueued for i in batch))
             for batch in batches:
-                logits, run = _infer(self.classifier, [encodings[i] for i in batch], clock)
+                logits, run = _infer(self.classifier, [encodings[i] for i in batch], self.cpu)
                 self.on_batch(run)
                 ranking = rank(logits, max(slots[index][0].top_k for index in batch))
                 for position, index in enumerate(batch):
