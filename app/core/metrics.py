@@ -153,7 +153,8 @@ class Metrics:
         )
         self.cpu_seconds = Counter(
             "brum_inference_cpu_seconds",
-            "Process CPU time spent running the variant's batches.",
+            "CPU time spent running the variant's batches (each run's wall time times the CPU "
+            "share of sampled runs).",
             ["variant"],
             registry=r,
         )
