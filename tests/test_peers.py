@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
 from app.core.card import read_card
 from app.settings import SHIPPED_REPOSITORY
 from loadtests.cgroup import limits_available
+from loadtests.machine import machine_cpu, own_cpu_seconds
 from loadtests.peers.__main__ import load_texts, main
+from loadtests.peers.render import BUSY_MACHINE_CORES
 from loadtests.peers.rounds import fold_server, rotated
 from loadtests.processes import only_loopback
 
@@ -41,6 +46,7 @@ def test_peer_benchmark_measures_each_server(tmp_path):
             assert level["requests"] > 0 and level["errors"] == 0, (name, level)
             assert len(level["rounds_texts_per_second"]) == 2
             assert level["server_cpu_cores"] > 0
+            assert len(level["rounds_other_cpu_cores"]) == 2 and level["other_cpu_cores"] >= 0
             # Only brum says how it batched: at least one text a batch, at most the level's load.
             if name == "brum":
                 connections, texts = map(int, key.split("x"))
@@ -50,6 +56,7 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     assert result["raw"]["raw_batch32_texts_per_second"] > 0
     assert result["raw_before"]["session_run_after_pause_p50_ms_all_cores"] > 0
     assert "after a 0.5 ms pause" in report
+    assert "other processes' CPU cores by round" in report
     assert result["dataset"] == "clinc150-plus" and result["text_tokens"] > 0
     assert "64 test texts of clinc150-plus" in report
     assert set(result["ratios"]) == set(LEVELS)
@@ -65,6 +72,34 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     ]
     assert [row.rsplit("|", 2)[1].strip() for row in rows] == [f"{t} thread(s)" for t in lone]
     assert stem.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_the_machine_cpu_counts_what_this_process_spends():
+    before, own = machine_cpu(), own_cpu_seconds()
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        pass
+    assert own_cpu_seconds() - own >= 0.4
+    assert (machine_cpu() - before).busy >= 0.4  # other processes only add to it
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_a_level_run_beside_other_work_is_flagged(tmp_path):
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        argv = ["--servers", "naive", "--levels", "8x1", "--seconds", "2", "--warmup", "1"]
+        argv += ["--rounds", "1", "--texts", "32", "--output", str(tmp_path)]
+        assert main(argv) == 0
+    finally:
+        hog.kill()
+        hog.wait()
+    stem = tmp_path / "peers-minilm-l6-augmented-int8"
+    level = json.loads(stem.with_suffix(".json").read_text())["servers"]["naive"]["levels"]["8x1"]
+    assert level["other_cpu_cores"] >= BUSY_MACHINE_CORES, level
+    assert "**Busy machine:**" in stem.with_suffix(".md").read_text()
+    assert "during naive 8x1" in stem.with_suffix(".md").read_text()
 
 
 SHIPPED_L6 = SHIPPED_REPOSITORY / "minilm-l6-augmented-int8"

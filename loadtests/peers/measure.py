@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests.machine import machine_cpu, own_cpu_seconds
 from loadtests.peers.servers import Context, Server
 from loadtests.processes import (
     free_port,
@@ -142,12 +143,18 @@ def run_level(
     """wrk at one level; with ``metrics_url`` (brum's), also how many texts a batch held."""
     bodies = request_bodies(server, texts, level.texts)
     before = batches_run(metrics_url) if metrics_url else None
-    cpu = tree_cpu_seconds(pid)
+    cpu, machine, own = tree_cpu_seconds(pid), machine_cpu(), own_cpu_seconds()
     threads = 1 if level.connections == 1 else 2
     run = run_wrk(endpoint, bodies, level.connections, seconds, threads=threads, cpus=load_cpus)
+    server = tree_cpu_seconds(pid) - cpu
+    spent, own = machine_cpu() - machine, own_cpu_seconds() - own
     run["texts_per_request"] = level.texts
     run["texts_per_second"] = round(run["requests_per_second"] * level.texts, 1)
-    run["server_cpu_cores"] = round((tree_cpu_seconds(pid) - cpu) / run["seconds"], 2)
+    run["server_cpu_cores"] = round(server / run["seconds"], 2)
+    run["load_cpu_cores"] = round(own / run["seconds"], 2)  # wrk, and this process
+    # Everything else on the machine: another job running beside the level skews its figures.
+    run["other_cpu_cores"] = round(max(0.0, spent.busy - server - own) / run["seconds"], 2)
+    run["stolen_cpu_cores"] = round(spent.stolen / run["seconds"], 2)
     batching = ""
     if metrics_url is not None and before is not None:
         after = batches_run(metrics_url)
@@ -157,7 +164,8 @@ def run_level(
     print(
         f"  {level.key:>5}: {run['requests_per_second']:8.1f} req/s {run['texts_per_second']:8.1f}"
         f" texts/s  p50 {run['p50_ms']:7.2f}  p99 {run['p99_ms']:7.2f} ms  errors"
-        f" {run['errors']}  CPU {run['server_cpu_cores']:.2f}{batching}",
+        f" {run['errors']}  CPU {run['server_cpu_cores']:.2f}{batching}"
+        f"  others' CPU {run['other_cpu_cores']:.2f}",
         flush=True,
     )
     return run

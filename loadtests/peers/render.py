@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 MB = 1e6
+# Other processes' CPU during a level from which its figures are in doubt: a tenth of a 2-core
+# machine. Idle, the benchmark's own machine shows 0.00-0.05.
+BUSY_MACHINE_CORES = 0.2
 
 
 def _met(met: bool | None) -> str:
@@ -20,6 +23,23 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
         f"{raw['session_run_p50_ms_all_cores']:.3f} | "
         f"{raw['session_run_after_pause_p50_ms_1_thread']:.3f} | "
         f"{raw['session_run_after_pause_p50_ms_all_cores']:.3f} |"
+    ]
+
+
+def _busy_levels(servers: dict) -> list[str]:
+    """The levels run while other processes used the machine: their figures are suspect."""
+    busy = [
+        f"{name} {level} ({max(r['rounds_other_cpu_cores']):.2f} cores)"
+        for name, s in servers.items()
+        for level, r in s.get("levels", {}).items()
+        if r.get("other_cpu_cores", 0) >= BUSY_MACHINE_CORES
+    ]
+    if not busy:
+        return []
+    return [
+        "",
+        f"**Busy machine:** other processes used {BUSY_MACHINE_CORES} CPU cores or more during "
+        f"{', '.join(busy)}. Those figures are in doubt: run again on a quiet machine.",
     ]
 
 
@@ -111,19 +131,23 @@ def render_markdown(result: dict) -> str:
         "## Load (conns x texts per request)",
         "",
         "| server | level | req/s | texts/s | texts/s by round | p50 ms | p95 ms | p99 ms | errors "
-        "| CPU cores | texts a batch (brum's `/metrics`) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU cores | texts a batch (brum's `/metrics`) | other processes' CPU cores by round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in result["servers"].items():
         for level, r in s.get("levels", {}).items():
             by_round = " / ".join(f"{x:.0f}" for x in r.get("rounds_texts_per_second", []))
             per_batch = f"{r['texts_per_batch']:.2f}" if "texts_per_batch" in r else "–"
+            others = " / ".join(f"{x:.2f}" for x in r.get("rounds_other_cpu_cores", [])) or "–"
+            if r.get("other_cpu_cores", 0) >= BUSY_MACHINE_CORES:
+                others = f"**{others}**"
             lines.append(
                 f"| {name} | {level} | {r['requests_per_second']:.0f} | "
                 f"{r['texts_per_second']:.0f} | {by_round} | {r['p50_ms']:.2f} | "
                 f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
-                f"{r['server_cpu_cores']:.2f} | {per_batch} |"
+                f"{r['server_cpu_cores']:.2f} | {per_batch} | {others} |"
             )
+    lines += _busy_levels(result["servers"])
     lines += _brum_starts(result["servers"].get("brum", {}))
     lines += [
         "",
