@@ -146,14 +146,14 @@ def run_level(
     cpu, machine, own = tree_cpu_seconds(pid), machine_cpu(), own_cpu_seconds()
     threads = 1 if level.connections == 1 else 2
     run = run_wrk(endpoint, bodies, level.connections, seconds, threads=threads, cpus=load_cpus)
-    server = tree_cpu_seconds(pid) - cpu
+    served = tree_cpu_seconds(pid) - cpu
     spent, own = machine_cpu() - machine, own_cpu_seconds() - own
     run["texts_per_request"] = level.texts
     run["texts_per_second"] = round(run["requests_per_second"] * level.texts, 1)
-    run["server_cpu_cores"] = round(server / run["seconds"], 2)
+    run["server_cpu_cores"] = round(served / run["seconds"], 2)
     run["load_cpu_cores"] = round(own / run["seconds"], 2)  # wrk, and this process
     # Everything else on the machine: another job running beside the level skews its figures.
-    run["other_cpu_cores"] = round(max(0.0, spent.busy - server - own) / run["seconds"], 2)
+    run["other_cpu_cores"] = round(max(0.0, spent.busy - served - own) / run["seconds"], 2)
     run["stolen_cpu_cores"] = round(spent.stolen / run["seconds"], 2)
     batching = ""
     if metrics_url is not None and before is not None:
