@@ -1,10 +1,12 @@
 """What a model run costs in CPU, without reading a CPU clock around every run.
 
 A thread's or a process's CPU clock is read by a system call (``clock_gettime``), where the wall
-clock is read in user space. The kernel brings the thread's CPU accounting up to date for that
-call and may preempt the thread as it returns, with the GIL held, while the event loop and the
-other inference thread wait for it. Read before and after every batch, it cost 5-10% of the texts
-served per second at 32 connections on a 2-core EPYC (BENCHMARKS.md, 2026-12-07). So every run is
+clock is read in user space. Read before and after every batch, it cost 5-10% of the texts served
+per second at 32 connections on a 2-core EPYC (BENCHMARKS.md, 2026-12-07), though one read takes
+0.6 us there. The likely reason, not proven: the kernel brings the thread's CPU accounting up to
+date for the call and may preempt the thread as it returns, with the GIL held, while the event
+loop and the other inference thread wait (without a third thread wanting the GIL, both clocks
+cost the same). So every run is
 timed on the wall clock, one in ``SAMPLE_EVERY`` on the CPU clock as well, and each run is charged
 its wall time times the share of it the sampled runs spent on a CPU.
 """
