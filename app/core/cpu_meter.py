@@ -6,9 +6,9 @@ per second at 32 connections on a 2-core EPYC (BENCHMARKS.md, 2026-12-07), thoug
 0.6 us there. The likely reason, not proven: the kernel brings the thread's CPU accounting up to
 date for the call and may preempt the thread as it returns, with the GIL held, while the event
 loop and the other inference thread wait (without a third thread wanting the GIL, both clocks
-cost the same). So every run is
-timed on the wall clock, one in ``SAMPLE_EVERY`` on the CPU clock as well, and each run is charged
-its wall time times the share of it the sampled runs spent on a CPU.
+cost the same). So every run is timed on the wall clock, one in ``SAMPLE_EVERY`` on the CPU
+clock as well, and each run is charged its wall time times the share of it the sampled runs
+spent on a CPU.
 """
 
 from __future__ import annotations
