@@ -82,7 +82,9 @@ def students(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     data = load_dataset(recipe.dataset)
     built = args.repository or built_folder(args.runs, recipe.name)
-    for folder in build_students(recipe, data, args.runs, built, args.only):
+    # A student needs the students it starts from: built first, or found built and skipped.
+    only = [spec.name for spec in recipe.lineage(args.only)] if args.only else None
+    for folder in build_students(recipe, data, args.runs, built, only):
         print(f"wrote {folder}")
     return 0
 
@@ -337,7 +339,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = command("students", students, "distil, prune and package a recipe's students")
     p.add_argument("recipe", type=Path)
-    p.add_argument("--only", action="append", help="build only this student (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        help="build only this student and those it starts from (repeatable)",
+    )
     p.add_argument("--runs", type=Path, default=RUNS)
     p.add_argument("--repository", type=Path, help=BUILT_HELP)
 

@@ -291,7 +291,11 @@ class Recipe(_Strict):
 
     def shipped_lineage(self) -> list[StudentSpec]:
         """The ``ship: true`` students and every student they start from, in recipe order."""
-        needed = {s.name for s in self.students if s.ship}
+        return self.lineage([s.name for s in self.students if s.ship])
+
+    def lineage(self, names: list[str]) -> list[StudentSpec]:
+        """The named students and every student they start from, in recipe order."""
+        needed = {self.student(name).name for name in names}
         for spec in reversed(self.students):  # a student starts only from an earlier one
             if spec.name in needed and spec.start_from is not None:
                 needed.add(spec.start_from)

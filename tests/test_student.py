@@ -227,6 +227,22 @@ def test_the_shipped_lineage_is_the_shipped_students_and_what_they_start_from(tm
     }
 
 
+def test_a_student_named_alone_brings_the_students_it_starts_from(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: x\nteacher: {base: t}\nstudents:\n"
+        "  - {name: l6, base: b}\n"
+        "  - {name: l3, base: b}\n"
+        "  - {name: l6-aug, start_from: l6}\n"
+        "  - {name: l6-aug-pruned, start_from: l6-aug}\n"
+    )
+    loaded = load_recipe(recipe)
+    assert [s.name for s in loaded.lineage(["l6-aug-pruned"])] == ["l6", "l6-aug", "l6-aug-pruned"]
+    assert [s.name for s in loaded.lineage(["l3", "l6"])] == ["l6", "l3"]
+    with pytest.raises(RecipeError, match=r"no student 'l7'.*'l6-aug-pruned'"):
+        loaded.lineage(["l7"])
+
+
 def test_keep_best_ends_with_the_weights_of_the_best_validation_epoch(tmp_path, clinc, monkeypatch):
     """Validation accuracies are scripted (0.5, 0.8, 0.8, 0.6) so the best epoch is not the last;
     the training is real. Of equal epochs the later is kept."""
