@@ -53,6 +53,9 @@ class PackageConfig:
     quantization: str = "dynamic"  # dynamic | static | none
     per_channel: bool = False
     calibration_texts: int = 1024
+    # Layers whose fused attention stays fp32 under dynamic int8 (models/mixed_precision.py),
+    # chosen on ``calibration_texts`` training texts.
+    fp32_attention: int = 0
     latency_samples: int = 1000
     benchmark_threads: int = 1
     # Tune an out-of-scope threshold on the validation split (None: answer the argmax).
@@ -145,7 +148,7 @@ def package_variant(
     return write_variant(
         name,
         base,
-        [*lineage, *packaging_lineage(config, graphs.fused is not None, agreement, tuning)],
+        [*lineage, *packaging_lineage(config, graphs, agreement, tuning)],
         metrics,
         data,
         graphs.max_length,
@@ -169,6 +172,7 @@ def build_graphs(
 ) -> Graphs:
     """The ONNX export, its fused graph and the quantized graph served, each made once."""
     from models.export import export_onnx, optimize_graph, quantize_int8, quantize_static_int8
+    from models.mixed_precision import rank_attention
 
     weights = weights_digest(trained)
     fp32 = workdir / "onnx" / "model.onnx"
@@ -200,18 +204,27 @@ def build_graphs(
             "opset": config.opset,
             "per_channel": config.per_channel,
             "calibration_texts": config.calibration_texts if static else None,
-        },
+        }
+        # Stamped only when asked for, so the graphs built before it stay valid.
+        | ({"fp32_attention": config.fp32_attention} if config.fp32_attention else {}),
     )
     if not served.is_file():
         stage(f"quantize {config.quantization} int8")
         served.parent.mkdir(parents=True, exist_ok=True)
+        # A random draw: the split is ordered by intent, so its head covers a dozen intents.
+        train = data.splits["train"].texts
+        pick = np.random.default_rng(0).permutation(len(train))[: config.calibration_texts]
+        texts = [train[i] for i in pick]
         if fused is not None:
-            quantize_int8(fused, served, per_channel=config.per_channel)
+            keep: list[str] = []
+            if config.fp32_attention:
+                stage(f"choose the {config.fp32_attention} attention layer(s) to keep in fp32")
+                ranked = rank_attention(fused, tokenizer, texts, max_length, config.per_channel)
+                for node, score in ranked:
+                    print(f"{node}: KL from fp32 with it spared {score:.6f}", flush=True)
+                keep = [node for node, _ in ranked[: config.fp32_attention]]
+            quantize_int8(fused, served, per_channel=config.per_channel, keep_fp32=keep)
         else:
-            # A random draw: the split is ordered by intent, so its head covers a dozen intents.
-            train = data.splits["train"].texts
-            pick = np.random.default_rng(0).permutation(len(train))[: config.calibration_texts]
-            texts = [train[i] for i in pick]
             quantize_static_int8(
                 fp32, served, tokenizer, texts, max_length, per_channel=config.per_channel
             )
@@ -248,13 +261,14 @@ def oos_threshold(tuning: ThresholdChoice, data: TextClassificationData) -> OosT
 
 
 def packaging_lineage(
-    config: PackageConfig, fused: bool, agreement: float, tuning: ThresholdChoice | None
+    config: PackageConfig, graphs: Graphs, agreement: float, tuning: ThresholdChoice | None
 ) -> list[LineageStep]:
     """The card's lineage steps after training: export, fusion, quantization, threshold."""
     from models.export import STATIC_OP_TYPES
+    from models.mixed_precision import attention_nodes
 
     steps = [LineageStep(step="export_onnx", params={"exporter": "optimum", "opset": config.opset})]
-    if fused:
+    if graphs.fused is not None:
         steps.append(
             LineageStep(
                 step="optimize_graph",
@@ -267,6 +281,11 @@ def packaging_lineage(
             "per_channel": config.per_channel,
             "fp32_argmax_agreement": round(agreement, 4),
         }
+        if config.fp32_attention:
+            params.update(
+                fp32_attention=attention_nodes(graphs.served),
+                fp32_attention_chosen_by="KL from fp32 on training texts, each node spared alone",
+            )
         if config.quantization == "static":
             params.update(
                 format="QDQ",

@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -113,14 +113,18 @@ def _quiet_quantizer() -> Iterator[None]:
         root.removeFilter(advice)
 
 
-def quantize_int8(model: Path, output: Path, per_channel: bool = False) -> Path:
-    """Dynamic int8: weights stored as int8, activations quantized on the fly per batch."""
+def quantize_int8(
+    model: Path, output: Path, per_channel: bool = False, keep_fp32: Sequence[str] = ()
+) -> Path:
+    """Dynamic int8: weights stored as int8, activations quantized on the fly per batch; the
+    nodes named in ``keep_fp32`` stay as they are."""
     with _quiet_quantizer():
         quantize_dynamic(
             model,
             output,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            nodes_to_exclude=list(keep_fp32),
             # Needed on graphs fused by the transformer optimizer, whose outputs lack type info.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

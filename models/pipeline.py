@@ -302,6 +302,7 @@ def build_students(
         package = PackageConfig(
             quantization=spec.quantization,
             per_channel=spec.per_channel,
+            fp32_attention=spec.fp32_attention,
             oos_objective=recipe.oos.objective,
             oos_share=recipe.oos.share,
         )

@@ -231,6 +231,12 @@ class StudentSpec(_Strict):
     )
     quantization: Literal["dynamic", "static", "none"] = "dynamic"
     per_channel: bool = False
+    fp32_attention: int = Field(
+        0,
+        ge=0,
+        description="dynamic int8: this many layers keep their attention in fp32, those whose "
+        "int8 moves the answers most on training texts (models/mixed_precision.py)",
+    )
     ship: bool = False
 
     @field_validator("transfer", mode="before")
@@ -242,6 +248,11 @@ class StudentSpec(_Strict):
     def _one_origin(self) -> StudentSpec:
         if (self.base is None) == (self.start_from is None):
             raise ValueError(f"student {self.name}: give exactly one of base or start_from")
+        if self.fp32_attention and self.quantization != "dynamic":
+            raise ValueError(
+                f"student {self.name}: fp32_attention applies to dynamic int8 only, "
+                f"not to quantization {self.quantization!r}"
+            )
         if self.refit and self.start_from is None:
             raise ValueError(
                 f"student {self.name}: refit needs start_from, the student whose choices "

@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from app.core.card import read_card, verify_files
+from app.core.card import MODEL_FILE, read_card, verify_files
 from models.build import PackageConfig
 from models.finetune import load_for_classification, native_bf16
+from models.mixed_precision import attention_nodes
 from models.pipeline import build_student
 from models.recipe import Recipe, RecipeError
 from models.stamps import texts_digest
@@ -56,6 +57,7 @@ def students(tmp_path_factory, clinc):
                         {"kinds": ["heavy"], "copies": 1, "seed": 1},
                     ],
                     "distill": {**distill, "epochs": 1},
+                    "fp32_attention": 1,
                 },
                 {
                     "name": "pruned-int8",
@@ -87,7 +89,14 @@ def build_all(recipe: Recipe, data, base, root) -> dict:
     AutoTokenizer.from_pretrained(base).save_pretrained(teacher / "finetune")
     package = PackageConfig(latency_samples=20)
     return {
-        spec.name: build_student(recipe, spec, data, runs, root / "repository", package)
+        spec.name: build_student(
+            recipe,
+            spec,
+            data,
+            runs,
+            root / "repository",
+            replace(package, fp32_attention=spec.fp32_attention),
+        )
         for spec in recipe.students
     }
 
@@ -233,3 +242,17 @@ def test_transfer_set_distillation_continues_from_its_parent(students):
     assert second["texts"] == len(data.splits["train"])
     assert "transfer_sets" not in card.lineage[1].params
     verify_files(built["augmented-int8"], card)
+
+
+def test_a_student_can_keep_its_most_sensitive_attention_layer_in_fp32(students):
+    built, _ = students
+    (quantize,) = [
+        s for s in read_card(built["augmented-int8"]).lineage if s.step.startswith("quantize")
+    ]
+    kept = quantize.params["fp32_attention"]
+    assert attention_nodes(built["augmented-int8"] / MODEL_FILE) == kept and len(kept) == 1
+    (other,) = [
+        s for s in read_card(built["shallow-int8"]).lineage if s.step.startswith("quantize")
+    ]
+    assert "fp32_attention" not in other.params
+    assert attention_nodes(built["shallow-int8"] / MODEL_FILE) == []
