@@ -50,7 +50,9 @@ def rank_attention(
 
     def probabilities(graph: Path) -> np.ndarray:
         session = load_classifier(graph, tokenizer, max_length, SessionConfig())
-        return predict_probabilities(session, list(texts), batch_size=32, progress=False)
+        # One text at a time, as accuracy is measured: dynamic int8 scales a batch's activations
+        # together, so a batch does not see what a lone text's quantization does to it.
+        return predict_probabilities(session, list(texts), batch_size=1, progress=False)
 
     reference = probabilities(fused)
     scores = []
