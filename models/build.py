@@ -223,6 +223,12 @@ def build_graphs(
                 for node, score in ranked:
                     print(f"{node}: KL from fp32 with it spared {score:.6f}", flush=True)
                 keep = [node for node, _ in ranked[: config.fp32_attention]]
+                if len(keep) < config.fp32_attention:
+                    print(
+                        f"warning: fp32_attention {config.fp32_attention}, but the fused graph "
+                        f"has {len(ranked)} attention layer(s); all of them stay fp32",
+                        flush=True,
+                    )
             quantize_int8(fused, served, per_channel=config.per_channel, keep_fp32=keep)
         else:
             quantize_static_int8(

@@ -1,11 +1,11 @@
 """Mixed precision: the fused attention of the layers whose int8 costs the most stays fp32.
 
 Dynamic int8 quantizes each layer's attention projections and their input once per tensor. On one
-BANKING77 student that lost 6 test texts in 3,080; keeping layer 0's attention in fp32 won all of
-them back for 1.3 MB (BENCHMARKS.md, 2026-12-07). Which layers matter is measured without labels:
-for each fused ``Attention`` node, the graph quantized with only that node left in fp32 is
-compared with the fp32 graph on training texts, by the mean KL divergence of their probabilities.
-The nodes whose sparing brings the int8 graph closest to fp32 stay fp32.
+BANKING77 student that lost 6 test texts in 3,080; one layer's attention kept in fp32 (1.3 MB)
+won back 3 of them or all, by the layer (BENCHMARKS.md, 2026-12-07). Which layers matter
+is measured without labels: for each fused ``Attention`` node, the graph quantized with only that
+node left in fp32 is compared with the fp32 graph on training texts, by the mean KL divergence of
+their probabilities. The nodes whose sparing brings the int8 graph closest to fp32 stay fp32.
 """
 
 from __future__ import annotations
