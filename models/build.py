@@ -211,14 +211,11 @@ def build_graphs(
     if not served.is_file():
         stage(f"quantize {config.quantization} int8")
         served.parent.mkdir(parents=True, exist_ok=True)
-        # A random draw: the split is ordered by intent, so its head covers a dozen intents.
-        train = data.splits["train"].texts
-        pick = np.random.default_rng(0).permutation(len(train))[: config.calibration_texts]
-        texts = [train[i] for i in pick]
         if fused is not None:
             keep: list[str] = []
             if config.fp32_attention:
                 stage(f"choose the {config.fp32_attention} attention layer(s) to keep in fp32")
+                texts = calibration_texts(data, config.calibration_texts)
                 ranked = rank_attention(fused, tokenizer, texts, max_length, config.per_channel)
                 for node, score in ranked:
                     print(f"{node}: KL from fp32 with it spared {score:.6f}", flush=True)
@@ -231,10 +228,18 @@ def build_graphs(
                     )
             quantize_int8(fused, served, per_channel=config.per_channel, keep_fp32=keep)
         else:
+            texts = calibration_texts(data, config.calibration_texts)
             quantize_static_int8(
                 fp32, served, tokenizer, texts, max_length, per_channel=config.per_channel
             )
     return Graphs(fp32, fused, served, tokenizer, max_length)
+
+
+def calibration_texts(data: TextClassificationData, count: int) -> list[str]:
+    """A seeded random draw of training texts: the split is ordered by intent, so its head
+    covers a dozen intents."""
+    train = data.splits["train"].texts
+    return [train[i] for i in np.random.default_rng(0).permutation(len(train))[:count]]
 
 
 def tune_oos(
