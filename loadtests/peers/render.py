@@ -26,13 +26,17 @@ def _raw_rows(name: str, raw: dict) -> list[str]:
     ]
 
 
+def _busy(level: dict) -> bool:
+    return level.get("other_cpu_cores", 0) >= BUSY_MACHINE_CORES
+
+
 def _busy_levels(servers: dict) -> list[str]:
     """The levels run while other processes used the machine: their figures are suspect."""
     busy = [
         f"{name} {level} ({max(r['rounds_other_cpu_cores']):.2f} cores)"
         for name, s in servers.items()
         for level, r in s.get("levels", {}).items()
-        if r.get("other_cpu_cores", 0) >= BUSY_MACHINE_CORES
+        if _busy(r)
     ]
     if not busy:
         return []
@@ -139,7 +143,7 @@ def render_markdown(result: dict) -> str:
             by_round = " / ".join(f"{x:.0f}" for x in r.get("rounds_texts_per_second", []))
             per_batch = f"{r['texts_per_batch']:.2f}" if "texts_per_batch" in r else "–"
             others = " / ".join(f"{x:.2f}" for x in r.get("rounds_other_cpu_cores", [])) or "–"
-            if r.get("other_cpu_cores", 0) >= BUSY_MACHINE_CORES:
+            if _busy(r):
                 others = f"**{others}**"
             lines.append(
                 f"| {name} | {level} | {r['requests_per_second']:.0f} | "
