@@ -10,6 +10,7 @@ import json
 import random
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -50,14 +51,35 @@ def origin(recipe: Recipe, spec: StudentSpec) -> StudentSpec:
     return spec
 
 
+# Export and measurement settings of a student built from the command line (frozen: shareable).
+DEFAULT_MEASURE = PackageConfig()
+
+
+def student_package(
+    recipe: Recipe, spec: StudentSpec, measure: PackageConfig = DEFAULT_MEASURE
+) -> PackageConfig:
+    """How ``spec`` becomes a served variant: its quantization and the recipe's out-of-scope
+    tuning, with ``measure``'s export and measurement settings."""
+    return replace(
+        measure,
+        quantization=spec.quantization,
+        per_channel=spec.per_channel,
+        fp32_attention=spec.fp32_attention,
+        oos_objective=recipe.oos.objective,
+        oos_share=recipe.oos.share,
+    )
+
+
 def build_student(
     recipe: Recipe,
     spec: StudentSpec,
     data: TextClassificationData,
     runs: Path,
     repository: Path,
-    package: PackageConfig,
+    measure: PackageConfig = DEFAULT_MEASURE,
 ) -> Path:
+    """Train, compress and package one student; ``measure`` sets the export and the
+    measurements (opset, latency samples), the recipe everything else."""
     if spec.refit and data.oos_id is not None:
         raise RecipeError(
             f"student {spec.name}: refit trains on the validation split, where the "
@@ -167,6 +189,7 @@ def build_student(
         trained, summary = vocabulary_stage(trained, vocab_dir, train_data, vocabulary, chosen_on)
         lineage.append(LineageStep(step="prune_vocabulary", params=summary))
 
+    package = student_package(recipe, spec, measure)
     return package_variant(spec.name, trained, base, lineage, data, workdir, repository, package)
 
 
@@ -299,14 +322,7 @@ def build_students(
     for spec in recipe.students:
         if only and spec.name not in only:
             continue
-        package = PackageConfig(
-            quantization=spec.quantization,
-            per_channel=spec.per_channel,
-            fp32_attention=spec.fp32_attention,
-            oos_objective=recipe.oos.objective,
-            oos_share=recipe.oos.share,
-        )
-        yield build_student(recipe, spec, data, runs, repository, package)
+        yield build_student(recipe, spec, data, runs, repository)
 
 
 def build_teacher_variant(

@@ -9,7 +9,6 @@ import torch
 from transformers import AutoTokenizer
 
 from app.core.card import read_card, verify_files
-from models.build import PackageConfig
 from models.pipeline import build_student
 from models.pooling import MeanPooledForSequenceClassification, load_classifier
 from models.recipe import Recipe, RecipeError, StaleRunError
@@ -107,9 +106,7 @@ def test_a_changed_pooling_is_refused_rather_than_reused(built):
     _, _, data, base, root = built
     recipe = mean_recipe(base, pooling=None)
     with pytest.raises(StaleRunError, match="pooling mean -> cls"):
-        build_student(
-            recipe, recipe.students[0], data, root / "runs", root / "other", PackageConfig()
-        )
+        build_student(recipe, recipe.students[0], data, root / "runs", root / "other")
 
 
 def test_pooling_is_chosen_where_the_head_is_first_given():

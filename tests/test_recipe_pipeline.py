@@ -69,7 +69,10 @@ def students(tmp_path_factory, clinc):
                         "batches": 8,
                         "recover": {**distill, "epochs": 1},
                     },
+                    "per_channel": True,
                 },
+                # More than the graph's two layers: all of them stay fp32, with a warning.
+                {"name": "fp32-attention", "start_from": "shallow-int8", "fp32_attention": 3},
             ],
         }
     )
@@ -87,16 +90,9 @@ def build_all(recipe: Recipe, data, base, root) -> dict:
     # and a model, which labels the transfer sets and any other split
     load_for_classification(base, data.labels).save_pretrained(teacher / "finetune")
     AutoTokenizer.from_pretrained(base).save_pretrained(teacher / "finetune")
-    package = PackageConfig(latency_samples=20)
+    measure = PackageConfig(latency_samples=20)
     return {
-        spec.name: build_student(
-            recipe,
-            spec,
-            data,
-            runs,
-            root / "repository",
-            replace(package, fp32_attention=spec.fp32_attention),
-        )
+        spec.name: build_student(recipe, spec, data, runs, root / "repository", measure)
         for spec in recipe.students
     }
 
@@ -195,7 +191,7 @@ def test_refit_is_refused_where_validation_tunes_the_out_of_scope_threshold(stud
         }
     )
     with pytest.raises(RecipeError, match="refit trains on the validation split"):
-        build_student(recipe, recipe.students[1], data, tmp_path, tmp_path, PackageConfig())
+        build_student(recipe, recipe.students[1], data, tmp_path, tmp_path)
 
 
 def test_shallow_student_lineage_and_vocabulary(students):
@@ -256,3 +252,28 @@ def test_a_student_can_keep_its_most_sensitive_attention_layer_in_fp32(students)
     ]
     assert "fp32_attention" not in other.params
     assert attention_nodes(built["shallow-int8"] / MODEL_FILE) == []
+
+
+def test_asking_more_fp32_attention_layers_than_there_are_keeps_them_all(students):
+    built, _ = students
+    (quantize,) = [
+        s for s in read_card(built["fp32-attention"]).lineage if s.step == "quantize_dynamic"
+    ]
+    kept = quantize.params["fp32_attention"]
+    assert len(kept) == 2 and attention_nodes(built["fp32-attention"] / MODEL_FILE) == kept
+
+
+def test_each_student_is_quantized_as_its_own_spec_says(students):
+    built, _ = students
+    per_channel = {
+        name: next(s for s in read_card(folder).lineage if s.step == "quantize_dynamic").params[
+            "per_channel"
+        ]
+        for name, folder in built.items()
+    }
+    assert per_channel == {
+        "shallow-int8": False,
+        "augmented-int8": False,
+        "pruned-int8": True,
+        "fp32-attention": False,
+    }
