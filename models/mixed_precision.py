@@ -2,7 +2,8 @@
 
 Dynamic int8 quantizes each layer's attention projections and their input once per tensor. On one
 BANKING77 student that lost 6 test texts in 3,080; one layer's attention kept in fp32 (1.3 MB)
-won back 3 of them or all, by the layer (BENCHMARKS.md, 2026-12-07). Which layers matter
+won back 3 of them or all, by the layer; on another the two layers chosen cost it 5 (BENCHMARKS.md,
+2026-12-07), so a variant built with it is one to compare, not a sure gain. Which layers matter
 is measured without labels: for each fused ``Attention`` node, the graph quantized with only that
 node left in fp32 is compared with the fp32 graph on training texts, by the mean KL divergence of
 their probabilities. The nodes whose sparing brings the int8 graph closest to fp32 stay fp32.
