@@ -25,7 +25,14 @@ from app.runtime.classifier import load_classifier
 from app.runtime.cores import available_cores
 from app.runtime.session import SessionConfig
 from models.data import TextClassificationData
-from models.evaluate import latency_batch1, round_metric, score, served_accuracy, throughput
+from models.evaluate import (
+    latency_batch1,
+    mcnemar_p,
+    round_metric,
+    score,
+    served_accuracy,
+    throughput,
+)
 from models.recipe import load_recipe
 from models.sources import recipe_dataset
 
@@ -49,6 +56,8 @@ BOOK = [
 LOST_POINTS = 5.0
 # Labels named per variant in the table of what compression cost.
 WORST_LABELS = 3
+# A paired difference with a larger p-value is reported as one the test split cannot show.
+SIGNIFICANT = 0.05
 
 
 def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> dict:
@@ -88,6 +97,7 @@ def measure_variant(folder: Path, samples: int, recipe: Path | None = None) -> d
                 batched_size=served.batch_size,
                 answers_changed_by_batching=served.changed_by_batching,
                 label_f1=list(served.alone.label_f1),
+                right=[int(right) for right in served.right_alone],
             )
         latency = latency_batch1(classifier, sample)
         result[f"latency_{threads}t"] = latency.model_dump()
@@ -273,7 +283,36 @@ def render_markdown(
         )
     if labels and teacher.get("label_f1"):
         lines += ["", *label_losses(rows, teacher, labels)]
+    if all(r.get("right") for r in rows) and len(rows) > 1:
+        lines += ["", *paired_differences(rows)]
     return "\n".join(lines)
+
+
+def paired_differences(rows: list[dict]) -> list[str]:
+    """Each variant against the most accurate, text by text: a few texts either way on one test
+    split can be chance, which two accuracies side by side do not say."""
+    best = max(rows, key=lambda r: r["accuracy"])
+    name = best["variant"]
+    lines = [
+        f"Against the most accurate, `{name}`, on the same texts: the texts only one of the two "
+        "answers right, and the exact McNemar p-value (the chance of a split at least this "
+        f"uneven were the two equally accurate; over {SIGNIFICANT:g}: this test split cannot "
+        "tell them apart).",
+        "",
+        f"| variant | right where `{name}` is wrong | wrong where `{name}` is right | p |",
+        "|---|---|---|---|",
+    ]
+    theirs = best["right"]
+    for row in sorted(rows, key=lambda r: r["latency_1t"]["p50_ms"]):
+        if row is best:
+            continue
+        ours = row["right"]
+        wins = sum(1 for a, b in zip(ours, theirs, strict=True) if a and not b)
+        losses = sum(1 for a, b in zip(ours, theirs, strict=True) if b and not a)
+        p = mcnemar_p(wins, losses)
+        verdict = "" if p <= SIGNIFICANT else " (could be chance)"
+        lines.append(f"| {row['variant']} | {wins} | {losses} | {p:.3g}{verdict} |")
+    return lines
 
 
 def label_losses(rows: list[dict], reference: dict, labels: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class ServedAccuracy:
     batched: AccuracyReport
     batch_size: int
     changed_by_batching: float
+    # Whether each text's answer, served alone, is right: what a paired comparison needs.
+    right_alone: tuple[bool, ...] = ()
 
 
 def predict_probabilities(
@@ -144,7 +147,17 @@ def served_accuracy(
         batched=score(answers_batched, truth, oos_id),
         batch_size=batch_size,
         changed_by_batching=float((answers_alone != answers_batched).mean()),
+        right_alone=tuple(bool(right) for right in answers_alone == truth),
     )
+
+
+def mcnemar_p(wins: int, losses: int) -> float:
+    """Two-sided exact McNemar test of two classifiers on the same texts: ``wins`` texts only
+    the first answers right, ``losses`` only the second. The chance of a split at least this
+    uneven if either were as likely to be the one right."""
+    discordant = wins + losses
+    tail = sum(math.comb(discordant, k) for k in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**discordant)
 
 
 def latency_batch1(classifier: OnnxClassifier, texts: list[str], warmup: int = 20) -> LatencyStats:

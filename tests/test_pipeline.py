@@ -18,11 +18,11 @@ from app.core.prediction import softmax
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from models.__main__ import main as models_main
-from models.benchmark import label_heights, label_losses, pareto_front
+from models.benchmark import label_heights, label_losses, paired_differences, pareto_front
 from models.benchmark import main as benchmark_main
 from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
-from models.evaluate import predict_labels, served_accuracy
+from models.evaluate import mcnemar_p, predict_labels, served_accuracy
 from models.export import int8_weight_fraction
 from models.recipe import Recipe
 from models.ship import ship
@@ -182,6 +182,8 @@ def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
         assert row[key] is not None, key
     assert set(row["latency_1t"]) == {"p50_ms", "p95_ms", "p99_ms"}
     assert len(row["label_f1"]) == len(report["labels"]) == len(read_card(folder).labels)
+    assert len(row["right"]) == len(data.splits["test"])
+    assert np.mean(row["right"]) == pytest.approx(row["accuracy"])
     majority = report["majority"]
     common = int(np.bincount(data.splits["train"].label_ids).argmax())
     assert majority["label"] == data.labels[common]
@@ -301,6 +303,32 @@ def test_the_labels_compression_cost_are_named_per_variant():
     # 'b' lost 30 points; 'c' 4, under the 5 that count; 'a' gained; 'd' has no reference F1.
     assert lines[-1] == "| student | 1 of 4 | 'b' 0.80 -> 0.50; 'c' 0.70 -> 0.66 |"
     assert all("teacher |" not in line for line in lines[4:])
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial_tail():
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(10, 0) == pytest.approx(2 / 2**10)
+    # 2 against 8: 2 * (C(10,0) + C(10,1) + C(10,2)) / 2^10
+    assert mcnemar_p(2, 8) == pytest.approx(2 * 56 / 1024) == mcnemar_p(8, 2)
+
+
+def test_each_variant_is_compared_text_by_text_with_the_most_accurate():
+    def row(name, ms, right):
+        return {
+            "variant": name,
+            "latency_1t": {"p50_ms": ms},
+            "right": right,
+            "accuracy": sum(right) / len(right),
+        }
+
+    best = row("best", 30, [1] * 40 + [0] * 10)
+    close = row("close", 2, [1] * 38 + [0] * 2 + [0] * 10)  # 2 texts fewer: chance
+    far = row("far", 1, [0] * 20 + [1] * 20 + [0] * 10)  # 20 fewer: not chance
+    lines = paired_differences([best, close, far])
+    assert lines[-2] == "| far | 0 | 20 | 1.91e-06 |"
+    assert lines[-1] == "| close | 0 | 2 | 0.5 (could be chance) |"
+    assert all("| best |" not in line for line in lines)
 
 
 def test_plot_labels_of_close_variants_do_not_overlap():
