@@ -283,7 +283,7 @@ def render_markdown(
         )
     if labels and teacher.get("label_f1"):
         lines += ["", *label_losses(rows, teacher, labels)]
-    if all(r.get("right") for r in rows) and len(rows) > 1:
+    if len(rows) > 1:
         lines += ["", *paired_differences(rows)]
     return "\n".join(lines)
 

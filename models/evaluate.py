@@ -44,7 +44,7 @@ class ServedAccuracy:
     batch_size: int
     changed_by_batching: float
     # Whether each text's answer, served alone, is right: what a paired comparison needs.
-    right_alone: tuple[bool, ...] = ()
+    right_alone: tuple[bool, ...]
 
 
 def predict_probabilities(
