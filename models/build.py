@@ -172,7 +172,7 @@ def build_graphs(
 ) -> Graphs:
     """The ONNX export, its fused graph and the quantized graph served, each made once."""
     from models.export import export_onnx, optimize_graph, quantize_int8, quantize_static_int8
-    from models.mixed_precision import rank_attention
+    from models.mixed_precision import choose_fp32_attention
 
     weights = weights_digest(trained)
     fp32 = workdir / "onnx" / "model.onnx"
@@ -216,16 +216,9 @@ def build_graphs(
             if config.fp32_attention:
                 stage(f"choose the {config.fp32_attention} attention layer(s) to keep in fp32")
                 texts = calibration_texts(data, config.calibration_texts)
-                ranked = rank_attention(fused, tokenizer, texts, max_length, config.per_channel)
-                for node, score in ranked:
-                    print(f"{node}: KL from fp32 with it spared {score:.6f}", flush=True)
-                keep = [node for node, _ in ranked[: config.fp32_attention]]
-                if len(keep) < config.fp32_attention:
-                    print(
-                        f"warning: fp32_attention {config.fp32_attention}, but the fused graph "
-                        f"has {len(ranked)} attention layer(s); all of them stay fp32",
-                        flush=True,
-                    )
+                keep = choose_fp32_attention(
+                    fused, tokenizer, texts, max_length, config.per_channel, config.fp32_attention
+                )
             quantize_int8(fused, served, per_channel=config.per_channel, keep_fp32=keep)
         else:
             texts = calibration_texts(data, config.calibration_texts)

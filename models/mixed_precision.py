@@ -63,3 +63,25 @@ def rank_attention(
             quantize_int8(fused, candidate, per_channel=per_channel, keep_fp32=[node])
             scores.append((node, divergence(reference, probabilities(candidate))))
     return sorted(scores, key=lambda score: score[1])
+
+
+def choose_fp32_attention(
+    fused: Path,
+    tokenizer: Path,
+    texts: Sequence[str],
+    max_length: int,
+    per_channel: bool,
+    count: int,
+) -> list[str]:
+    """The ``count`` attention nodes to keep in fp32, each node's score printed; all of them,
+    with a warning, where the graph has fewer."""
+    ranked = rank_attention(fused, tokenizer, texts, max_length, per_channel)
+    for node, score in ranked:
+        print(f"{node}: KL from fp32 with it spared {score:.6f}", flush=True)
+    if len(ranked) < count:
+        print(
+            f"warning: fp32_attention {count}, but the fused graph has {len(ranked)} attention "
+            "layer(s); all of them stay fp32",
+            flush=True,
+        )
+    return [node for node, _ in ranked[:count]]
