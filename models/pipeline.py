@@ -303,7 +303,9 @@ def teacher_variant(
     base: ResolvedCheckpoint = resolve(recipe.teacher.base)
     trained = teacher_dir(recipe, runs) / "finetune"
     config = FinetuneConfig(**recipe.teacher.finetune)
-    lineage = [finetune_step("finetune", config, data, trained)]
+    train_data = with_splits_trained(data, recipe.teacher.trained_on)
+    refit = {"refit": True} if recipe.teacher.refit else {}
+    lineage = [finetune_step("finetune", config, train_data, trained, **refit)]
     suffix = "fp32" if package.quantization == "none" else "int8"
     name = f"{recipe.name}-teacher-{suffix}"
     return package_variant(

@@ -169,12 +169,28 @@ class TeacherSpec(_Strict):
         None, description="what the head classifies, as a student's pooling (default 'cls')"
     )
     finetune: dict[str, Any] = Field(default_factory=dict)
+    refit: bool = Field(
+        False,
+        description="fine-tune on the validation split too: a tenth more labelled texts; "
+        "validation then measures the teacher on seen texts",
+    )
 
     @model_validator(mode="after")
     def _pooling_is_trained(self) -> TeacherSpec:
         if self.fine_tuned and self.pooling is not None:
             raise ValueError("a fine-tuned teacher keeps the head it was trained with: no pooling")
+        if self.fine_tuned and self.refit:
+            raise ValueError("a fine-tuned teacher is not trained again: refit has nothing to do")
+        if self.refit and self.finetune.get("keep_best"):
+            raise ValueError(
+                "teacher: keep_best chooses an epoch on the validation split, which refit "
+                "trains on; drop one of them"
+            )
         return self
+
+    @property
+    def trained_on(self) -> tuple[str, ...]:
+        return ("train", "validation") if self.refit else ("train",)
 
 
 class PruneSpec(_Strict):

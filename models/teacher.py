@@ -14,10 +14,10 @@ from transformers import AutoTokenizer
 from models.adopt import adopt_teacher
 from models.augment import AugmentSpec, augment
 from models.checkpoints import resolve
-from models.data import TextClassificationData
+from models.data import TextClassificationData, with_splits_trained
 from models.finetune import FinetuneConfig, finetune, native_bf16, predict_logits
 from models.pooling import load_classifier
-from models.recipe import Recipe
+from models.recipe import Recipe, RecipeError
 from models.stamps import texts_digest, weights_digest
 from models.student import starting_weights
 
@@ -39,11 +39,17 @@ def train_teacher(recipe: Recipe, data: TextClassificationData, runs: Path) -> P
     workdir = teacher_dir(recipe, runs)
     base = resolve(recipe.teacher.base)
     config = FinetuneConfig(**recipe.teacher.finetune)
+    if recipe.teacher.refit and data.oos_id is not None:
+        raise RecipeError(
+            "teacher: refit trains on the validation split, where the out-of-scope threshold "
+            "is tuned; drop refit or the dataset's oos_label"
+        )
     if recipe.teacher.fine_tuned:
         model_dir = adopt_teacher(base.path, data, workdir / "finetune", config)
     else:
         start = starting_weights(base.path, None, workdir, recipe.teacher.pooling or "cls")
-        model_dir = finetune(start, data, workdir / "finetune", config)
+        train_data = with_splits_trained(data, recipe.teacher.trained_on)
+        model_dir = finetune(start, train_data, workdir / "finetune", config)
     split_logits(recipe, data, runs, "train")
     return model_dir
 

@@ -138,9 +138,8 @@ def student_scale_of(reference: str) -> StudentScale:
 
 def teacher_work(recipe: Recipe, sizes: Sizes, scale: float = 1.0) -> float:
     labelled = sizes["train"] + sizes["validation"]
-    trained = (
-        0.0 if recipe.teacher.fine_tuned else _epochs(recipe.teacher.finetune) * sizes["train"]
-    )
+    examples = sum(sizes[split] for split in recipe.teacher.trained_on)
+    trained = 0.0 if recipe.teacher.fine_tuned else _epochs(recipe.teacher.finetune) * examples
     return (trained * TEACHER_TRAINING + labelled * TEACHER_LABELLING) * scale
 
 
