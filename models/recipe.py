@@ -176,7 +176,7 @@ class TeacherSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _pooling_is_trained(self) -> TeacherSpec:
+    def _settings_agree(self) -> TeacherSpec:
         if self.fine_tuned and self.pooling is not None:
             raise ValueError("a fine-tuned teacher keeps the head it was trained with: no pooling")
         if self.fine_tuned and self.refit:
