@@ -89,11 +89,12 @@ def build_student(
     workdir.mkdir(parents=True, exist_ok=True)
     base = resolve(origin(recipe, spec).base or "")
     teacher_ref = {"teacher": recipe.teacher.base, "teacher_run": str(teacher_dir(recipe, runs))}
-    trained_on = ("train", "validation") if spec.refit else ("train",)
     if spec.refit:
         teacher_ref["refit"] = True
-    teacher_logits = torch.cat([split_logits(recipe, data, runs, split) for split in trained_on])
-    train_data = with_splits_trained(data, trained_on)
+    teacher_logits = torch.cat(
+        [split_logits(recipe, data, runs, split) for split in spec.trained_on]
+    )
+    train_data = with_splits_trained(data, spec.trained_on)
     lineage: list[LineageStep] = []
 
     if spec.start_from is not None:
@@ -110,7 +111,7 @@ def build_student(
     transfer = None
     if spec.transfer:
         sets = [
-            [transfer_set(recipe, data, runs, augment_spec, split) for split in trained_on]
+            [transfer_set(recipe, data, runs, augment_spec, split) for split in spec.trained_on]
             for augment_spec in spec.transfer
         ]
         pairs = [pair for per_split in sets for pair in per_split]

@@ -158,6 +158,11 @@ class DatasetSpec(_Strict):
 Pooling = Literal["cls", "mean"]
 
 
+def trained_splits(refit: bool) -> tuple[str, ...]:
+    """The splits a teacher or student trains on: validation too once refit."""
+    return ("train", "validation") if refit else ("train",)
+
+
 class TeacherSpec(_Strict):
     base: str
     fine_tuned: bool = Field(
@@ -190,7 +195,7 @@ class TeacherSpec(_Strict):
 
     @property
     def trained_on(self) -> tuple[str, ...]:
-        return ("train", "validation") if self.refit else ("train",)
+        return trained_splits(self.refit)
 
 
 class PruneSpec(_Strict):
@@ -286,6 +291,10 @@ class StudentSpec(_Strict):
                 f"it keeps {self.start_from}'s"
             )
         return self
+
+    @property
+    def trained_on(self) -> tuple[str, ...]:
+        return trained_splits(self.refit)
 
 
 class Recipe(_Strict):

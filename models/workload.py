@@ -152,7 +152,7 @@ def student_work(
 ) -> float:
     """``unlabelled``: the dataset's unlabelled texts, which join every transfer set; ``base``:
     the student's lineage's starting checkpoint."""
-    splits = ["train", "validation"] if spec.refit else ["train"]
+    splits = spec.trained_on
     examples = sum(sizes[split] for split in splits)
     transfer = sum(_transfer_texts(s, sizes[split]) for s in spec.transfer for split in splits)
     transfer += unlabelled if spec.transfer else 0
