@@ -112,6 +112,17 @@ def test_waiting_texts_are_shared_evenly_among_free_batch_slots(classifier, clin
         assert np.argmax(answer.logits[0]) == np.argmax(alone)
 
 
+def test_the_batches_of_one_take_run_on_every_free_thread(classifier, clinc):
+    """One request of 64 texts is one take. Cut into batches of two, it is run by both inference
+    threads, not batch after batch by the thread that took it, and its rows come back in order."""
+    texts = clinc.splits["test"].texts[:64]
+    batches, (scored,) = run_batcher(classifier, BatchPolicy(max_batch_size=2), [texts])
+    assert sum(size for size, _ in batches) == 64 and max(size for size, _ in batches) == 2
+    assert {thread for _, thread in batches} == {"brum-infer-0", "brum-infer-1"}
+    alone = np.stack([classifier.classify([text]).logits[0] for text in texts])
+    assert np.argmax(scored.logits, axis=1).tolist() == np.argmax(alone, axis=1).tolist()
+
+
 def test_each_request_gets_its_rows_ranked_as_deep_as_it_asked(classifier, clinc):
     """Requests asking for 1, 3 and every label share batches; each gets its own probabilities
     and its best labels in order, ties to the lower id, as far as it asked."""

@@ -2,9 +2,13 @@
 
 Requests put their texts in the queue and wait for their rows of logits. A free inference
 thread (app/core/workers.py) takes what is queued, tokenizes it in one call (the tokenizer releases
-the GIL, so the event loop goes on serving HTTP meanwhile), sorts the texts by length, cuts them
+the GIL, so the event loop goes on serving HTTP meanwhile), sorts the texts by length and cuts them
 into batches bounded by ``max_batch_size`` and the ``max_batch_tokens`` budget (texts x longest
-text, i.e. with padding), runs them and hands every caller its own rows, in its own order.
+text, i.e. with padding). Those batches are planned, not yet run: every inference thread runs
+planned batches before it takes more, so the batches of one take run side by side, and every
+caller gets its own rows, in its own order, once its last batch is done. When the thread that
+took them ran them one after another, a request waited for its whole take, 16 ms at p99 of 21
+for L3 at 32 connections on 2 cores (BENCHMARKS.md, 2026-12-07).
 
 Where to cut is decided by what a run costs on this machine (app/runtime/batching.py): on one
 2-core VM here, batches of 32 real utterances ran at 137 texts/s and the same texts one by one at
@@ -141,6 +145,17 @@ class Job:
         )
 
 
+@dataclass(eq=False)
+class Take:
+    """Jobs taken from the queue together, tokenized in one call and cut into batches."""
+
+    started: float
+    rows_left: dict[Job, int]  # rows of each job not yet computed; answered jobs leave
+    slots: list[tuple[Job, int]] = field(default_factory=list)  # (job, row) per text
+    encodings: list[Encoding] = field(default_factory=list)
+    failed: bool = False
+
+
 def _infer(
     classifier: OnnxClassifier, encodings: list[Encoding], meter: CpuMeter
 ) -> tuple[np.ndarray, BatchRun]:
@@ -159,8 +174,9 @@ def _infer(
 
 class Batcher:
     """One variant's queue. ``submit`` and the queue's bookkeeping run on the event loop; the
-    methods the inference threads call (``oldest``, ``take``, ``started``, ``finished``) run
-    with ``workers.lock`` held, and ``run`` on an inference thread."""
+    methods the inference threads call (``oldest``, ``take``, ``planned``, ``next_planned``,
+    ``started``, ``finished``) run with ``workers.lock`` held, and ``prepare`` and
+    ``run_batch`` on an inference thread."""
 
     def __init__(
         self,
@@ -190,6 +206,7 @@ class Batcher:
         self.last_arrival = 0.0
         self.typical_tokens: float | None = None  # per text, over recent takes
         self._queue: deque[Job] = deque()
+        self._planned: deque[tuple[Take, list[int]]] = deque()  # cut from takes, not yet run
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -343,12 +360,10 @@ class Batcher:
         self.running -= 1
         self.on_running(self.running)
 
-    def run(self, jobs: list[Job]) -> None:
-        """Run the jobs' texts in batches of similar length, handing each job to the event loop
-        as soon as its last batch is done. Blocking: runs on an inference thread."""
-        started = time.perf_counter()
-        rows_left = {job: len(job.texts) for job in jobs}
-        assert self._loop is not None
+    def prepare(self, jobs: list[Job]) -> None:
+        """Tokenize a take in one call and cut it into batches of similar length, which any
+        free inference thread may then run. Blocking: runs on an inference thread."""
+        take = Take(time.perf_counter(), {job: len(job.texts) for job in jobs})
         policy = self.policy
         try:
             encodings = self.classifier.tokenize([text for job in jobs for text in job.texts])
@@ -356,7 +371,8 @@ class Batcher:
             for job in jobs:
                 job.encodings = encodings[first : first + len(job.texts)]
                 first += len(job.texts)
-            slots = [(job, row) for job in jobs for row in range(len(job.texts))]
+            take.slots = [(job, row) for job in jobs for row in range(len(job.texts))]
+            take.encodings = encodings
             lengths = [len(encoding.ids) for encoding in encodings]
             mean = sum(lengths) / len(lengths)
             previous = self.typical_tokens
@@ -367,25 +383,63 @@ class Batcher:
                 lengths, policy.max_batch_size, policy.max_batch_tokens, policy.cost
             )
             if policy.oldest_first:
-                batches.sort(key=lambda batch: min(slots[i][0].enqueued for i in batch))
-            for batch in batches:
-                logits, run = _infer(self.classifier, [encodings[i] for i in batch], self.cpu)
-                self.on_batch(run)
-                ranking = rank(logits, max(slots[index][0].top_k for index in batch))
-                for position, index in enumerate(batch):
-                    job, row = slots[index]
-                    job.rows[row] = Row(logits, ranking, position)
-                    rows_left[job] -= 1
-                done = {slots[index][0] for index in batch}
-                for job in done:
-                    job.inference_seconds += run.seconds
-                answered = [(job, job.scored(started)) for job in done if not rows_left[job]]
-                for job, _ in answered:
-                    del rows_left[job]
-                if answered:
-                    self._loop.call_soon_threadsafe(self._deliver, answered)
+                batches.sort(key=lambda batch: min(take.slots[i][0].enqueued for i in batch))
         except Exception as exc:
-            self._loop.call_soon_threadsafe(self._deliver, [(job, exc) for job in rows_left])
+            self._fail(take, exc)
+            return
+        with self.workers.lock:
+            self._planned.extend((take, batch) for batch in batches)
+            self.workers.lock.notify_all()
+
+    def planned(self) -> float | None:
+        """When the take of the next planned batch started; None if no batch is planned. Called
+        with the lock held."""
+        while self._planned and self._planned[0][0].failed:
+            self._planned.popleft()
+        return self._planned[0][0].started if self._planned else None
+
+    def next_planned(self) -> tuple[Take, list[int]]:
+        """The next planned batch, its take's first (see ``planned``). Called with the lock held."""
+        return self._planned.popleft()
+
+    def run_batch(self, take: Take, batch: list[int]) -> None:
+        """Run one planned batch and hand the event loop every job it completes. Blocking: runs
+        on an inference thread, maybe beside another batch of the same take."""
+        assert self._loop is not None
+        try:
+            logits, run = _infer(self.classifier, [take.encodings[i] for i in batch], self.cpu)
+            self.on_batch(run)
+            ranking = rank(logits, max(take.slots[index][0].top_k for index in batch))
+        except Exception as exc:
+            self._fail(take, exc)
+            return
+        rows_done: dict[Job, int] = {}
+        for position, index in enumerate(batch):
+            job, row = take.slots[index]
+            job.rows[row] = Row(logits, ranking, position)
+            rows_done[job] = rows_done.get(job, 0) + 1
+        answered = []
+        with self.workers.lock:
+            for job, rows in rows_done.items():
+                if job not in take.rows_left:  # failed with another batch of its take
+                    continue
+                job.inference_seconds += run.seconds
+                take.rows_left[job] -= rows
+                if not take.rows_left[job]:
+                    del take.rows_left[job]
+                    answered.append(job)
+        if answered:
+            outcomes = [(job, job.scored(take.started)) for job in answered]
+            self._loop.call_soon_threadsafe(self._deliver, outcomes)
+
+    def _fail(self, take: Take, exc: Exception) -> None:
+        """Every job of the take not yet answered gets the error; its other batches do not run."""
+        assert self._loop is not None
+        with self.workers.lock:
+            take.failed = True
+            jobs = list(take.rows_left)
+            take.rows_left.clear()
+        self._loop.call_soon_threadsafe(self._deliver, [(job, exc) for job in jobs])
 
     def _deliver(self, outcomes: list[tuple[Job, Scored | BaseException]]) -> None:
         with self.workers.lock:

@@ -116,7 +116,8 @@ class Metrics:
         )
         self.batches_running = Gauge(
             "brum_batches_running",
-            "Batches of the variant running now (up to BRUM_INFERENCE_WORKERS side by side).",
+            "Batches of the variant running or being cut from a take now (up to "
+            "BRUM_INFERENCE_WORKERS side by side).",
             ["variant"],
             registry=r,
         )

@@ -1,7 +1,8 @@
 """The inference threads: one per batch that may run at once, shared by every variant's batcher.
 
-A thread that finishes a batch forms and starts the next one itself, under the batchers' shared
-lock, with no round trip through the event loop. When batches were planned on the loop, each
+A thread that finishes a batch starts the next one itself, under the batchers' shared lock, with
+no round trip through the event loop: a batch already planned from an earlier take, whichever
+thread took it, or else a new take from the queue. When batches were planned on the loop, each
 finished batch waited for the loop, busy with HTTP, to plan the next: five loop iterations in
 which the core sat idle, 28% of the time with one-text batches on a 2-core VM (BENCHMARKS.md).
 The loop now only queues requests and, once a batch is done, resolves its callers' futures.
@@ -19,10 +20,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.core.batcher import Batcher, Job
+    from app.core.batcher import Batcher
 
 
 class InferenceWorkers:
@@ -68,31 +70,46 @@ class InferenceWorkers:
     def _work(self) -> None:
         while True:
             with self.lock:
-                picked = self._next_batch()
+                picked = self._next_work()
             if picked is None:
                 return
-            batcher, jobs = picked
+            batcher, work = picked
             try:
-                batcher.run(jobs)
+                work()
             finally:
                 with self.lock:
                     self.running -= 1
                     batcher.finished()
 
-    def _next_batch(self) -> tuple[Batcher, list[Job]] | None:
-        """Wait for queued texts, then take a batch of them. Called with the lock held."""
-        while not self._stopping:
-            batcher = self._longest_waiting()
-            if batcher is None:
-                self.lock.wait()
-                continue
-            self._gather(batcher)
-            jobs = batcher.take(self._share(batcher))
-            if jobs:
-                self.running += 1
-                batcher.started()
-                return batcher, jobs
-        return None
+    def _next_work(self) -> tuple[Batcher, Callable[[], None]] | None:
+        """A planned batch if one waits, since its requests were taken first; else a take of
+        queued texts, to tokenize and plan; None once stopping with no batch planned. Called
+        with the lock held."""
+        while True:
+            batcher = self._earliest_planned()
+            if batcher is not None:
+                take, batch = batcher.next_planned()
+                work = partial(batcher.run_batch, take, batch)
+            elif self._stopping:
+                return None
+            else:
+                batcher = self._longest_waiting()
+                if batcher is None:
+                    self.lock.wait()
+                    continue
+                self._gather(batcher)
+                jobs = batcher.take(self._share(batcher))
+                if not jobs:
+                    continue
+                work = partial(batcher.prepare, jobs)
+            self.running += 1
+            batcher.started()
+            return batcher, work
+
+    def _earliest_planned(self) -> Batcher | None:
+        heads = [(b.planned(), b) for b in self.batchers]
+        planned = [(started, b) for started, b in heads if started is not None]
+        return min(planned, key=lambda head: head[0])[1] if planned else None
 
     def _longest_waiting(self) -> Batcher | None:
         heads = [(b.oldest(), b) for b in self.batchers]
