@@ -123,6 +123,47 @@ def test_the_batches_of_one_take_run_on_every_free_thread(classifier, clinc):
     assert np.argmax(scored.logits, axis=1).tolist() == np.argmax(alone, axis=1).tolist()
 
 
+def test_a_failing_batch_fails_only_its_own_callers(clinc):
+    """A real onnxruntime error: loaded with a maximum length past the model's 512 positions, the
+    session fails on a 700-token text. Taken together with short texts, in batches of its own
+    and theirs, only the requests in its batches get the error; the others, and a request after
+    them, get the answers the model gives."""
+    card = read_card(SMALLEST)
+    loose = load_classifier(
+        SMALLEST / MODEL_FILE, SMALLEST / TOKENIZER_FILE, 2000, SessionConfig(1)
+    )
+    assert card.max_length < 700
+    short = clinc.splits["test"].texts[:6]
+    too_long = "hello " * 700
+    requests = [[short[0]], [too_long], [short[1], short[2]], [short[3], too_long], [short[4]]]
+
+    async def scenario():
+        workers = InferenceWorkers(2, connections=lambda: len(requests))
+        batcher = Batcher(loose, workers, BatchPolicy(max_batch_size=2, max_batch_tokens=64))
+        batcher.start()
+        workers.start()
+        try:
+            outcomes = await asyncio.gather(
+                *(batcher.submit(texts) for texts in requests), return_exceptions=True
+            )
+            after = await batcher.submit([short[5]])
+        finally:
+            await workers.stop()
+            await batcher.stop()
+        return outcomes, after, batcher.requests_in_flight
+
+    outcomes, after, in_flight = asyncio.run(scenario())
+    failed = [isinstance(outcome, Exception) for outcome in outcomes]
+    assert failed == [False, True, False, True, False]
+    assert "index out of range" in str(outcomes[1])
+    for texts, outcome in zip(requests, outcomes, strict=True):
+        if not isinstance(outcome, Exception):
+            expected = [np.argmax(loose.classify([text]).logits[0]) for text in texts]
+            assert np.argmax(outcome.logits, axis=1).tolist() == expected
+    assert np.argmax(after.logits[0]) == np.argmax(loose.classify([short[5]]).logits[0])
+    assert in_flight == 0
+
+
 def test_each_request_gets_its_rows_ranked_as_deep_as_it_asked(classifier, clinc):
     """Requests asking for 1, 3 and every label share batches; each gets its own probabilities
     and its best labels in order, ties to the lower id, as far as it asked."""

@@ -153,7 +153,6 @@ class Take:
     rows_left: dict[Job, int]  # rows of each job not yet computed; answered jobs leave
     slots: list[tuple[Job, int]] = field(default_factory=list)  # (job, row) per text
     encodings: list[Encoding] = field(default_factory=list)
-    failed: bool = False
 
 
 def _infer(
@@ -385,7 +384,7 @@ class Batcher:
             if policy.oldest_first:
                 batches.sort(key=lambda batch: min(take.slots[i][0].enqueued for i in batch))
         except Exception as exc:
-            self._fail(take, exc)
+            self._fail(take, jobs, exc)
             return
         with self.workers.lock:
             self._planned.extend((take, batch) for batch in batches)
@@ -394,8 +393,6 @@ class Batcher:
     def planned(self) -> float | None:
         """When the take of the next planned batch started; None if no batch is planned. Called
         with the lock held."""
-        while self._planned and self._planned[0][0].failed:
-            self._planned.popleft()
         return self._planned[0][0].started if self._planned else None
 
     def next_planned(self) -> tuple[Take, list[int]]:
@@ -411,7 +408,7 @@ class Batcher:
             self.on_batch(run)
             ranking = rank(logits, max(take.slots[index][0].top_k for index in batch))
         except Exception as exc:
-            self._fail(take, exc)
+            self._fail(take, [take.slots[index][0] for index in batch], exc)
             return
         rows_done: dict[Job, int] = {}
         for position, index in enumerate(batch):
@@ -421,7 +418,7 @@ class Batcher:
         answered = []
         with self.workers.lock:
             for job, rows in rows_done.items():
-                if job not in take.rows_left:  # failed with another batch of its take
+                if job not in take.rows_left:  # another of its batches failed
                     continue
                 job.inference_seconds += run.seconds
                 take.rows_left[job] -= rows
@@ -432,14 +429,15 @@ class Batcher:
             outcomes = [(job, job.scored(take.started)) for job in answered]
             self._loop.call_soon_threadsafe(self._deliver, outcomes)
 
-    def _fail(self, take: Take, exc: Exception) -> None:
-        """Every job of the take not yet answered gets the error; its other batches do not run."""
+    def _fail(self, take: Take, jobs: Sequence[Job], exc: Exception) -> None:
+        """The jobs get the error, once each; the take's other jobs go on."""
         assert self._loop is not None
         with self.workers.lock:
-            take.failed = True
-            jobs = list(take.rows_left)
-            take.rows_left.clear()
-        self._loop.call_soon_threadsafe(self._deliver, [(job, exc) for job in jobs])
+            failed = [
+                job for job in dict.fromkeys(jobs) if take.rows_left.pop(job, None) is not None
+            ]
+        if failed:
+            self._loop.call_soon_threadsafe(self._deliver, [(job, exc) for job in failed])
 
     def _deliver(self, outcomes: list[tuple[Job, Scored | BaseException]]) -> None:
         with self.workers.lock:
