@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core.batcher import Batcher, BatchPolicy
@@ -121,6 +121,44 @@ def test_the_batches_of_one_take_run_on_every_free_thread(classifier, clinc):
     assert {thread for _, thread in batches} == {"brum-infer-0", "brum-infer-1"}
     alone = np.stack([classifier.classify([text]).logits[0] for text in texts])
     assert np.argmax(scored.logits, axis=1).tolist() == np.argmax(alone, axis=1).tolist()
+
+
+# Static int8 fixes its activation scales, so a text's logits do not depend on the texts batched
+# with it: every row can be checked exactly against the text run alone.
+STATIC = SHIPPED_REPOSITORY / "minilm-l6-augmented-static-pc-int8"
+
+
+@pytest.fixture(scope="module")
+def static_alone(clinc) -> tuple[OnnxClassifier, list[str], np.ndarray]:
+    card = read_card(STATIC)
+    static = load_classifier(
+        STATIC / MODEL_FILE, STATIC / TOKENIZER_FILE, card.max_length, SessionConfig(1)
+    )
+    texts = clinc.splits["test"].texts[:200]
+    return static, texts, np.stack([static.classify([text]).logits[0] for text in texts])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    requests=st.lists(
+        st.lists(st.integers(0, 199), min_size=1, max_size=6), min_size=1, max_size=24
+    ),
+    max_batch_size=st.integers(1, 8),
+    max_batch_tokens=st.integers(16, 256),
+    threads=st.integers(1, 3),
+)
+def test_every_caller_gets_its_own_rows_whatever_the_mix(
+    static_alone, requests, max_batch_size, max_batch_tokens, threads
+):
+    """Requests of one to six texts, all at once, on one to three threads, cut every way the
+    budgets allow: each caller gets exactly the rows its texts get alone, in its order."""
+    static, texts, alone = static_alone
+    asked = [[texts[i] for i in request] for request in requests]
+    policy = BatchPolicy(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+    batches, scored = run_batcher(static, policy, asked, threads=threads)
+    assert sum(size for size, _ in batches) == sum(len(request) for request in requests)
+    for request, answer in zip(requests, scored, strict=True):
+        np.testing.assert_array_equal(answer.logits, alone[request])
 
 
 def test_a_failing_batch_fails_only_its_own_callers(clinc):
