@@ -59,7 +59,8 @@ class InferenceWorkers:
             self._threads.append(thread)
 
     async def stop(self) -> None:
-        """Finish the batches running, start no more."""
+        """Finish the batches running and those planned (their requests were taken); take no
+        more from the queues."""
         with self.lock:
             self._stopping = True
             self.lock.notify_all()
