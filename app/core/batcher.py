@@ -151,8 +151,8 @@ class Take:
 
     started: float
     rows_left: dict[Job, int]  # rows of each job not yet computed; answered jobs leave
-    slots: list[tuple[Job, int]] = field(default_factory=list)  # (job, row) per text
-    encodings: list[Encoding] = field(default_factory=list)
+    slots: list[tuple[Job, int]]  # (job, row) per text
+    encodings: Sequence[Encoding]
 
 
 def _infer(
@@ -362,7 +362,8 @@ class Batcher:
     def prepare(self, jobs: list[Job]) -> None:
         """Tokenize a take in one call and cut it into batches of similar length, which any
         free inference thread may then run. Blocking: runs on an inference thread."""
-        take = Take(time.perf_counter(), {job: len(job.texts) for job in jobs})
+        assert self._loop is not None
+        started = time.perf_counter()
         policy = self.policy
         try:
             encodings = self.classifier.tokenize([text for job in jobs for text in job.texts])
@@ -370,8 +371,7 @@ class Batcher:
             for job in jobs:
                 job.encodings = encodings[first : first + len(job.texts)]
                 first += len(job.texts)
-            take.slots = [(job, row) for job in jobs for row in range(len(job.texts))]
-            take.encodings = encodings
+            slots = [(job, row) for job in jobs for row in range(len(job.texts))]
             lengths = [len(encoding.ids) for encoding in encodings]
             mean = sum(lengths) / len(lengths)
             previous = self.typical_tokens
@@ -382,10 +382,11 @@ class Batcher:
                 lengths, policy.max_batch_size, policy.max_batch_tokens, policy.cost
             )
             if policy.oldest_first:
-                batches.sort(key=lambda batch: min(take.slots[i][0].enqueued for i in batch))
+                batches.sort(key=lambda batch: min(slots[i][0].enqueued for i in batch))
         except Exception as exc:
-            self._fail(take, jobs, exc)
+            self._loop.call_soon_threadsafe(self._deliver, [(job, exc) for job in jobs])
             return
+        take = Take(started, {job: len(job.texts) for job in jobs}, slots, encodings)
         with self.workers.lock:
             self._planned.extend((take, batch) for batch in batches)
             self.workers.lock.notify_all()
@@ -430,7 +431,7 @@ class Batcher:
             self._loop.call_soon_threadsafe(self._deliver, outcomes)
 
     def _fail(self, take: Take, jobs: Sequence[Job], exc: Exception) -> None:
-        """The jobs get the error, once each; the take's other jobs go on."""
+        """The jobs of a failed batch get the error, once each; the take's other jobs go on."""
         assert self._loop is not None
         with self.workers.lock:
             failed = [
