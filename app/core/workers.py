@@ -87,14 +87,14 @@ class InferenceWorkers:
         queued texts, to tokenize and plan; None once stopping with no batch planned. Called
         with the lock held."""
         while True:
-            batcher = self._earliest_planned()
+            batcher = self._first(lambda b: b.planned())
             if batcher is not None:
                 take, batch = batcher.next_planned()
                 work = partial(batcher.run_batch, take, batch)
             elif self._stopping:
                 return None
             else:
-                batcher = self._longest_waiting()
+                batcher = self._first(lambda b: b.oldest())
                 if batcher is None:
                     self.lock.wait()
                     continue
@@ -107,15 +107,11 @@ class InferenceWorkers:
             batcher.started()
             return batcher, work
 
-    def _earliest_planned(self) -> Batcher | None:
-        heads = [(b.planned(), b) for b in self.batchers]
-        planned = [(started, b) for started, b in heads if started is not None]
-        return min(planned, key=lambda head: head[0])[1] if planned else None
-
-    def _longest_waiting(self) -> Batcher | None:
-        heads = [(b.oldest(), b) for b in self.batchers]
-        waiting = [(enqueued, b) for enqueued, b in heads if enqueued is not None]
-        return min(waiting, key=lambda head: head[0])[1] if waiting else None
+    def _first(self, when: Callable[[Batcher], float | None]) -> Batcher | None:
+        """The batcher with the earliest ``when``, of those that have one."""
+        heads = [(when(b), b) for b in self.batchers]
+        timed = [(at, b) for at, b in heads if at is not None]
+        return min(timed, key=lambda head: head[0])[1] if timed else None
 
     def _expecting_more(self) -> bool:
         in_flight = sum(b.requests_in_flight for b in self.batchers)
