@@ -59,7 +59,8 @@ def test_a_quota_and_a_cpuset_hold_a_child_and_the_group_goes_afterwards():
     with cpu_group(cpus=[0]) as group:
         assert cores_used(group.enter) < 1.1
     # The same work spreads over more than one core outside the group (on a quiet machine two).
-    assert cores_used(None) > 1.2
+    # Other work on the machine can hold one try under that, so up to three tries are made.
+    assert any(cores_used(None) > 1.2 for _ in range(3))
 
 
 @needs_cgroup
