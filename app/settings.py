@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     )
     inter_op_threads: int = Field(1, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    processes: int = Field(
+        1,
+        ge=1,
+        description="serving processes sharing the port, each on its share of the cores: the "
+        'Python of that many requests runs at once (README, "Processes")',
+    )
     inference_workers: int = Field(
         0,
         ge=0,
@@ -118,5 +124,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "BRUM_INFERENCE_WORKERS > 1 runs batches side by side, one thread each: "
                 "set BRUM_INTRA_OP_THREADS=1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _processes_share_what_a_request_needs(self) -> Settings:
+        if self.processes > 1 and self.admin_token is not None and self.redis_url is None:
+            raise ValueError(
+                "BRUM_PROCESSES > 1 with BRUM_ADMIN_TOKEN needs BRUM_REDIS_URL: a change made "
+                "through the admin API reaches the other processes through the shared store"
             )
         return self

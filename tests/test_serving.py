@@ -8,6 +8,7 @@ batch mates, and their compute is set by their depth.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -406,3 +407,88 @@ def test_json_logs_carry_the_request_id_and_variant(repository, tmp_path):
     assert access and access[0]["variant"] == response.headers["x-brum-variant"]
     assert access[0]["status"] == 200 and access[0]["path"] == "/v1/predict"
     assert {r["logger"] for r in records} >= {"brum.engine", "brum.access"}
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return sorted(
+        int(child) for task in tasks.iterdir() for child in (task / "children").read_text().split()
+    )
+
+
+def _connections_by_process(port: int, pids: list[int]) -> dict[int, int]:
+    """Established TCP connections on ``port`` that each process holds, from /proc."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if local_port == port and state == "01":
+                established.add(f"socket:[{inode}]")
+    held = {}
+    for pid in pids:
+        links = [str(fd.readlink()) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        held[pid] = sum(link in established for link in links)
+    return held
+
+
+def test_two_processes_share_the_port_the_metrics_and_the_feedback_key(repository, tmp_path):
+    with serve(tmp_path, repository, BRUM_PROCESSES="2") as server:
+        children = _children(server.process.pid)
+        assert len(children) == 2
+        clients = [server.client() for _ in range(16)]
+        try:
+            answers = [
+                client.post("/v1/models/fast/predict", json={"text": "what is my balance"})
+                for client in clients
+                for _ in range(3)
+            ]
+            assert [a.status_code for a in answers] == [200] * 48
+            # The kernel spread the 16 connections over both processes' sockets.
+            held = _connections_by_process(int(server.url.rsplit(":", 1)[1]), children)
+            assert sum(held.values()) == 16 and min(held.values()) > 0, held
+            # A token from either process is judged by whichever the call reaches: one key.
+            for client, answer in zip(clients * 3, answers, strict=True):
+                prediction = answer.json()
+                judged = client.post(
+                    "/v1/feedback",
+                    json={
+                        "token": prediction["feedback_token"],
+                        "label": prediction["predictions"][0]["label"],
+                    },
+                )
+                assert judged.status_code == 200, judged.text
+        finally:
+            for client in clients:
+                client.close()
+        # /metrics, from either process, sums both.
+        assert metric(server, "brum_requests_total", variant="fast", status="200") == 48
+        assert metric(server, "brum_feedback_total", variant="fast") == 48
+        assert metric(server, "brum_ready") == 1
+        plans = {
+            dict(labels)["pid"]
+            for (name, labels) in samples(server)
+            if name == "brum_inference_plan_info"
+        }
+        assert plans == {str(pid) for pid in children}
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert "2 serving processes" in server.logs()
+
+
+def test_a_serving_process_that_dies_stops_the_others(repository, tmp_path):
+    with serve(tmp_path, repository, BRUM_PROCESSES="2") as server:
+        first, second = _children(server.process.pid)
+        os.kill(first, signal.SIGKILL)
+        assert server.process.wait(timeout=30) == 128 + signal.SIGKILL
+        assert not Path(f"/proc/{second}").exists()
+    assert "stopping the others" in server.logs()
+
+
+def test_more_processes_than_cores_are_refused(repository, tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    env = {"BRUM_MODEL_REPOSITORY": str(repository), "BRUM_PROCESSES": str(cores + 1)}
+    with run_server(tmp_path, env, wait=None) as server:
+        assert server.process.wait(timeout=30) == 2
+    assert "at most one process a core" in server.logs()

@@ -17,6 +17,13 @@ def test_side_by_side_batches_need_one_thread_sessions():
     assert configured_plan(Settings(inference_workers=2, intra_op_threads=1), 4) == Plan(1, 2)
 
 
+def test_several_processes_with_the_admin_api_need_the_shared_store():
+    with pytest.raises(ValidationError, match="BRUM_REDIS_URL"):
+        Settings(processes=2, admin_token="s3cret")
+    assert Settings(processes=2, admin_token="s3cret", redis_url="redis://127.0.0.1:6379/0")
+    assert Settings(processes=2).admin_token is None
+
+
 @pytest.mark.parametrize(
     ("threads", "workers", "plan"),
     [

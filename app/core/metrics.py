@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
-from contextlib import suppress
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,6 +16,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.core.batcher import BatchRun
 from app.core.experiment import Experiment
@@ -112,19 +114,25 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "brum_queue_depth", "Texts waiting in the variant's queue.", ["variant"], registry=r
+            "brum_queue_depth",
+            "Texts waiting in the variant's queue.",
+            ["variant"],
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.batches_running = Gauge(
             "brum_batches_running",
             "Batches of the variant running or being cut from a take now (up to "
             "BRUM_INFERENCE_WORKERS side by side).",
             ["variant"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.queue_capacity = Gauge(
             "brum_queue_capacity",
             "Texts the variant's queue holds before refusing with 429.",
             ["variant"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.queue_rejections = Counter(
@@ -169,6 +177,7 @@ class Metrics:
             "brum_experiment_weight",
             "Traffic weight of each arm of the running experiment.",
             ["experiment", "variant"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.texts = Counter("brum_texts", "Texts classified.", ["variant"], registry=r)
@@ -185,38 +194,53 @@ class Metrics:
             "brum_model_info",
             "Variant card: always 1, facts in labels.",
             ["variant", "base", "quantization", "task"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.model_size = Gauge(
-            "brum_model_size_bytes", "Size of the variant's model.onnx.", ["variant"], registry=r
+            "brum_model_size_bytes",
+            "Size of the variant's model.onnx.",
+            ["variant"],
+            multiprocess_mode="livemax",
+            registry=r,
         )
         self.model_parameters = Gauge(
-            "brum_model_parameters", "Parameters of the variant.", ["variant"], registry=r
+            "brum_model_parameters",
+            "Parameters of the variant.",
+            ["variant"],
+            multiprocess_mode="livemax",
+            registry=r,
         )
         self.model_accuracy = Gauge(
             "brum_model_offline_accuracy",
             "Accuracy on the test split, each text served alone, from the card.",
             ["variant"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.model_macro_f1 = Gauge(
             "brum_model_offline_macro_f1",
             "F1 averaged over labels on the test split, each text served alone, from the card.",
             ["variant"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.variant_ready = Gauge(
             "brum_variant_ready",
             "1 once the variant is loaded and warmed up.",
             ["variant"],
+            multiprocess_mode="livemin",
             registry=r,
         )
-        self.ready = Gauge("brum_ready", "1 once every variant is ready.", registry=r)
+        self.ready = Gauge(
+            "brum_ready", "1 once every variant is ready.", multiprocess_mode="livemin", registry=r
+        )
         self.inference_plan = Gauge(
             "brum_inference_plan_info",
             "How the cores are used: threads per session, batches side by side, and whether "
             "the plan was configured, calibrated at start-up or the default. Always 1.",
             ["threads", "side_by_side", "source"],
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.inline_threads = Gauge(
@@ -224,11 +248,13 @@ class Metrics:
             "Threads of the session a lone request on the only open connection runs on, on the "
             "event-loop thread; 0: lone requests go through the queue like any other.",
             ["variant"],
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.batch_size_limit = Gauge(
             "brum_batch_size_limit",
             "Texts per batch the batchers cut, at most: BRUM_MAX_BATCH_SIZE.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.batch_cost = Gauge(
@@ -237,6 +263,7 @@ class Metrics:
             "part=overhead per run, part=token per token of the padded batch. Measured at "
             "start-up; overhead 1, token 0 (always fill batches) when not measured.",
             ["part"],
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.calibration_throughput = Gauge(
@@ -244,12 +271,14 @@ class Metrics:
             "Start-up calibration: texts per second each candidate plan's measured cost predicts "
             "for a full batch of texts of typical lengths in flight.",
             ["threads", "side_by_side"],
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.calibration_lone = Gauge(
             "brum_calibration_lone_run_seconds",
             "Start-up calibration: one text through the model with each candidate plan.",
             ["threads", "side_by_side"],
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.experiment_info = Gauge(
@@ -257,6 +286,7 @@ class Metrics:
             "The experiment this replica runs (hash of its content; source: file, admin or none): "
             "every replica shows the same hash once a change has reached it.",
             ["name", "hash", "source"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.experiment_sync_errors = Counter(
@@ -279,8 +309,21 @@ class Metrics:
             registry=r,
         )
         self.startup_duration = Gauge(
-            "brum_startup_duration_seconds", "Time from start-up to ready.", registry=r
+            "brum_startup_duration_seconds",
+            "Time from start-up to ready.",
+            multiprocess_mode="livemax",
+            registry=r,
         )
+
+    def exposed(self) -> CollectorRegistry:
+        """What /metrics shows: this process's registry, or, when several processes serve
+        (app/supervisor.py), every process's series summed from their files (prometheus_client's
+        multiprocess mode, which has no process_* or python_gc_* series)."""
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
 
     def publish_card(self, variant: Variant) -> None:
         card = variant.card
@@ -351,7 +394,7 @@ class Metrics:
         return observe
 
     def publish_experiment(self, experiment: Experiment | None, source: str, hash_: str) -> None:
-        self.experiment_weight.clear()
+        _retire_all(self.experiment_weight)
         for arm in experiment.arms if experiment else []:
             self.experiment_weight.labels(experiment.name, arm.variant).set(arm.weight)
         if experiment is not None and experiment.shadow is not None:
@@ -359,20 +402,21 @@ class Metrics:
             for variant in served - {experiment.shadow.variant}:
                 for outcome in SHADOW_OUTCOMES:
                     self.shadow_requests.labels(variant, experiment.shadow.variant, outcome)
-        self.experiment_info.clear()
+        _retire_all(self.experiment_info)
         self.experiment_info.labels(experiment.name if experiment else "", hash_, source).set(1)
 
     def forget_variant(self, variant: Variant) -> None:
         """A removed variant: not ready, and its card's series gone."""
         card = variant.card
         self.variant_ready.labels(variant.name).set(0)
-        with suppress(KeyError):  # a card without metrics published none
-            self.model_info.remove(variant.name, card.base.reference, card.quantization, card.task)
-            self.model_size.remove(variant.name)
-            self.model_parameters.remove(variant.name)
-            self.model_accuracy.remove(variant.name)
-        with suppress(KeyError):  # cards written before macro F1 was measured have none
-            self.model_macro_f1.remove(variant.name)
+        _retire(self.model_info, variant.name, card.base.reference, card.quantization, card.task)
+        for gauge in (
+            self.model_size,
+            self.model_parameters,
+            self.model_accuracy,
+            self.model_macro_f1,
+        ):
+            _retire(gauge, variant.name)
 
     def publish_batcher(self, variant: str, capacity: int, inline_threads: int) -> None:
         self.queue_capacity.labels(variant).set(capacity)
@@ -418,3 +462,21 @@ class Metrics:
         self.requests.labels(variant, str(status)).inc()
         if variant != NO_VARIANT:
             self.request_duration.labels(variant).observe(seconds)
+
+
+def _retire(gauge: Gauge, *labels: str) -> None:
+    """Drop a series, at 0 first: with several processes (app/supervisor.py) prometheus_client
+    leaves it in this process's file (and warns so), where 0 says what dropping it says."""
+    gauge.labels(*labels).set(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gauge.remove(*labels)
+
+
+def _retire_all(gauge: Gauge) -> None:
+    for metric in gauge.collect():
+        for sample in metric.samples:
+            gauge.labels(**sample.labels).set(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        gauge.clear()

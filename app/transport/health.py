@@ -32,5 +32,5 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    payload = encoder(request.app.state.engine.metrics.registry)
+    payload = encoder(request.app.state.engine.metrics.exposed())
     return Response(payload, media_type=content_type)

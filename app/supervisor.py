@@ -1,0 +1,165 @@
+"""Several serving processes on one port (``BRUM_PROCESSES``): the Python of that many requests
+runs at once.
+
+One process parses a request's HTTP, routes it and writes its answer on one event loop, under one
+GIL: on 2 cores at 32 connections that loop held the GIL 58% of the time, and two processes served
+13-22% more from 8 to 32 connections, with a lower p99 (BENCHMARKS.md, 2026-12-07). Each process is
+what a replica is (DESIGN.md, "Scale-out"), so the processes share what replicas share:
+
+- the port: each process listens on its own socket bound to it here (``SO_REUSEPORT``);
+- Prometheus metrics, through prometheus_client's multiprocess mode: each process writes its series
+  to files in one folder (``PROMETHEUS_MULTIPROC_DIR``), and any process's /metrics sums them;
+- a feedback key, made here when ``BRUM_FEEDBACK_KEY`` is unset, so that any process judges the
+  feedback token another one issued;
+- the cores: each process is pinned to its own share of them, which its start-up calibration
+  measures as its machine.
+
+A process that exits while the others serve stops them all, and the supervisor exits with its
+code: the orchestrator restarts the container, as it would a replica that died. SIGTERM and
+SIGINT are passed on to every process, which drains as a single one does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from app.logs import configure_logging
+from app.server import serve
+from app.settings import Settings
+
+logger = logging.getLogger("brum.supervisor")
+
+METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def supervise(settings: Settings) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if settings.processes > len(cores):
+        logger.error(
+            "BRUM_PROCESSES=%d but this process may run on %d core(s): at most one process a core",
+            settings.processes,
+            len(cores),
+        )
+        sys.exit(2)
+    listeners = _listeners(settings.host, settings.port, settings.processes)
+    made_folder = METRICS_FOLDER not in os.environ
+    env = dict(os.environ)
+    if made_folder:
+        env[METRICS_FOLDER] = tempfile.mkdtemp(prefix="brum-metrics-")
+    folder = Path(env[METRICS_FOLDER])
+    for stale in folder.glob("*.db"):  # an earlier run's series would be summed with these
+        stale.unlink()
+    if settings.feedback_key is None:
+        env["BRUM_FEEDBACK_KEY"] = secrets.token_urlsafe(32)
+    cuts = shares(cores, settings.processes)
+    children: dict[int, str] = {}  # pid: name
+    stopping = False
+
+    def pass_on(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):  # not yet reaped: none of them a stranger's pid
+            os.kill(pid, sig)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    logger.info(
+        "%d serving processes on %s:%d, cores %s",
+        len(cuts),
+        settings.host,
+        listeners[0].getsockname()[1],
+        ", ".join(str(share) for share in cuts),
+    )
+    for index, (listener, share) in enumerate(zip(listeners, cuts, strict=True)):
+        command = [sys.executable, "-m", "app.supervisor", str(listener.fileno())]
+        command += [str(core) for core in share]
+        child = subprocess.Popen(command, env=env, pass_fds=[listener.fileno()])
+        children[child.pid] = f"brum-{index}"
+        listener.close()  # the process holds its own copy now
+    code = _wait(children, lambda: stopping)
+    if made_folder:
+        shutil.rmtree(folder, ignore_errors=True)
+    sys.exit(code)
+
+
+def shares(cores: Sequence[int], count: int) -> list[list[int]]:
+    """``cores`` cut into ``count`` runs of consecutive cores, as even as they can be."""
+    size, extra = divmod(len(cores), count)
+    result, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        result.append(list(cores[start:end]))
+        start = end
+    return result
+
+
+def _listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket a process, all on the same port (``SO_REUSEPORT``): the kernel
+    spreads new connections evenly over them, where processes taking turns at one socket leave
+    whichever wakes first with most of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listeners: list[socket.socket] = []
+    for _ in range(count):
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            listener.bind((host, port))
+        except OSError as exc:
+            logger.error("cannot listen on %s:%d: %s", host, port, exc)
+            sys.exit(1)
+        port = listener.getsockname()[1]  # port 0: the others take the one the first got
+        listener.listen(2048)
+        listeners.append(listener)
+    return listeners
+
+
+def _wait(children: dict[int, str], stopping: Callable[[], bool]) -> int:
+    """Reap every process, taking each out of ``children``; the first to exit unasked stops the
+    others. The exit code: that process's (1 if it exited 0), else the worst of theirs (128 + N
+    for a process killed by signal N, as a shell reports it)."""
+    codes: list[int] = []
+    first_unasked: int | None = None
+    while children:
+        pid, status = os.wait()
+        name = children.pop(pid, None)
+        if name is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        codes.append(code)
+        if stopping() or first_unasked is not None:
+            continue
+        first_unasked = code or 1
+        logger.error("serving process %s exited with %d: stopping the others", name, code)
+        for other in children:
+            os.kill(other, signal.SIGTERM)
+    return first_unasked if first_unasked is not None else max(codes, default=0)
+
+
+def _serve_share(fd: int, cores: list[int]) -> None:
+    """One serving process, on its share of the cores, on the socket the supervisor bound."""
+    os.sched_setaffinity(0, cores)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    serve(settings, [socket.socket(fileno=fd)])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="one of the supervisor's serving processes")
+    parser.add_argument("fd", type=int, help="the listening socket's file descriptor")
+    parser.add_argument("cores", type=int, nargs="+", help="the cores this process runs on")
+    arguments = parser.parse_args()
+    _serve_share(arguments.fd, arguments.cores)
