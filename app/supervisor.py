@@ -36,7 +36,6 @@ from pathlib import Path
 from types import FrameType
 
 from app.logs import configure_logging
-from app.server import serve
 from app.settings import Settings
 
 logger = logging.getLogger("brum.supervisor")
@@ -151,6 +150,8 @@ def _wait(children: dict[int, str], stopping: Callable[[], bool]) -> int:
 
 def _serve_share(fd: int, cores: list[int]) -> None:
     """One serving process, on its share of the cores, on the socket the supervisor bound."""
+    from app.server import serve  # the app, which the supervisor itself does without
+
     os.sched_setaffinity(0, cores)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
