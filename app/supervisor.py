@@ -63,7 +63,8 @@ def supervise(settings: Settings) -> None:
     if settings.feedback_key is None:
         env["BRUM_FEEDBACK_KEY"] = secrets.token_urlsafe(32)
     cuts = shares(cores, settings.processes)
-    children: dict[int, str] = {}  # pid: name
+    # Kept, so that subprocess never reaps them itself: this module does (_wait).
+    children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def pass_on(sig: int, frame: FrameType | None) -> None:
@@ -75,17 +76,14 @@ def supervise(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, pass_on)
     signal.signal(signal.SIGINT, pass_on)
     logger.info(
-        "%d serving processes on %s:%d, cores %s",
-        len(cuts),
-        settings.host,
-        listeners[0].getsockname()[1],
-        ", ".join(str(share) for share in cuts),
+        "%d serving processes on %s:%d", len(cuts), settings.host, listeners[0].getsockname()[1]
     )
     for index, (listener, share) in enumerate(zip(listeners, cuts, strict=True)):
         command = [sys.executable, "-m", "app.supervisor", str(listener.fileno())]
         command += [str(core) for core in share]
         child = subprocess.Popen(command, env=env, pass_fds=[listener.fileno()])
-        children[child.pid] = f"brum-{index}"
+        children[child.pid] = child
+        logger.info("serving process %d: pid %d, cores %s", index, child.pid, share)
         listener.close()  # the process holds its own copy now
     code = _wait(children, lambda: stopping)
     if made_folder:
@@ -125,7 +123,7 @@ def _listeners(host: str, port: int, count: int) -> list[socket.socket]:
     return listeners
 
 
-def _wait(children: dict[int, str], stopping: Callable[[], bool]) -> int:
+def _wait(children: dict[int, subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> int:
     """Reap every process, taking each out of ``children``; the first to exit unasked stops the
     others. The exit code: that process's (1 if it exited 0), else the worst of theirs (128 + N
     for a process killed by signal N, as a shell reports it)."""
@@ -133,16 +131,16 @@ def _wait(children: dict[int, str], stopping: Callable[[], bool]) -> int:
     first_unasked: int | None = None
     while children:
         pid, status = os.wait()
-        name = children.pop(pid, None)
-        if name is None:
+        child = children.pop(pid, None)
+        if child is None:
             continue
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
+        child.returncode = os.waitstatus_to_exitcode(status)
+        code = 128 - child.returncode if child.returncode < 0 else child.returncode
         codes.append(code)
         if stopping() or first_unasked is not None:
             continue
         first_unasked = code or 1
-        logger.error("serving process %s exited with %d: stopping the others", name, code)
+        logger.error("serving process (pid %d) exited with %d: stopping the others", pid, code)
         for other in children:
             os.kill(other, signal.SIGTERM)
     return first_unasked if first_unasked is not None else max(codes, default=0)
