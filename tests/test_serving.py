@@ -432,6 +432,12 @@ def _connections_by_process(port: int, pids: list[int]) -> dict[int, int]:
     return held
 
 
+two_cores = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="two serving processes need two cores"
+)
+
+
+@two_cores
 def test_two_processes_share_the_port_the_metrics_and_the_feedback_key(repository, tmp_path):
     with serve(tmp_path, repository, BRUM_PROCESSES="2") as server:
         children = _children(server.process.pid)
@@ -477,6 +483,7 @@ def test_two_processes_share_the_port_the_metrics_and_the_feedback_key(repositor
     assert "2 serving processes" in server.logs()
 
 
+@two_cores
 def test_a_serving_process_that_dies_stops_the_others(repository, tmp_path):
     with serve(tmp_path, repository, BRUM_PROCESSES="2") as server:
         first, second = _children(server.process.pid)
