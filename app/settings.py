@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description="serving processes sharing the port, each on its share of the cores: the "
-        'Python of that many requests runs at once (README, "Processes")',
+        'Python of that many requests runs at once (README, "Several processes in one container")',
     )
     inference_workers: int = Field(
         0,
