@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.logs import configure_logging
+from app.runtime.cores import capped_by_quota, cpu_quota
 from app.settings import Settings
 
 logger = logging.getLogger("brum.supervisor")
@@ -45,13 +46,24 @@ METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
 
 def supervise(settings: Settings) -> None:
     cores = sorted(os.sched_getaffinity(0))
-    if settings.processes > len(cores):
+    quota = cpu_quota()
+    usable = capped_by_quota(len(cores), quota)
+    if settings.processes > usable:
         logger.error(
-            "BRUM_PROCESSES=%d but this process may run on %d core(s): at most one process a core",
+            "BRUM_PROCESSES=%d but this process may use %d core(s): at most one process a core",
             settings.processes,
-            len(cores),
+            usable,
         )
         sys.exit(2)
+    if quota is not None and quota < len(cores):
+        logger.warning(
+            "a CPU quota of %.3g CPUs, under the %d cores the processes are pinned to: they are "
+            "throttled in turn. Under 1.5 CPUs on 2 cores, two processes served 10-17%% less than "
+            "one at 32 connections, at twice the p99 (BENCHMARKS.md, 2026-12-07); under a quota, "
+            "BRUM_PROCESSES=1",
+            quota,
+            len(cores),
+        )
     listeners = _listeners(settings.host, settings.port, settings.processes)
     made_folder = METRICS_FOLDER not in os.environ
     env = dict(os.environ)

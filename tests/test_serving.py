@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +22,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server import Server, run_server
+from loadtests.cgroup import cpu_group, limits_available
+from tests.server import ROOT, Server, free_port, run_server
 from tests.synthetic import write_synthetic_variant
 
 HIDDEN = 1024
@@ -499,3 +502,25 @@ def test_more_processes_than_cores_are_refused(repository, tmp_path):
     with run_server(tmp_path, env, wait=None) as server:
         assert server.process.wait(timeout=30) == 2
     assert "at most one process a core" in server.logs()
+
+
+@pytest.mark.skipif(not limits_available(), reason="needs a writable cgroup v1 (root)")
+def test_under_a_cpu_quota_the_processes_are_capped_by_it(repository):
+    env = {
+        **os.environ,
+        "BRUM_MODEL_REPOSITORY": str(repository),
+        "BRUM_PORT": str(free_port()),
+        "BRUM_PROCESSES": "2",
+    }
+    with cpu_group(quota=0.5) as group:
+        refused = subprocess.run(
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=env,
+            preexec_fn=group.enter,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 2
+    assert "BRUM_PROCESSES=2 but this process may use 1 core(s)" in refused.stderr
