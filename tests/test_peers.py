@@ -28,13 +28,14 @@ LEVELS = ("1x1", "16x8")
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
 )
 def test_peer_benchmark_measures_each_server(tmp_path):
-    argv = ["--servers", "brum,naive,kserve", "--seconds", "1", "--warmup", "1", "--rounds", "2"]
+    servers = "brum,brum-processes,naive,kserve"
+    argv = ["--servers", servers, "--seconds", "1", "--warmup", "1", "--rounds", "2"]
     argv += ["--levels", ",".join(LEVELS), "--texts", "64", "--output", str(tmp_path)]
     assert main(argv) == 0
     stem = tmp_path / "peers-minilm-l6-augmented-int8"
     result = json.loads(stem.with_suffix(".json").read_text())
     report = stem.with_suffix(".md").read_text()
-    assert list(result["servers"]) == ["brum", "naive", "kserve"]
+    assert list(result["servers"]) == ["brum", "brum-processes", "naive", "kserve"]
     for name, server in result["servers"].items():
         assert "skipped" not in server, (name, server.get("skipped"))
         assert server["verified"]["match"], (name, server["verified"])
@@ -48,7 +49,7 @@ def test_peer_benchmark_measures_each_server(tmp_path):
             assert level["server_cpu_cores"] > 0
             assert len(level["rounds_other_cpu_cores"]) == 2 and level["other_cpu_cores"] >= 0
             # Only brum says how it batched: at least one text a batch, at most the level's load.
-            if name == "brum":
+            if name.startswith("brum"):
                 connections, texts = map(int, key.split("x"))
                 assert 1 <= level["texts_per_batch"] <= min(32, connections * texts), key
             else:
@@ -60,6 +61,9 @@ def test_peer_benchmark_measures_each_server(tmp_path):
     assert result["dataset"] == "clinc150-plus" and result["text_tokens"] > 0
     assert "64 test texts of clinc150-plus" in report
     assert set(result["ratios"]) == set(LEVELS)
+    # brum in another configuration is not a peer of brum.
+    assert {r["best_peer"] for r in result["ratios"].values()} <= {"naive", "kserve"}
+    assert "BRUM_PROCESSES` set to the cores" in report
     assert {g["goal"].split(":")[0] for g in result["goals"]} >= {"1 conn", "16 conns x 8 texts"}
     assert "## brum against the best peer and raw" in report
     assert "brum's calibration at each start" in report

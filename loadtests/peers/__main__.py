@@ -42,7 +42,7 @@ from loadtests.peers.measure import Level, context, measure
 from loadtests.peers.raw import raw_bracket, reference_label
 from loadtests.peers.render import render_markdown, render_plot
 from loadtests.peers.rounds import fold_server, rotated
-from loadtests.peers.servers import SERVERS
+from loadtests.peers.servers import DEFAULT_SERVERS, SERVERS
 from loadtests.peers.venvs import VenvError, ensure_venv
 from loadtests.processes import ROOT, cpu_model
 from models.sources import recipe_dataset
@@ -54,7 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=SHIPPED_REPOSITORY)
     parser.add_argument("--variant", default="minilm-l6-augmented-int8")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in order")
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, in order, of {', '.join(SERVERS)}",
+    )
     parser.add_argument("--seconds", type=float, default=10, help="length of each load level")
     parser.add_argument(
         "--rounds",

@@ -9,11 +9,11 @@ SESSION_RUN_MARGIN_MS = 0.5
 
 
 def best_peer(servers: dict, level: str) -> tuple[str, dict] | None:
-    """The peer (not brum) with the most texts/s at ``level``."""
+    """The peer (not brum in any configuration) with the most texts/s at ``level``."""
     runs = [
         (name, s["levels"][level])
         for name, s in servers.items()
-        if name != "brum" and level in s.get("levels", {})
+        if not name.startswith("brum") and level in s.get("levels", {})
     ]
     return max(runs, key=lambda run: run[1]["texts_per_second"], default=None)
 

@@ -88,7 +88,7 @@ def measure(
         bodies = request_bodies(server, texts, 1)
         run_wrk(endpoint, bodies, 8, warmup, threads=2, cpus=ctx.load_cpus)
         result["levels"] = {}
-        metrics_url = url + "/metrics" if server.name == "brum" else None
+        metrics_url = url + "/metrics" if server.name.startswith("brum") else None
         for level in levels:
             result["levels"][level.key] = run_level(
                 server, pid, endpoint, texts, level, seconds, ctx.load_cpus, metrics_url

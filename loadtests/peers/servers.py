@@ -88,6 +88,12 @@ def _brum(ctx: Context) -> Launch:
     return Launch(("-m", "app"), env, "/readyz")
 
 
+def _brum_processes(ctx: Context) -> Launch:
+    launch = _brum(ctx)
+    env = {**launch.env, "BRUM_PROCESSES": str(ctx.cores), **ctx.brum_env}  # --brum-env overrides
+    return Launch(launch.command, env, launch.ready_path)
+
+
 def _naive(ctx: Context) -> Launch:
     app = ("-m", "uvicorn", "loadtests.peers.naive_app:app")
     command = (*app, "--host", "127.0.0.1", "--port", str(ctx.port))
@@ -170,6 +176,16 @@ SERVERS = {
         _v1_body,
         _predictions,
     ),
+    "brum-processes": Server(
+        "brum-processes",
+        '`python -m app` with `BRUM_PROCESSES` set to the cores (README, "Several processes in '
+        'one container"): one serving process a core, otherwise README defaults, serving only '
+        "this variant. Opt-in, and not a peer: brum's goals are read from `brum`",
+        _brum_processes,
+        lambda variant: f"/v1/models/{variant}/predict",
+        _v1_body,
+        _predictions,
+    ),
     "naive": Server(
         "naive",
         "FastAPI + onnxruntime in 30 lines (`loadtests/peers/naive_app.py`): sync route, session "
@@ -212,3 +228,6 @@ SERVERS = {
         ("bentoml==1.4.40", *ONNX_REQUIREMENTS),
     ),
 }
+
+# What a run compares when --servers is not given: brum against what users would run instead.
+DEFAULT_SERVERS = ("brum", "naive", "kserve", "mlserver", "bentoml")
