@@ -4,8 +4,8 @@ runs at once.
 One process parses a request's HTTP, routes it and writes its answer on one event loop, under one
 GIL: on 2 cores at 32 connections that loop held the GIL 58% of the time, and two processes served
 9-25% more from 8 to 64 connections, with a lower p99, and 14-17% less at one connection
-(BENCHMARKS.md, 2026-12-07). Each process is
-what a replica is (DESIGN.md, "Scale-out"), so the processes share what replicas share:
+(BENCHMARKS.md, 2026-12-07). Each process is what a replica is (DESIGN.md, "Scale-out"), so the
+processes share what replicas share:
 
 - the port: each process listens on its own socket bound to it here (``SO_REUSEPORT``);
 - Prometheus metrics, through prometheus_client's multiprocess mode: each process writes its series
@@ -75,7 +75,7 @@ def supervise(settings: Settings) -> None:
         stale.unlink()
     if settings.feedback_key is None:
         env["BRUM_FEEDBACK_KEY"] = secrets.token_urlsafe(32)
-    cuts = shares(cores, settings.processes)
+    cuts = _shares(cores, settings.processes)
     # Kept, so that subprocess never reaps them itself: this module does (_wait).
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -104,7 +104,7 @@ def supervise(settings: Settings) -> None:
     sys.exit(code)
 
 
-def shares(cores: Sequence[int], count: int) -> list[list[int]]:
+def _shares(cores: Sequence[int], count: int) -> list[list[int]]:
     """``cores`` cut into ``count`` runs of consecutive cores, as even as they can be."""
     size, extra = divmod(len(cores), count)
     result, start = [], 0
