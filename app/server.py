@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from types import FrameType
 
 import uvicorn
@@ -29,19 +30,25 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.engine = engine
         self.drain_delay = drain_delay
+        self.signalled = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.engine.draining:
+        if self.signalled:
             self.should_exit = True
             self.force_exit = self.force_exit or sig == signal.SIGINT
             return
-        self.engine.drain()
-        logger.info("%s: draining for %.1f s", signal.Signals(sig).name, self.drain_delay)
-        timer = threading.Timer(self.drain_delay, self._stop_accepting)
-        timer.daemon = True
-        timer.start()
+        self.signalled = True
+        # uvicorn calls this as a signal handler: between two bytecodes of whatever the main
+        # thread was doing, maybe inside a metric's update, under a lock that is not reentrant
+        # (in multiprocess mode, one lock for every metric). Taking it here waited forever: the
+        # drain's own work runs on a thread of its own.
+        name = signal.Signals(sig).name
+        threading.Thread(target=self._drain, args=(name,), name="brum-drain", daemon=True).start()
 
-    def _stop_accepting(self) -> None:
+    def _drain(self, signal_name: str) -> None:
+        self.engine.drain()
+        logger.info("%s: draining for %.1f s", signal_name, self.drain_delay)
+        time.sleep(self.drain_delay)
         self.should_exit = True
 
 

@@ -386,6 +386,38 @@ def test_sigterm_stops_readiness_then_drains_every_accepted_request(
     assert "draining" in server.logs()
 
 
+SIGNAL_MID_METRIC = """
+import os, signal, sys, time
+import uvicorn
+from app.core.engine import Engine
+from app.server import DrainingServer
+from app.settings import Settings
+engine = Engine(Settings(model_repository=sys.argv[1]))
+server = DrainingServer(uvicorn.Config(app=None), engine, drain_delay=0.0)
+signal.signal(signal.SIGTERM, server.handle_exit)  # as uvicorn installs it
+with engine.metrics.ready._value._lock:  # the gauge the drain sets, caught mid-update
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+deadline = time.monotonic() + 10
+while not server.should_exit and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(engine.draining, server.should_exit)
+"""
+
+
+def test_a_signal_that_lands_inside_a_metric_update_still_drains(repository):
+    """uvicorn's signal handler runs on the main thread between two bytecodes; the drain takes
+    the metrics' locks, which that thread may hold. It used to wait for itself forever."""
+    drained = subprocess.run(
+        [sys.executable, "-c", SIGNAL_MID_METRIC, str(repository)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert drained.stdout.split() == ["True", "True"], drained.stderr
+
+
 def test_text_logs_carry_the_request_id_and_variant(repository, tmp_path):
     with serve(tmp_path, repository) as server, server.client() as client:
         response = client.post("/v1/predict", json={"text": "hi"})
