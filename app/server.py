@@ -16,6 +16,7 @@ from app.core.card import CardError
 from app.core.engine import Engine
 from app.core.experiment import ExperimentError
 from app.settings import Settings
+from app.siblings import CountedConnections, Share
 from app.transport.api import create_app, serving_app
 
 logger = logging.getLogger("brum")
@@ -52,11 +53,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+def serve(
+    settings: Settings, sockets: list[socket.socket] | None = None, share: Share | None = None
+) -> None:
     """Load the repository and serve it until stopped: on ``settings.host`` and ``port``, or on
-    ``sockets`` a supervisor bound for its processes (app/supervisor.py)."""
+    ``sockets`` a supervisor bound for its processes (app/supervisor.py), on their ``share`` of
+    the machine."""
     try:
-        app = create_app(settings)
+        app = create_app(settings, share)
     except (CardError, ExperimentError) as exc:
         logger.error("cannot serve the model repository: %s", exc)
         sys.exit(2)
@@ -72,6 +76,8 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> Non
         workers=1,
     )
     server = DrainingServer(config, app.state.engine, settings.drain_delay_seconds)
+    if share is not None:  # the other processes read how many connections this one has open
+        server.server_state.connections = CountedConnections(share.counts)
     # Whether a request is the only one the process could be asked for, and whether more can
     # come: see Batcher and InferenceWorkers.
     app.state.engine.connections = lambda: len(server.server_state.connections)

@@ -13,7 +13,8 @@ processes share what replicas share:
 - a feedback key, made here when ``BRUM_FEEDBACK_KEY`` is unset, so that any process judges the
   feedback token another one issued;
 - the cores: each process is pinned to its own share of them, which its start-up calibration
-  measures as its machine.
+  measures as its machine, except for lone texts: while no other process has a connection open,
+  one runs on every core (app/siblings.py), as in a single process.
 
 A process that exits while the others serve stops them all, and the supervisor exits with its
 code: the orchestrator restarts the container, as it would a replica that died. SIGTERM and
@@ -39,6 +40,7 @@ from types import FrameType
 from app.logs import configure_logging
 from app.runtime.cores import capped_by_quota, cpu_quota
 from app.settings import Settings
+from app.siblings import ConnectionCounts, Share, shared_counts
 
 logger = logging.getLogger("brum.supervisor")
 
@@ -76,6 +78,7 @@ def supervise(settings: Settings) -> None:
     if settings.feedback_key is None:
         env["BRUM_FEEDBACK_KEY"] = secrets.token_urlsafe(32)
     cuts = _shares(cores, settings.processes)
+    counts = shared_counts(len(cuts))
     # Kept, so that subprocess never reaps them itself: this module does (_wait).
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -92,12 +95,13 @@ def supervise(settings: Settings) -> None:
         "%d serving processes on %s:%d", len(cuts), settings.host, listeners[0].getsockname()[1]
     )
     for index, (listener, share) in enumerate(zip(listeners, cuts, strict=True)):
-        command = [sys.executable, "-m", "app.supervisor", str(listener.fileno())]
-        command += [str(core) for core in share]
-        child = subprocess.Popen(command, env=env, pass_fds=[listener.fileno()])
+        command = [sys.executable, "-m", "app.supervisor", str(listener.fileno()), str(counts)]
+        command += [str(index), ",".join(map(str, share)), ",".join(map(str, cores))]
+        child = subprocess.Popen(command, env=env, pass_fds=[listener.fileno(), counts])
         children[child.pid] = child
         logger.info("serving process %d: pid %d, cores %s", index, child.pid, share)
         listener.close()  # the process holds its own copy now
+    os.close(counts)
     code = _wait(children, lambda: stopping)
     if made_folder:
         shutil.rmtree(folder, ignore_errors=True)
@@ -159,19 +163,29 @@ def _wait(children: dict[int, subprocess.Popen[bytes]], stopping: Callable[[], b
     return first_unasked if first_unasked is not None else max(codes, default=0)
 
 
-def _serve_share(fd: int, cores: list[int]) -> None:
+def _serve_share(fd: int, share: Share) -> None:
     """One serving process, on its share of the cores, on the socket the supervisor bound."""
     from app.server import serve  # the app, which the supervisor itself does without
 
-    os.sched_setaffinity(0, cores)
+    # Pinned only once onnxruntime is loaded: loaded in a process already pinned to one core, it
+    # ran the L3 model 10-20% slower, under `taskset` too (BENCHMARKS.md, 2026-12-07).
+    os.sched_setaffinity(0, share.cores)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    serve(settings, [socket.socket(fileno=fd)])
+    serve(settings, [socket.socket(fileno=fd)], share)
+
+
+def _cores(text: str) -> tuple[int, ...]:
+    return tuple(int(core) for core in text.split(","))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="one of the supervisor's serving processes")
     parser.add_argument("fd", type=int, help="the listening socket's file descriptor")
-    parser.add_argument("cores", type=int, nargs="+", help="the cores this process runs on")
+    parser.add_argument("counts", type=int, help="the shared connection counts' file descriptor")
+    parser.add_argument("slot", type=int, help="this process's slot in them")
+    parser.add_argument("cores", type=_cores, help="the cores this process runs on: 0,1")
+    parser.add_argument("machine", type=_cores, help="every process's cores: 0,1,2,3")
     arguments = parser.parse_args()
-    _serve_share(arguments.fd, arguments.cores)
+    counts = ConnectionCounts(arguments.counts, arguments.slot)
+    _serve_share(arguments.fd, Share(arguments.cores, arguments.machine, counts))

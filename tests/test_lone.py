@@ -80,3 +80,21 @@ def test_the_route_follows_the_machine_when_it_changes():
     assert switches == [1]
     serve(route, {0: 1.0, 1: 1.6}, 8 * EXPLORE_EVERY)
     assert switches == [1, 0] and route.current == 0
+
+
+def test_while_other_processes_have_work_the_confined_session_runs_outside_the_duels():
+    route = LoneRoute(["every core", "own cores"], confined=1)
+    for _ in range(EXPLORE_EVERY - 1):
+        assert route.pick() == 0
+    # The next text would start a duel; crowded, it runs on the confined session, untimed.
+    assert route.pick(crowded=True) == 1
+    route.record(1, 9.0)
+    assert route.medians() == [None, None]
+    assert route.pick() == 1  # the duel starts on the next uncrowded text
+    with pytest.raises(ValueError, match="confined session 2 of 2"):
+        LoneRoute(["a", "b"], confined=2)
+
+
+def test_without_a_confined_session_crowding_changes_nothing():
+    route = LoneRoute(["only"])
+    assert route.pick(crowded=True) == 0

@@ -7,10 +7,12 @@ batch mates, and their compute is set by their depth.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -516,6 +518,112 @@ def test_two_processes_share_the_port_the_metrics_and_the_feedback_key(repositor
         assert server.process.wait(timeout=30) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
     assert "2 serving processes" in server.logs()
+
+
+LONE_VARIANT = "minilm-l3-augmented-int8"
+
+
+def _helper_threads(pid: int) -> dict[int, tuple[int, ...]]:
+    """The process's threads pinned elsewhere than its own cores: thread id -> cores."""
+    own = os.sched_getaffinity(pid)
+    helpers = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        cores = os.sched_getaffinity(int(task.name))
+        if not cores & own:
+            helpers[int(task.name)] = tuple(sorted(cores))
+    return helpers
+
+
+def _cpu_ticks(pid: int, thread: int) -> int:
+    fields = Path(f"/proc/{pid}/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def _connect_into(port: int, pid: int, children: list[int]) -> socket.socket:
+    """A connection that the kernel gave to process ``pid``'s socket; the others made on the way
+    are closed."""
+    strays = []
+    try:
+        for _ in range(64):
+            held = _connections_by_process(port, children)
+            sock = socket.create_connection(("127.0.0.1", port))
+            deadline = time.monotonic() + 5
+            while (now := _connections_by_process(port, children)) == held:
+                assert time.monotonic() < deadline, "the connection was never accepted"
+                time.sleep(0.01)
+            if now[pid] > held[pid]:
+                return sock
+            strays.append(sock)
+        raise AssertionError(f"64 connections and none to process {pid}")
+    finally:
+        for stray in strays:
+            stray.close()
+
+
+def _lone_texts(sock: socket.socket, port: int, count: int) -> list[int]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.sock = sock
+    statuses = []
+    for index in range(count):
+        body = json.dumps({"text": f"what is my balance {index}"})
+        headers = {"Content-Type": "application/json"}
+        connection.request("POST", f"/v1/models/{LONE_VARIANT}/predict", body, headers)
+        response = connection.getresponse()
+        response.read()
+        statuses.append(response.status)
+    return statuses
+
+
+def _inline_threads(server: Server, variant: str) -> dict[int, float]:
+    """brum_inline_session_threads of ``variant``, by process."""
+    return {
+        int(dict(labels)["pid"]): value
+        for (name, labels), value in samples(server).items()
+        if name == "brum_inline_session_threads" and dict(labels)["variant"] == variant
+    }
+
+
+@two_cores
+def test_a_lone_text_runs_on_every_core_only_while_the_other_process_has_no_connection(
+    shipped_repository, tmp_path
+):
+    # A real model, whose run onnxruntime spreads over its threads: the smallest shipped one.
+    alone = tmp_path / "repository"
+    alone.mkdir()
+    (alone / LONE_VARIANT).symlink_to(shipped_repository / LONE_VARIANT, target_is_directory=True)
+    with serve(tmp_path, alone, BRUM_PROCESSES="2") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        first, second = children = _children(server.process.pid)
+        # Each process holds a session with helper threads pinned to the other's cores.
+        helpers = {pid: _helper_threads(pid) for pid in children}
+        for pid, other in ((first, second), (second, first)):
+            pinned = {core for cores in helpers[pid].values() for core in cores}
+            assert pinned == os.sched_getaffinity(other)
+        helper = next(iter(helpers[first]))
+        # Lone texts start on that session in both, once both are ready (/readyz saw one).
+        deadline = time.monotonic() + 30
+        machine = len(os.sched_getaffinity(0))
+        expected = {first: machine, second: machine}
+        while (inline := _inline_threads(server, LONE_VARIANT)) != expected:
+            assert time.monotonic() < deadline, inline
+            time.sleep(0.1)
+
+        mine = _connect_into(port, first, children)
+        # The other process has a connection open: lone texts stay on this process's core.
+        theirs = _connect_into(port, second, children)
+        before = _cpu_ticks(first, helper)
+        assert _lone_texts(mine, port, 400) == [200] * 400
+        assert _cpu_ticks(first, helper) == before
+        # Alone on the machine: they run on both cores, the helper thread on the other's.
+        theirs.close()
+        deadline = time.monotonic() + 5
+        while _connections_by_process(port, children)[second]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before = _cpu_ticks(first, helper)
+        assert _lone_texts(mine, port, 400) == [200] * 400
+        assert _cpu_ticks(first, helper) > before
+        mine.close()
 
 
 @two_cores

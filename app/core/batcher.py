@@ -272,7 +272,7 @@ class Batcher:
         """Run a lone text on the event-loop thread: no queue, no hand-off to a worker thread.
         Requests that arrive meanwhile wait in the socket buffers, then batch as usual."""
         assert self.lone is not None
-        index = self.lone.pick()
+        index = self.lone.pick(self.workers.crowded)
         session = self.lone.sessions[index]
         with self.workers.lock:
             self.workers.running += 1

@@ -62,6 +62,7 @@ from app.runtime.cores import available_cores, cpu_quota
 from app.runtime.session import SessionConfig
 from app.runtime.tokenizer import load_tokenizer
 from app.settings import Settings
+from app.siblings import Share
 
 logger = logging.getLogger("brum.engine")
 
@@ -112,8 +113,12 @@ def lone_run_seconds(classifier: OnnxClassifier, runs: int = 5) -> float:
 
 
 class Engine:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, share: Share | None = None
+    ) -> None:
         self.settings = settings
+        # This process's part of the machine, when it is one of several (app/siblings.py).
+        self.share = share
         self.metrics = metrics or Metrics(settings.cpu_hour_price, settings.currency)
         self.registry: Registry | None = None
         # By variant object, not name: a request that holds a variant being replaced is served
@@ -185,20 +190,24 @@ class Engine:
         cores, quota = available_cores(), cpu_quota()
         return place(self.settings, folder / MODEL_FILE, tokenizer, cores, quota)
 
-    def _session_config(self, threads: int) -> SessionConfig:
+    def _session_config(self, threads: int, helper_cores: tuple[int, ...] = ()) -> SessionConfig:
         return SessionConfig(
             intra_op_threads=threads,
             inter_op_threads=self.settings.inter_op_threads,
             graph_optimization_level=self.settings.graph_optimization_level,
+            helper_cores=helper_cores,
         )
 
-    def _lone_session(self, folder: Path, variant: Variant, threads: int) -> OnnxClassifier:
-        """The variant's own session if it has ``threads``, else a new one, warmed up."""
+    def _lone_session(
+        self, folder: Path, variant: Variant, threads: int, helper_cores: tuple[int, ...] = ()
+    ) -> OnnxClassifier:
+        """The variant's own session if it has ``threads`` (and no ``helper_cores``), else a
+        new one, warmed up."""
         assert self.placement is not None
-        if threads == self.placement.plan.threads:
+        if threads == self.placement.plan.threads and not helper_cores:
             return variant.classifier
         card = variant.card
-        config = self._session_config(threads)
+        config = self._session_config(threads, helper_cores)
         model, tokenizer = folder / MODEL_FILE, folder / TOKENIZER_FILE
         session = load_classifier(model, tokenizer, card.max_length, config)
         warm_up(Variant(card.name, card, session, folder), self.settings.warmup_iterations)
@@ -208,7 +217,9 @@ class Engine:
         """What runs the variant's lone texts on the event loop: the session calibration found
         fastest for one text (its own, or with sessions of fewer threads side by side, one with
         more), and the other candidate, which served lone texts may prove faster; None if a lone
-        text takes longer than BRUM_INLINE_MAX_MS."""
+        text takes longer than BRUM_INLINE_MAX_MS. In one of several processes, first a session
+        on every core of the machine, which runs lone texts while the others have no connection
+        (app/siblings.py)."""
         assert self.placement is not None
         if self.settings.inline_max_ms == 0:
             return None
@@ -226,7 +237,19 @@ class Engine:
         if not inline:
             return None
         sessions = [chosen, *(self._lone_session(folder, variant, t) for t in others)]
-        return LoneRoute(sessions, on_switch=self._lone_switch_observer(variant.name, sessions))
+        share = self.share
+        if share is None or len(share.machine) == len(share.cores):
+            return LoneRoute(sessions, self._lone_switch_observer(variant.name, sessions))
+        # Not calibrated: the other processes calibrate on their cores at the same time. The
+        # duels judge it against the process's own choice on the lone texts served.
+        machine = self._lone_session(folder, variant, len(share.machine), share.helper_cores)
+        sessions.insert(0, machine)
+        logger.info(
+            "variant %s: lone texts run on all %d cores while no other process has a connection",
+            variant.name,
+            len(share.machine),
+        )
+        return LoneRoute(sessions, self._lone_switch_observer(variant.name, sessions), confined=1)
 
     def _lone_switch_observer(
         self, name: str, sessions: list[OnnxClassifier]
@@ -291,7 +314,8 @@ class Engine:
         self.metrics.publish_placement(self.placement)
         plan = self.placement.plan
         self.policy = batch_policy(self.settings, self.placement)
-        self.workers = InferenceWorkers(plan.side_by_side, self.connections)
+        elsewhere = self.share.counts.elsewhere if self.share is not None else None
+        self.workers = InferenceWorkers(plan.side_by_side, self.connections, elsewhere)
         self.workers.start()
         variants = self._start_batchers(await asyncio.to_thread(self._load, self.cards))
         self.registry = Registry(variants, self.default_variant)

@@ -14,6 +14,10 @@ another followed that noise and switched back and forth. The first run of each b
 session's threads and finds its caches cold, which steady service does not do; it is not timed.
 The route keeps the last ``WINDOW`` duel timings of each session and follows the one with the
 lower median once each has ``ENOUGH``, if it is ``MARGIN`` or more faster.
+
+One of several processes (app/siblings.py) may have a session whose helper threads run on the
+other processes' cores: while they have connections open, lone texts run on the route's
+``confined`` session, on the process's own cores, outside the duels.
 """
 
 from __future__ import annotations
@@ -34,16 +38,22 @@ Session = TypeVar("Session")
 
 class LoneRoute(Generic[Session]):
     """Candidate sessions for lone texts, calibration's choice first. ``on_switch`` is told the
-    index of the session the route follows from then on, and each session's median."""
+    index of the session the route follows from then on, and each session's median.
+    ``confined``: the index of the session that runs on the process's own cores only, where
+    some may not; None if all do."""
 
     def __init__(
         self,
         sessions: Sequence[Session],
         on_switch: Callable[[int, list[float]], None] = lambda index, medians: None,
+        confined: int | None = None,
     ) -> None:
         if not sessions:
             raise ValueError("a lone route needs at least one session")
+        if confined is not None and not 0 <= confined < len(sessions):
+            raise ValueError(f"confined session {confined} of {len(sessions)}")
         self.sessions = tuple(sessions)
+        self.confined = confined
         self.current = 0
         self.on_switch = on_switch
         self._timings = [deque[float](maxlen=WINDOW) for _ in self.sessions]
@@ -51,8 +61,12 @@ class LoneRoute(Generic[Session]):
         self._duel: deque[tuple[int, bool]] = deque()  # (session, timed) of the runs to come
         self._timed = False  # whether the run just picked is one the duel times
 
-    def pick(self) -> int:
-        """The index of the session the next lone text runs on."""
+    def pick(self, crowded: bool = False) -> int:
+        """The index of the session the next lone text runs on; ``crowded``: other processes
+        have work, and only the confined session is the process's to run."""
+        if crowded and self.confined is not None:
+            self._timed = False
+            return self.confined
         if len(self.sessions) == 1:
             return 0
         self._runs += 1

@@ -28,10 +28,17 @@ if TYPE_CHECKING:
 
 
 class InferenceWorkers:
-    def __init__(self, count: int, connections: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        connections: Callable[[], int] | None = None,
+        elsewhere: Callable[[], int] | None = None,
+    ) -> None:
         self.count = count
         # Open HTTP connections, set by the server that runs the app; None: unknown.
         self.connections = connections
+        # Those of the other processes beside this one (app/siblings.py); None: there are none.
+        self.elsewhere = elsewhere
         self.lock = threading.Condition()
         self.batchers: list[Batcher] = []
         self.running = 0  # batches running, inline ones included
@@ -43,6 +50,11 @@ class InferenceWorkers:
         """No batch running and at most one connection open: nothing else can be asked of the
         process while a lone request runs on the event-loop thread."""
         return self.running == 0 and self.connections is not None and self.connections() <= 1
+
+    @property
+    def crowded(self) -> bool:
+        """Other processes have connections open: their cores are not free for this one's."""
+        return self.elsewhere is not None and self.elsewhere() > 0
 
     def attach(self, batcher: Batcher) -> None:
         with self.lock:

@@ -23,6 +23,9 @@ class SessionConfig:
     intra_op_threads: int = 0  # 0: one per available core
     inter_op_threads: int = 1
     graph_optimization_level: str = "all"
+    # Cores for the session's helper threads, one each (``intra_op_threads`` - 1 of them); empty:
+    # they run wherever the process may.
+    helper_cores: tuple[int, ...] = ()
 
 
 def create_session(model_path: Path, config: SessionConfig) -> ort.InferenceSession:
@@ -36,6 +39,9 @@ def create_session(model_path: Path, config: SessionConfig) -> ort.InferenceSess
     # ends: a server mostly waits, and idle spinning would burn its cores and its CPU quota.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    if config.helper_cores:  # onnxruntime numbers logical processors from 1
+        affinities = ";".join(str(core + 1) for core in config.helper_cores)
+        options.add_session_config_entry("session.intra_op_thread_affinities", affinities)
     with session_model(model_path) as model:
         return ort.InferenceSession(
             model,

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from app import __version__
 from app.core.engine import Engine
 from app.settings import Settings
+from app.siblings import Share
 from app.transport import admin, errors, health, v1, v2
 from app.transport.lane import PredictionLane, PredictionRoutes
 from app.transport.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -43,11 +44,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.close()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, share: Share | None = None) -> FastAPI:
     """The API: its routes, error handlers and OpenAPI document. ``python -m app`` serves it
-    through ``serving_app``."""
+    through ``serving_app``; ``share``: the process's part of the machine, when it is one of
+    several (app/supervisor.py)."""
     settings = settings or Settings()
-    engine = Engine(settings)
+    engine = Engine(settings, share=share)
 
     app = FastAPI(
         title="brum",
