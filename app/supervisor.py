@@ -3,9 +3,9 @@ runs at once.
 
 One process parses a request's HTTP, routes it and writes its answer on one event loop, under one
 GIL: on 2 cores at 32 connections that loop held the GIL 58% of the time, and two processes served
-9-25% more from 8 to 64 connections, with a lower p99, and 14-17% less at one connection
-(BENCHMARKS.md, 2026-12-07). Each process is what a replica is (DESIGN.md, "Scale-out"), so the
-processes share what replicas share:
+up to 30% more from 8 to 64 connections on L3, with a lower p99, and 7% less at one connection
+(BENCHMARKS.md, 2026-12-07; on L6 their gain under load differed between runs). Each process is
+what a replica is (DESIGN.md, "Scale-out"), so the processes share what replicas share:
 
 - the port: each process listens on its own socket bound to it here (``SO_REUSEPORT``);
 - Prometheus metrics, through prometheus_client's multiprocess mode: each process writes its series
