@@ -77,6 +77,13 @@ def supervise(settings: Settings) -> None:
         stale.unlink()
     if settings.feedback_key is None:
         env["BRUM_FEEDBACK_KEY"] = secrets.token_urlsafe(32)
+    if settings.redis_url is None:
+        logger.warning(
+            "no BRUM_REDIS_URL: any of the %d processes judges a feedback token, but feedback by "
+            "request id alone reaches the process that served it only one time in %d",
+            settings.processes,
+            settings.processes,
+        )
     cuts = _shares(cores, settings.processes)
     counts = shared_counts(len(cuts))
     # Kept, so that subprocess never reaps them itself: this module does (_wait).

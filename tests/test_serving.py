@@ -522,7 +522,10 @@ def test_two_processes_share_the_port_the_metrics_and_the_feedback_key(repositor
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
-    assert "2 serving processes" in server.logs()
+    logs = server.logs()
+    assert "2 serving processes" in logs
+    assert "reaches the process that served it only one time in 2" in logs
+    assert "BRUM_FEEDBACK_KEY without BRUM_REDIS_URL" not in logs  # a replica's warning, not theirs
 
 
 LONE_VARIANT = "minilm-l3-augmented-int8"

@@ -148,7 +148,8 @@ class Engine:
             if key
             else None
         )
-        if self.signer is not None and self.store is None:
+        # A supervisor's child is told once, by the supervisor, in the words of processes.
+        if self.signer is not None and self.store is None and share is None:
             logger.warning(
                 "BRUM_FEEDBACK_KEY without BRUM_REDIS_URL: any replica judges a token, but only "
                 "this one knows what it judged; with several replicas, share a store"
