@@ -59,27 +59,6 @@ class CpuGroup:
         """For ``subprocess.Popen(preexec_fn=...)``: the child joins before it runs anything."""
         self.add(os.getpid())
 
-    @contextmanager
-    def joined(self) -> Iterator[None]:
-        """This process in the group, then back in the groups it was in."""
-        before = {controller: _current(controller) for controller in self.controllers}
-        self.add(os.getpid())
-        try:
-            yield
-        finally:
-            for controller, path in before.items():
-                folder = self.root / controller / path.lstrip("/")
-                (folder / "cgroup.procs").write_text(str(os.getpid()))
-
-
-def _current(controller: str) -> str:
-    """This process's group path in a v1 controller, from /proc/self/cgroup."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            return path
-    raise CgroupError(f"/proc/self/cgroup names no {controller} group")
-
 
 @contextmanager
 def cpu_group(

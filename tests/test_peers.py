@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 
 import pytest
 
@@ -17,6 +18,7 @@ from app.settings import SHIPPED_REPOSITORY
 from loadtests.cgroup import limits_available
 from loadtests.machine import machine_cpu, own_cpu_seconds
 from loadtests.peers.__main__ import load_texts, main
+from loadtests.peers.raw import raw_bracket
 from loadtests.peers.render import BUSY_MACHINE_CORES
 from loadtests.peers.rounds import fold_server, rotated
 from loadtests.processes import only_loopback
@@ -158,6 +160,22 @@ def server_round(rate: float, p99: float, ready: float, errors: int = 0) -> dict
     }
 
 
+def test_the_raw_bracket_runs_in_a_process_that_entered_the_limits_first():
+    """Not in this one, pinned after it loaded onnxruntime: that process would keep kernels a
+    server started inside the limits does not get."""
+    folder = SHIPPED_REPOSITORY / "minilm-l3-augmented-int8"
+    texts = load_texts(folder, 8, None).texts
+    mine = os.sched_getaffinity(0)
+    first = min(mine)
+    bracket = raw_bracket(folder, texts, 1, partial(os.sched_setaffinity, 0, {first}))
+    assert bracket["cpus"] == [first]
+    assert bracket["raw_batch32_texts_per_second"] > 0
+    assert bracket["session_run_p50_ms_1_thread"] > 0
+    assert os.sched_getaffinity(0) == mine
+    with pytest.raises(RuntimeError, match="the raw bracket failed"):
+        raw_bracket(folder / "missing", texts, 1)
+
+
 def test_rounds_rotate_the_starting_server():
     names = ["brum", "naive", "kserve"]
     assert [rotated(names, r)[0] for r in range(4)] == ["brum", "naive", "kserve", "brum"]
@@ -213,6 +231,8 @@ def test_cpus_holds_every_server_to_fewer_cores_and_wrk_to_the_rest(tmp_path):
     # onnxruntime's default session pins its threads to every core of the machine, which widened
     # an affinity mask to two cores; it cannot widen a cpuset.
     assert result["servers"]["naive"]["levels"]["8x1"]["server_cpu_cores"] <= 1.1
+    # The raw bracket ran in a process that loaded onnxruntime inside the cpuset, as they did.
+    assert result["raw_before"]["cpus"] == result["raw_after"]["cpus"] == cpus[:1]
     report = (tmp_path / "peers-minilm-l6-augmented-int8-1cpu.md").read_text()
     assert f"servers and raw on CPUs {cpus[:1]}, wrk on {cpus[1:]}; by a cgroup" in report
 

@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -149,17 +149,6 @@ def load_texts(folder: Path, count: int, recipe: Path | None) -> LoadTexts:
     return LoadTexts(data.name, texts, round(tokens, 1))
 
 
-@contextmanager
-def pinned(cpus: frozenset[int]) -> Iterator[None]:
-    """This process on ``cpus``, then back where it was."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
 @dataclass(frozen=True)
 class Limits:
     """The emulated machine: the servers' CPUs and quota, and where wrk runs."""
@@ -196,17 +185,17 @@ def plan_limits(wanted_cpus: int | None, quota: float | None) -> Limits:
 
 
 @contextmanager
-def confined(limits: Limits) -> Iterator[tuple[Callable[[], None] | None, Callable]]:
-    """(what each server runs first to enter the limits, a context manager that puts this process
-    inside them for the raw bracket)."""
+def entering(limits: Limits) -> Iterator[Callable[[], None] | None]:
+    """What each server and the raw bracket run first, in their own process, to enter the
+    limits."""
     if limits.isolation == "cgroup":
         cpuset = limits.servers if limits.load is not None else None
         with cpu_group(cpuset, limits.quota) as group:
-            yield group.enter, group.joined
+            yield group.enter
     elif limits.isolation == "affinity":
-        yield partial(os.sched_setaffinity, 0, limits.servers), partial(pinned, limits.servers)
+        yield partial(os.sched_setaffinity, 0, limits.servers)
     else:
-        yield None, nullcontext
+        yield None
 
 
 def run_server(
@@ -251,10 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     reference = (texts[0], reference_label(folder, texts[0]))
     names = args.servers.split(",")
     runs: dict[str, list[dict]] = {name: [] for name in names}
-    with confined(limits) as (enter, inside):
+    with entering(limits) as enter:
         print(f"raw onnxruntime, before ({cores} cores)", flush=True)
-        with inside():
-            raw_before = raw_bracket(folder, texts, cores)
+        raw_before = raw_bracket(folder, texts, cores, enter)
         with tempfile.TemporaryDirectory(prefix="brum-peers-") as workdir:
             for round_index in range(args.rounds):
                 for name in rotated(names, round_index):
@@ -265,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
         print("raw onnxruntime, after", flush=True)
-        with inside():
-            raw_after = raw_bracket(folder, texts, cores)
+        raw_after = raw_bracket(folder, texts, cores, enter)
     servers = {name: fold_server(runs[name]) for name in names}
     raw = {
         key: (min if key.startswith("session_run") else max)(raw_before[key], raw_after[key])

@@ -1,9 +1,23 @@
 """The raw onnxruntime bracket, measured before the first server and after the last: what the
-same cores do in-process with no server at all, in the two configurations that use them all."""
+same cores do in-process with no server at all, in the two configurations that use them all.
+
+It runs in a process of its own, started inside the servers' limits as they are: onnxruntime
+loaded by a process confined to one CPU runs int8 matrix products on AVX-512 VNNI where it would
+use AMX, 10-20% slower (BENCHMARKS.md, 2026-12-07), so a bracket measured by a process that loaded
+it on every core and was pinned afterwards is not what the servers can do.
+
+    python -m loadtests.peers.raw FOLDER CORES TEXTS_JSON   (prints the bracket as JSON)
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +26,7 @@ import numpy as np
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
+from loadtests.processes import ROOT
 
 # A server at one connection idles about this long between two runs (the HTTP round trip), and a
 # run after a pause is slower than one back to back (BENCHMARKS.md, "The lone request").
@@ -58,14 +73,33 @@ def in_process(folder: Path, threads: int, workers: int, texts: list[str]) -> di
     }
 
 
-def raw_bracket(folder: Path, texts: list[str], cores: int) -> dict:
+def raw_bracket(
+    folder: Path, texts: list[str], cores: int, enter: Callable[[], None] | None = None
+) -> dict:
+    """The bracket, measured by a new process that runs ``enter`` first (joins the servers'
+    cgroup, or takes their CPU affinity)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as listed:
+        json.dump(texts, listed)
+        listed.flush()
+        command = [sys.executable, "-m", "loadtests.peers.raw", str(folder), str(cores)]
+        done = subprocess.run(
+            [*command, listed.name], capture_output=True, text=True, cwd=ROOT, preexec_fn=enter
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the raw bracket failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def measure_bracket(folder: Path, texts: list[str], cores: int) -> dict:
     """Batch-32 tokenize + run throughput (texts/s) and batch-1 ``session.run`` latency (back to
     back, and after a pause as long as an HTTP round trip), with
     one-thread sessions running one batch per core side by side, and with one session of
-    ``cores`` intra-op threads; ``raw_batch32_texts_per_second`` is the better of the two."""
+    ``cores`` intra-op threads; ``raw_batch32_texts_per_second`` is the better of the two; and
+    the CPUs it ran on."""
     side_by_side = in_process(folder, threads=1, workers=cores, texts=texts)
     one_session = in_process(folder, threads=cores, workers=1, texts=texts)
     return {
+        "cpus": sorted(os.sched_getaffinity(0)),
         "one_thread_sessions_side_by_side": side_by_side,
         "one_session_all_cores": one_session,
         "raw_batch32_texts_per_second": max(
@@ -91,3 +125,8 @@ def reference_label(folder: Path, text: str) -> str:
     )
     logits = classifier.classify([text]).logits[0]
     return card.labels[int(np.argmax(logits))]
+
+
+if __name__ == "__main__":
+    folder, cores, listed = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    print(json.dumps(measure_bracket(folder, json.loads(listed.read_text()), cores)))
