@@ -77,6 +77,15 @@ def test_peer_benchmark_measures_each_server(tmp_path):
         start["inline_session_threads"] for start in result["servers"]["brum"]["chosen_by_round"]
     ]
     assert [row.rsplit("|", 2)[1].strip() for row in rows] == [f"{t} thread(s)" for t in lone]
+    # After one connection, each process's lone session: one process for brum, two for
+    # brum-processes, whose threads it names per process.
+    for name, processes in (("brum", 1), ("brum-processes", 2)):
+        after = result["servers"][name]["levels"]["1x1"]["rounds_lone_session_threads"]
+        assert len(after) == 2 and all(len(threads) == processes for threads in after), after
+        assert all(threads >= 1 for round_ in after for threads in round_), after
+        each = "; ".join(" + ".join(map(str, threads)) for threads in after)
+        assert f"- {name}, after 1x1: lone texts on sessions of {each} thread(s)" in report
+    assert "rounds_lone_session_threads" not in result["servers"]["brum"]["levels"]["16x8"]
     assert stem.with_suffix(".png").stat().st_size > 10_000
 
 

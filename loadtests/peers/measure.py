@@ -118,6 +118,18 @@ def brum_choices(url: str) -> dict:
     return chosen
 
 
+def lone_session_threads(metrics_url: str) -> list[int]:
+    """The threads of the session each brum process runs lone texts on now, by pid: a lone
+    route follows whichever of its sessions it timed faster, so one start's one-connection
+    figure depends on which that was."""
+    by_pid: dict[str, int] = {}
+    for family in text_string_to_metric_families(httpx.get(metrics_url).text):
+        for sample in family.samples:
+            if sample.name == "brum_inline_session_threads":
+                by_pid[sample.labels.get("pid", "")] = int(sample.value)
+    return [by_pid[pid] for pid in sorted(by_pid)]
+
+
 def batches_run(metrics_url: str) -> tuple[float, float]:
     """brum's texts and batches run so far, over every variant, from its /metrics."""
     texts = batches = 0.0
@@ -161,6 +173,9 @@ def run_level(
         batches = after[1] - before[1]
         run["texts_per_batch"] = round((after[0] - before[0]) / batches, 2) if batches else 0.0
         batching = f"  texts a batch {run['texts_per_batch']:.2f}"
+        if level.connections == 1:
+            run["lone_session_threads"] = lone_session_threads(metrics_url)
+            batching += f"  lone texts on {'+'.join(map(str, run['lone_session_threads']))}"
     print(
         f"  {level.key:>5}: {run['requests_per_second']:8.1f} req/s {run['texts_per_second']:8.1f}"
         f" texts/s  p50 {run['p50_ms']:7.2f}  p99 {run['p99_ms']:7.2f} ms  errors"

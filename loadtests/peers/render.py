@@ -73,6 +73,23 @@ def _brum_starts(brum: dict) -> list[str]:
     return lines
 
 
+def _lone_sessions(servers: dict) -> list[str]:
+    """For each brum server, the sessions its processes ran lone texts on right after each
+    one-connection level, round by round."""
+    lines = []
+    for name, server in servers.items():
+        for key, level in server.get("levels", {}).items():
+            rounds = level.get("rounds_lone_session_threads")
+            if not name.startswith("brum") or rounds is None:
+                continue
+            each = "; ".join(" + ".join(map(str, threads)) for threads in rounds)
+            lines.append(
+                f"- {name}, after {key}: lone texts on sessions of {each} thread(s) (per "
+                "process, round by round)"
+            )
+    return ["", *lines] if lines else []
+
+
 def _pinning(result: dict) -> str:
     """Where the servers and wrk ran, when the run emulated a smaller machine."""
     cpus = result.get("cpus")
@@ -153,6 +170,7 @@ def render_markdown(result: dict) -> str:
             )
     lines += _busy_levels(result["servers"])
     lines += _brum_starts(result["servers"].get("brum", {}))
+    lines += _lone_sessions(result["servers"])
     lines += [
         "",
         "## Raw onnxruntime, in-process (no server)",

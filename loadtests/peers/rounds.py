@@ -39,6 +39,8 @@ def fold_level(runs: list[dict]) -> dict:
         folded[field] = round(sum(run[field] for run in runs), 2)
     if all("texts_per_batch" in run for run in runs):  # brum's, read from its /metrics
         folded["texts_per_batch"] = round(statistics.median(r["texts_per_batch"] for r in runs), 2)
+    if all("lone_session_threads" in run for run in runs):  # brum's, after one connection
+        folded["rounds_lone_session_threads"] = [run["lone_session_threads"] for run in runs]
     if all("other_cpu_cores" in run for run in runs):
         # The worst round: one round beside other work is enough to doubt the median.
         folded["rounds_other_cpu_cores"] = [run["other_cpu_cores"] for run in runs]
