@@ -3,8 +3,8 @@ same cores do in-process with no server at all, in the two configurations that u
 
 It runs in a process of its own, started inside the servers' limits as they are: onnxruntime
 loaded by a process confined to one CPU runs int8 matrix products on AVX-512 VNNI where it would
-use AMX, 10-20% slower (BENCHMARKS.md, 2026-12-07), so a bracket measured by a process that loaded
-it on every core and was pinned afterwards is not what the servers can do.
+use AMX, about a fifth slower (BENCHMARKS.md, 2026-12-07), so a bracket measured by a process
+that loaded it on every core and was pinned afterwards is not what the servers can do.
 
     python -m loadtests.peers.raw FOLDER CORES TEXTS_JSON   (prints the bracket as JSON)
 """
