@@ -174,8 +174,9 @@ def _serve_share(fd: int, share: Share) -> None:
     """One serving process, on its share of the cores, on the socket the supervisor bound."""
     from app.server import serve  # the app, which the supervisor itself does without
 
-    # Pinned only once onnxruntime is loaded: loaded in a process already pinned to one core, it
-    # ran the L3 model 10-20% slower, under `taskset` too (BENCHMARKS.md, 2026-12-07).
+    # Pinned only once onnxruntime is loaded: loaded in a process already held to one core, it
+    # runs int8 products without AMX, about a fifth slower, under `taskset` too (BENCHMARKS.md,
+    # 2026-12-07).
     os.sched_setaffinity(0, share.cores)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
