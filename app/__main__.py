@@ -15,6 +15,9 @@ def main() -> None:
 
         supervise(settings)
     else:
+        from app.runtime.amx import load_onnxruntime
+
+        load_onnxruntime()  # before the app imports it
         from app.server import serve
 
         serve(settings)
