@@ -7,6 +7,8 @@ use AMX, about a fifth slower (BENCHMARKS.md, 2026-12-07), so a bracket measured
 that loaded it on every core and was pinned afterwards is not what the servers can do.
 
     python -m loadtests.peers.raw FOLDER CORES TEXTS_JSON   (prints the bracket as JSON)
+
+run by ``raw_bracket`` after onnxruntime is loaded as brum loads it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from app.core.card import MODEL_FILE, TOKENIZER_FILE, read_card
 from app.runtime.classifier import load_classifier
 from app.runtime.session import SessionConfig
 from loadtests.processes import ROOT
+
+# The bracket's process: onnxruntime loaded as brum loads it (app/runtime/amx.py) before this
+# module imports it, so that on one CPU held by affinity alone raw may use AMX as brum does.
+CHILD = """
+import runpy
+from app.runtime.amx import load_onnxruntime
+load_onnxruntime()
+runpy.run_module("loadtests.peers.raw", run_name="__main__", alter_sys=True)
+"""
 
 # A server at one connection idles about this long between two runs (the HTTP round trip), and a
 # run after a pause is slower than one back to back (BENCHMARKS.md, "The lone request").
@@ -81,10 +92,8 @@ def raw_bracket(
     with tempfile.NamedTemporaryFile("w", suffix=".json") as listed:
         json.dump(texts, listed)
         listed.flush()
-        command = [sys.executable, "-m", "loadtests.peers.raw", str(folder), str(cores)]
-        done = subprocess.run(
-            [*command, listed.name], capture_output=True, text=True, cwd=ROOT, preexec_fn=enter
-        )
+        command = [sys.executable, "-c", CHILD, str(folder), str(cores), listed.name]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, preexec_fn=enter)
     if done.returncode != 0:
         raise RuntimeError(f"the raw bracket failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout)
