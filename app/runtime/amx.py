@@ -30,7 +30,12 @@ def load_onnxruntime() -> None:
         return
     # numpy's BLAS starts threads by the CPUs it sees: it should see the process's one.
     importlib.import_module("numpy")
-    os.sched_setaffinity(0, range(os.cpu_count() or 1))  # a cpuset keeps only its own CPUs
+    try:  # a cpuset keeps only its own CPUs
+        os.sched_setaffinity(0, held | set(range(os.cpu_count() or 1)))
+    except OSError as exc:  # e.g. refused by a seccomp profile: load it as it is
+        logger.info("onnxruntime loaded on one CPU (%s): int8 may run without AMX", exc)
+        importlib.import_module("onnxruntime")
+        return
     widened = os.sched_getaffinity(0)
     try:
         importlib.import_module("onnxruntime")
