@@ -24,24 +24,21 @@ TASKS = Path("/proc/self/task")
 def load_onnxruntime() -> None:
     """Import onnxruntime, with a second CPU in the mask while it loads where this process is
     held to one CPU and may have another; every thread's mask is as it was afterwards."""
-    held = os.sched_getaffinity(0)
-    if len(held) != 1:
-        importlib.import_module("onnxruntime")
-        return
-    # numpy's BLAS starts threads by the CPUs it sees: it should see the process's one.
-    importlib.import_module("numpy")
-    try:  # a cpuset keeps only its own CPUs
-        os.sched_setaffinity(0, held | set(range(os.cpu_count() or 1)))
-    except OSError as exc:  # e.g. refused by a seccomp profile: load it as it is
-        logger.info("onnxruntime loaded on one CPU (%s): int8 may run without AMX", exc)
-        importlib.import_module("onnxruntime")
-        return
-    widened = os.sched_getaffinity(0)
+    held = widened = os.sched_getaffinity(0)
+    if len(held) == 1:
+        # numpy's BLAS starts threads by the CPUs it sees: it should see the process's one.
+        importlib.import_module("numpy")
+        try:  # a cpuset keeps only its own CPUs
+            os.sched_setaffinity(0, held | set(range(os.cpu_count() or 1)))
+            widened = os.sched_getaffinity(0)
+        except OSError as exc:  # e.g. refused by a seccomp profile: load it as it is
+            logger.info("onnxruntime loaded on one CPU (%s): int8 may run without AMX", exc)
     try:
         importlib.import_module("onnxruntime")
     finally:
-        _hold_every_thread(held)
-    if len(widened) > 1:
+        if widened != held:
+            _hold_every_thread(held)
+    if widened != held:
         logger.info(
             "onnxruntime loaded with CPUs %s in the mask, so that it could check AMX; serving "
             "on CPU %s",
