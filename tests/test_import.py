@@ -85,9 +85,10 @@ def test_an_optimum_export_is_served_as_it_is(exported, tmp_path):
 
 
 def test_a_checkpoint_is_exported_quantized_and_measured(exported, tmp_path, caplog):
-    rows = [(text, label) for label, texts in TEXTS.items() for text in texts]
+    # Three different texts a label, so that test and validation can be carved from the file.
+    rows = [(t + end, label) for label, texts in TEXTS.items() for t in texts for end in "!?."]
     data = tmp_path / "data.csv"
-    data.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows * 3))
+    data.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
     with caplog.at_level(logging.WARNING):
         folder = import_variant(
             exported / "tuned",

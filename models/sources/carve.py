@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -17,19 +18,32 @@ Rows = list[tuple[str, str]]
 
 
 def stratified(rows: Rows, share: float, seed: int) -> tuple[Rows, Rows]:
-    """(kept, carved): ``share`` of every label's rows carved (at least one, never all); every
-    label has two rows or more (``rare_labels`` saw to it)."""
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for index, (_, label) in enumerate(rows):
-        by_label[label].append(index)
+    """(kept, carved): ``share`` of every label's texts carved (at least one, never all).
+
+    Copies of one text stay together, on one side: a copy in train would answer its twin in test
+    from memory, and the test accuracy would overstate what unseen texts get. A text given more
+    than one label counts under the label most of its copies have. ``rare_labels`` saw to it that
+    every label has two different texts or more."""
+    copies: dict[str, list[int]] = defaultdict(list)
+    for index, (text, _) in enumerate(rows):
+        copies[text].append(index)
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for text, indices in copies.items():
+        by_label[_majority(rows[i][1] for i in indices)].append(text)
     rng = np.random.default_rng(seed)
     carved: set[int] = set()
     for label in sorted(by_label):
-        indices = by_label[label]
-        count = min(len(indices) - 1, max(1, round(len(indices) * share)))
-        carved.update(int(i) for i in rng.choice(indices, count, replace=False))
+        texts = by_label[label]
+        count = min(len(texts) - 1, max(1, round(len(texts) * share)))
+        for chosen in rng.choice(len(texts), count, replace=False):
+            carved.update(copies[texts[chosen]])
     kept = [row for i, row in enumerate(rows) if i not in carved]
     return kept, [row for i, row in enumerate(rows) if i in carved]
+
+
+def _majority(labels: Iterable[str]) -> str:
+    counts = Counter(labels)
+    return min(counts, key=lambda label: (-counts[label], label))
 
 
 def complete(
@@ -76,10 +90,11 @@ def complete(
 def rare_labels(
     rows: Rows, missing: list[str], where: str, rare: Literal["refuse", "drop"]
 ) -> tuple[Rows, list[str]]:
-    """The rows, less those of labels with too few to carve one of each missing split and keep
-    one for training (when ``rare`` is ``drop``; else an error naming every such label)."""
+    """The rows, less those of labels with too few different texts to carve one into each missing
+    split and keep one for training (when ``rare`` is ``drop``; else an error naming every such
+    label). Copies of a text count once: they are carved together."""
     least = 1 + len(missing)
-    counts = Counter(label for _, label in rows)
+    counts = Counter(label for label, _ in {(label, text) for text, label in rows})
     few = sorted(label for label, count in counts.items() if count < least)
     if not few:
         return rows, []
@@ -88,14 +103,14 @@ def rare_labels(
     into = " and ".join(missing)
     if rare == "refuse":
         raise DatasetError(
-            f"{where}: {len(few)} label(s) with too few examples to carve a stratified {into} "
-            f"split and keep one for training (each needs {least}): {shown}; give them more "
-            f"examples, give {into} files, or drop them (dataset.rare_labels: drop, "
+            f"{where}: {len(few)} label(s) with too few different texts to carve a stratified "
+            f"{into} split and keep one for training (each needs {least}): {shown}; give them "
+            f"more examples, give {into} files, or drop them (dataset.rare_labels: drop, "
             "init --drop-rare-labels)"
         )
     logger.warning(
-        "%s: dropped %d label(s) with fewer than %d examples, too few to carve %s, from every "
-        "split: %s",
+        "%s: dropped %d label(s) with fewer than %d different texts, too few to carve %s, from "
+        "every split: %s",
         where,
         len(few),
         least,
