@@ -124,6 +124,15 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_card(args: argparse.Namespace) -> int:
+    from app.core.card import read_card
+    from models.model_card import write_model_card
+
+    for folder in sorted(p for p in args.repository.iterdir() if p.is_dir()):
+        print(write_model_card(folder, read_card(folder)))
+    return 0
+
+
 def compare(args: argparse.Namespace) -> int:
     from models.compare import compare_repositories, render
 
@@ -383,6 +392,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
 
     p = command("verify", verify, "check every card of a repository against its files")
+    p.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
+
+    p = command(
+        "model-card",
+        model_card,
+        "write each variant's README.md, the Hugging Face Hub's model card, from its variant.json",
+    )
     p.add_argument("repository", type=Path, nargs="?", default=REPOSITORY)
 
     p = command(

@@ -33,6 +33,7 @@ from models.evaluate import (
     served_accuracy,
     throughput,
 )
+from models.model_card import write_model_card
 from models.recipe import load_recipe
 from models.sources import recipe_dataset
 
@@ -197,7 +198,9 @@ def update_card(folder: Path, row: dict, when: datetime) -> None:
             "benchmarked_at": when,
         }
     )
-    write_card(folder, card.model_copy(update={"metrics": metrics}))
+    card = card.model_copy(update={"metrics": metrics})
+    write_card(folder, card)
+    write_model_card(folder, card)
 
 
 def pareto_front(rows: list[dict]) -> set[str]:

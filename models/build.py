@@ -39,6 +39,7 @@ from models.evaluate import (
     served_accuracy,
     throughput,
 )
+from models.model_card import write_model_card
 from models.oos import ThresholdChoice, tune_threshold
 from models.stamps import made_from, weights_digest
 
@@ -406,6 +407,7 @@ def write_variant(
         brum_version=__version__,
     )
     write_card(staging, card)
+    write_model_card(staging, card)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder

@@ -24,6 +24,7 @@ from models.build import BuildConfig, build_variant
 from models.data import Split, TextClassificationData
 from models.evaluate import mcnemar_p, predict_labels, served_accuracy
 from models.export import int8_weight_fraction
+from models.model_card import MODEL_CARD_FILE, render
 from models.recipe import Recipe
 from models.ship import ship
 from tests.tiny import save_tiny_bert
@@ -89,6 +90,7 @@ def test_variant_folder_holds_model_tokenizer_and_a_valid_card(built):
     padding = json.loads((folder / "tokenizer.json").read_text())["padding"]
     assert padding["strategy"] == "BatchLongest"  # not the upstream file's fixed 128
     assert (padding["pad_token"], padding["pad_id"]) == ("[PAD]", 0)
+    assert (folder / MODEL_CARD_FILE).read_text() == render(card, folder)
 
 
 def test_fine_tuning_learned_the_task(built):
@@ -198,6 +200,7 @@ def test_benchmark_measures_every_column_and_updates_the_card(built, tmp_path):
     assert card.metrics.peak_rss_bytes == row["peak_rss_bytes"]
     assert card.metrics.latency_batch1_all_threads.p50_ms == row[f"latency_{cores}t"]["p50_ms"]
     assert card.metrics.accuracy_batched == round(row["accuracy_batched"], 4)
+    assert (folder / MODEL_CARD_FILE).read_text() == render(card, folder)
 
 
 def test_accuracy_alone_and_batched_are_the_served_answers(built):
