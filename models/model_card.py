@@ -118,8 +118,10 @@ def _evaluation(card: VariantCard) -> str:
         return "## Evaluation\n\nNot measured: the card holds no offline metrics."
     rows = [
         ("dataset, split", f"{m.dataset}, {m.split} ({m.examples:,} texts)"),
-        ("accuracy, each text alone", f"{m.accuracy:.4f}"),
     ]
+    if m.split_origins and m.split in m.split_origins:
+        rows.append((f"the {m.split} split", m.split_origins[m.split]))
+    rows.append(("accuracy, each text alone", f"{m.accuracy:.4f}"))
     optional = [
         ("macro F1", m.macro_f1),
         ("accuracy without the out-of-scope threshold", m.accuracy_without_threshold),
