@@ -46,8 +46,9 @@ def _metadata(card: VariantCard, folder: Path) -> dict[str, Any]:
     license_id = _license(folder)
     if license_id:
         meta["license"] = license_id
+    if card.base.source != "local":  # the Hub takes a repository id here, not a path
+        meta["base_model"] = card.base.reference
     meta |= {
-        "base_model": card.base.reference,
         "library_name": "onnx",
         "pipeline_tag": card.task,
         "tags": ["onnx", card.task, *_compression_tags(card), "brum"],

@@ -90,7 +90,9 @@ def test_variant_folder_holds_model_tokenizer_and_a_valid_card(built):
     padding = json.loads((folder / "tokenizer.json").read_text())["padding"]
     assert padding["strategy"] == "BatchLongest"  # not the upstream file's fixed 128
     assert (padding["pad_token"], padding["pad_id"]) == ("[PAD]", 0)
-    assert (folder / MODEL_CARD_FILE).read_text() == render(card, folder)
+    model_card = (folder / MODEL_CARD_FILE).read_text()
+    assert model_card == render(card, folder)
+    assert "base_model" not in model_card  # a local folder's path is no Hub id
 
 
 def test_fine_tuning_learned_the_task(built):
