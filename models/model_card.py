@@ -15,8 +15,9 @@ MODEL_CARD_FILE = "README.md"
 
 # What the base checkpoint's LICENSE says, as the Hub's license ids.
 _LICENSES = {"apache-2.0": ("Apache License", "Version 2.0"), "mit": ("MIT License",)}
-# Lineage parameters too long for a card's one line a step; variant.json keeps them.
-_LONG = {"history", "candidates", "teacher_run", "layers_scored"}
+# A path on the machine that built the variant, of no use to a reader elsewhere; lists and
+# mappings (epoch histories, candidates) are left to variant.json too.
+_MACHINE_ONLY = {"teacher_run"}
 
 
 def write_model_card(folder: Path, card: VariantCard) -> Path:
@@ -172,7 +173,7 @@ def _lineage(card: VariantCard) -> str:
         params = ", ".join(
             f"{key} {_short(value)}"
             for key, value in step.params.items()
-            if key not in _LONG and not isinstance(value, list | dict)
+            if key not in _MACHINE_ONLY and not isinstance(value, list | dict)
         )
         steps.append(f"{number}. `{step.step}`" + (f": {params}" if params else ""))
     lines.append("\n".join(steps))
