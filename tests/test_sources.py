@@ -293,6 +293,7 @@ def test_copies_of_a_text_are_carved_together_so_none_is_in_train_and_test(tmp_p
     assert sum(len(s) for s in data.splits.values()) == len(copied)
     assert "also appear in the training split" not in caplog.text
     assert all(set(data.splits[split].label_ids) == {0, 1, 2} for split in sides)
+    assert "27 rows repeat another row's text, carved with it" in data.splits_made["train"]
 
 
 def test_labels_are_carved_by_their_different_texts(tmp_path):

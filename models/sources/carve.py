@@ -59,6 +59,10 @@ def complete(
     missing = [split for split in ("test", "validation") if split not in examples]
     if missing:
         made["train"] = f"the rest of {where}, once the missing splits were carved from it"
+        rows = examples["train"]
+        repeats = len(rows) - len({text for text, _ in rows})
+        if repeats:
+            made["train"] += f"; {repeats} rows repeat another row's text, carved with it"
         examples["train"], dropped = rare_labels(examples["train"], missing, where, rare)
         if dropped:
             names = ", ".join(dropped)
