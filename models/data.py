@@ -44,6 +44,9 @@ class TextClassificationData:
     header: bool | None = None
     # Texts with no label that the teacher labels into transfer sets (models/sources/unlabelled.py)
     unlabelled: tuple[str, ...] = ()
+    # What its owner should know before training on it, found while reading it and logged then:
+    # texts under several labels, labels written several ways (models/sources/labelling.py).
+    notes: tuple[str, ...] = ()
 
     @property
     def label_to_id(self) -> dict[str, int]:

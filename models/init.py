@@ -556,7 +556,7 @@ def write_recipe(args: argparse.Namespace) -> tuple[Path, str]:
         f"{sizes}.\n# Splits: "
         + "; ".join(f"{split}: {how}" for split, how in data.splits_made.items())
         + f"\n# {timing}."
-        + "".join(f"\n# Note: {note}." for note in (misfit, skewed) if note)
+        + "".join(f"\n# Note: {note}." for note in (*data.notes, misfit, skewed) if note)
         + f"\n# Next: python -m models run {output}\n"
     )
     output.write_text(header + yaml.dump(recipe, Dumper=_NoAliases, sort_keys=False, width=100))

@@ -21,6 +21,15 @@ def test_labels_are_sorted_and_ids_point_at_them(clinc):
     assert clinc.labels[split.label_ids[index]] == "translate"
 
 
+def test_the_texts_its_splits_label_two_ways_are_noted(clinc):
+    # CLINC150 as released files four texts of validation and test under other intents than
+    # the training split's copies: read as every source is, they are noted.
+    val, test = clinc.notes
+    assert "[val]: 2 text(s) have another label in the training split" in val
+    assert "'what is on my to do list' as 'reminder' here and 'todo_list' there" in val
+    assert "[test]: 2 text(s) have another label in the training split" in test
+
+
 def test_label_order_does_not_depend_on_file_order(tmp_path, clinc):
     source = json.loads((default_dir() / "data_oos_plus.json").read_text())
     reordered = {key: list(reversed(rows)) for key, rows in reversed(list(source.items()))}

@@ -305,9 +305,10 @@ def test_labels_are_carved_by_their_different_texts(tmp_path):
 def test_a_text_given_several_labels_is_warned_about(tmp_path, caplog):
     pairs = [*rows(), ("hello there", "bye"), ("cheers", "bye"), ("cheers", "greet")]
     train = write_csv(tmp_path / "train.csv", pairs)
-    test = write_csv(tmp_path / "test.csv", [("yo", "greet"), ("yo", "bye"), ("ta ta", "bye")])
+    test_rows = [("yo", "greet"), ("yo", "bye"), ("ta ta", "bye"), ("hi", "bye")]
+    test = write_csv(tmp_path / "test.csv", test_rows)
     with caplog.at_level(logging.WARNING, logger="brum.data"):
-        load_dataset(spec(train=train, test=test))
+        data = load_dataset(spec(train=train, test=test))
     assert re.search(
         r"train\.csv: 2 text\(s\) appear with more than one label \(e\.g\. 'hello there' as "
         r"'bye' and 'greet'\)",
@@ -317,6 +318,24 @@ def test_a_text_given_several_labels_is_warned_about(tmp_path, caplog):
         "test.csv: 1 text(s) appear with more than one label (e.g. 'yo' as 'bye' and 'greet')"
         in (caplog.text)
     )
+    relabelled = "test.csv: 1 text(s) have another label in the training split (e.g. 'hi' as "
+    assert relabelled + "'bye' here and 'greet' there)" in caplog.text
+    # Kept with the data for the recipe, each as it was logged; "hi" is not answered from memory.
+    assert len(data.notes) == 3 and all(note in caplog.text for note in data.notes)
+    assert "also appear in the training split" not in caplog.text
+
+
+def test_init_writes_what_it_warned_about_the_labels_into_the_recipe(tmp_path, caplog):
+    data = write_csv(tmp_path / "intents.csv", [*rows(), ("hi", "bye"), ("Thanks", "THANKS")])
+    recipe = tmp_path / "recipe.yaml"
+    with caplog.at_level(logging.WARNING, logger="brum.data"):
+        assert main(["init", str(data), "--drop-rare-labels", "-o", str(recipe)]) == 0
+    notes = [line for line in recipe.read_text().splitlines() if line.startswith("# Note: ")]
+    assert len(notes) == 2, notes
+    assert "intents.csv: 1 text(s) appear with more than one label (e.g. 'hi' as" in notes[0]
+    assert "'THANKS' / 'thanks'" in notes[1] and notes[1] in [
+        f"# Note: {m}." for m in (record.getMessage() for record in caplog.records)
+    ]
 
 
 def test_a_label_written_two_ways_is_warned_about_and_kept_apart(tmp_path, caplog):

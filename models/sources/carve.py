@@ -79,15 +79,6 @@ def complete(
         made["validation"] = (
             f"carved from train: {validation_share:g} of each label, stratified, seed {seed}"
         )
-    train = {text for text, _ in examples["train"]}
-    shared = sum(text in train for text, _ in examples["test"])
-    if shared:
-        logger.warning(
-            "%s: %d test text(s) also appear in the training split: the test accuracy "
-            "overstates what unseen texts get",
-            where,
-            shared,
-        )
     return {split: examples[split] for split in ("train", "validation", "test")}, made
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from models.data import DatasetError, TextClassificationData, from_examples
 from models.recipe import DatasetSpec
+from models.sources.labelling import labelling_notes, texts_shared_with_train, warned
 
 OOS_LABEL = "oos"
 CONFIG_FILES = {"plus": "data_oos_plus.json", "full": "data_full.json"}
@@ -48,7 +50,10 @@ def load_clinc150(
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
     examples = {split: _read_examples(raw, keys, path) for split, keys in SPLIT_KEYS.items()}
-    return from_examples(f"clinc150-{config}", examples, oos_label=OOS_LABEL)
+    where = {split: f"{path} [{keys[0]}]" for split, keys in SPLIT_KEYS.items()}
+    return _noted(
+        from_examples(f"clinc150-{config}", examples, oos_label=OOS_LABEL), examples, where
+    )
 
 
 def load_clinc150_from_hub(config: str = "plus") -> TextClassificationData:
@@ -62,7 +67,19 @@ def load_clinc150_from_hub(config: str = "plus") -> TextClassificationData:
     for split in SPLIT_KEYS:
         names = hub[split].features["intent"].names
         examples[split] = [(row["text"], names[row["intent"]]) for row in hub[split]]
-    return from_examples(f"clinc150-{config}", examples, oos_label=OOS_LABEL)
+    where = {split: f"clinc_oos {config} [{split}]" for split in SPLIT_KEYS}
+    return _noted(
+        from_examples(f"clinc150-{config}", examples, oos_label=OOS_LABEL), examples, where
+    )
+
+
+def _noted(
+    data: TextClassificationData, examples: dict[str, list[tuple[str, str]]], where: dict[str, str]
+) -> TextClassificationData:
+    """The dataset's given splits checked as every other source's are."""
+    notes = labelling_notes(examples, where)
+    notes += warned(texts_shared_with_train(examples, where["train"]))
+    return replace(data, notes=notes)
 
 
 def _read_examples(raw: object, keys: tuple[str, ...], path: Path) -> list[tuple[str, str]]:

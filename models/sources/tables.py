@@ -11,7 +11,7 @@ from models.data import DatasetError, TextClassificationData, from_examples
 from models.recipe import DatasetSpec
 from models.sources.carve import complete
 from models.sources.columns import resolve_columns
-from models.sources.labelling import warn_conflicting_labels, warn_labels_written_two_ways
+from models.sources.labelling import labelling_notes, texts_shared_with_train, warned
 from models.sources.rows import read_rows
 
 # Split names other tools write, and the one brum reads them as.
@@ -32,9 +32,7 @@ def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassification
     names = read["train"].label_names
     examples = {split: table.rows for split, table in read.items()}
     where = {split: place for split, (_, place) in tables.items()}
-    for split, rows in examples.items():
-        warn_conflicting_labels(rows, where[split])
-    warn_labels_written_two_ways({label for _, label in examples["train"]}, where["train"])
+    notes = labelling_notes(examples, where)
     sizes = spec.split
     examples, made = complete(
         examples, sizes.test, sizes.validation, sizes.seed, where["train"], spec.rare_labels
@@ -44,8 +42,9 @@ def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassification
             made[split] += f"; {table.dropped_empty} empty texts dropped"
         if table.dropped_unlabelled:
             made[split] += f"; {table.dropped_unlabelled} rows with no label dropped"
+    notes += warned(texts_shared_with_train(examples, where["train"]))
     data = from_examples(name, examples, names, spec.oos_label, where)
-    return replace(data, splits_made=made, columns=columns)
+    return replace(data, splits_made=made, columns=columns, notes=notes)
 
 
 def named_splits(
