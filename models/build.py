@@ -352,6 +352,7 @@ def measure(
         examples=report.examples,
         split_sizes={name: len(split) for name, split in data.splits.items()},
         split_origins=data.splits_made or None,
+        data_notes=[note.without_folders() for note in data.notes] or None,
         accuracy=round(report.accuracy, 4),
         accuracy_without_threshold=(
             round(served.alone_without_threshold.accuracy, 4) if rejection else None

@@ -12,12 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import PurePath
+from typing import NamedTuple
 
 SPLITS = ("train", "validation", "test")
 
 
 class DatasetError(ValueError):
     """The dataset is missing or not in the expected format; the message names where."""
+
+
+class DataNote(NamedTuple):
+    """What reading a dataset warned about: ``where`` (a file, or a dataset and its split), and
+    what it ``says``."""
+
+    where: str
+    says: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.says}"
+
+    def without_folders(self) -> str:
+        """As a card shows it: the file's name, not the build machine's folders."""
+        return f"{PurePath(self.where).name}: {self.says}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,7 @@ class TextClassificationData:
     unlabelled: tuple[str, ...] = ()
     # What its owner should know before training on it, found while reading it and logged then:
     # texts under several labels, labels written several ways (models/sources/labelling.py).
-    notes: tuple[str, ...] = ()
+    notes: tuple[DataNote, ...] = ()
 
     @property
     def label_to_id(self) -> dict[str, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from app.core.card import MODEL_FILE, TOKENIZER_FILE, LineageStep, sha256_file
@@ -108,7 +109,9 @@ def in_model_order(data: TextClassificationData, labels: list[str]) -> TextClass
         split: [(t, data.labels[y]) for t, y in zip(s.texts, s.label_ids, strict=True)]
         for split, s in data.splits.items()
     }
-    return from_examples(data.name, examples, labels, data.oos_label)
+    ordered = from_examples(data.name, examples, labels, data.oos_label)
+    # Everything else read with the data (how its splits were made, its notes) goes on the card.
+    return replace(data, labels=ordered.labels, splits=ordered.splits)
 
 
 def import_variant(

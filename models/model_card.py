@@ -153,7 +153,12 @@ def _evaluation(card: VariantCard) -> str:
     if m.benchmarked_at is not None:
         rows.append(("measured", f"{m.benchmarked_at:%Y-%m-%d %H:%M} UTC"))
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
-    return f"## Evaluation\n\n| | |\n|---|---|\n{table}"
+    section = f"## Evaluation\n\n| | |\n|---|---|\n{table}"
+    if m.data_notes:
+        noted = "\n".join(f"- {note}." for note in m.data_notes)
+        warned = "Reading the data warned of these; the figures above are measured on it as it is"
+        section += f"\n\n{warned}:\n\n{noted}"
+    return section
 
 
 def _threads(count: int) -> str:

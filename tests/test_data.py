@@ -24,7 +24,7 @@ def test_labels_are_sorted_and_ids_point_at_them(clinc):
 def test_the_texts_its_splits_label_two_ways_are_noted(clinc):
     # CLINC150 as released files four texts of validation and test under other intents than
     # the training split's copies: read as every source is, they are noted.
-    val, test = clinc.notes
+    val, test = map(str, clinc.notes)
     assert "[val]: 2 text(s) have another label in the training split" in val
     assert "'what is on my to do list' as 'reminder' here and 'todo_list' there" in val
     assert "[test]: 2 text(s) have another label in the training split" in test

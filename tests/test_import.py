@@ -87,6 +87,7 @@ def test_an_optimum_export_is_served_as_it_is(exported, tmp_path):
 def test_a_checkpoint_is_exported_quantized_and_measured(exported, tmp_path, caplog):
     # Three different texts a label, so that test and validation can be carved from the file.
     rows = [(t + end, label) for label, texts in TEXTS.items() for t in texts for end in "!?."]
+    rows.append(("hello!", "bye"))  # a text labelled two ways: the card says so
     data = tmp_path / "data.csv"
     data.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
     with caplog.at_level(logging.WARNING):
@@ -109,6 +110,14 @@ def test_a_checkpoint_is_exported_quantized_and_measured(exported, tmp_path, cap
     assert card.lineage[0].params["kind"] == "checkpoint"
     assert card.metrics is not None and card.metrics.examples > 0
     assert 0 <= card.metrics.accuracy <= 1
+    noted = "data.csv: 1 text(s) appear with more than one label (e.g. 'hello!' as 'bye' and "
+    assert card.metrics.data_notes == [
+        noted + "'greet'): a model answers every copy the same, so check which label is right"
+    ]
+    assert card.metrics.split_origins is not None  # as a built variant's card says
+    assert card.metrics.split_origins["test"].startswith("carved from train")
+    readme = (folder / "README.md").read_text()
+    assert f"- {card.metrics.data_notes[0]}." in readme and str(tmp_path) not in readme
 
 
 def test_the_service_refuses_a_model_without_a_card_and_names_the_command(exported, tmp_path):

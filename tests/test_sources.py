@@ -321,7 +321,7 @@ def test_a_text_given_several_labels_is_warned_about(tmp_path, caplog):
     relabelled = "test.csv: 1 text(s) have another label in the training split (e.g. 'hi' as "
     assert relabelled + "'bye' here and 'greet' there)" in caplog.text
     # Kept with the data for the recipe, each as it was logged; "hi" is not answered from memory.
-    assert len(data.notes) == 3 and all(note in caplog.text for note in data.notes)
+    assert len(data.notes) == 3 and all(str(note) in caplog.text for note in data.notes)
     assert "also appear in the training split" not in caplog.text
 
 

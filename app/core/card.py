@@ -77,6 +77,11 @@ class OfflineMetrics(_Strict):
     split_origins: dict[str, str] | None = Field(
         None, description="how each split was made: given, or carved from which, how, seed"
     )
+    data_notes: list[str] | None = Field(
+        None,
+        description="what reading the data warned about: texts under several labels, labels "
+        "written several ways, test texts that training also has",
+    )
     # Answers served one text at a time. Under dynamic int8 an answer can change with the other
     # texts in its batch; the batched figures say by how much.
     accuracy: float

@@ -9,6 +9,8 @@ import logging
 import re
 from collections import defaultdict
 
+from models.data import DataNote
+
 logger = logging.getLogger("brum.data")
 
 Rows = list[tuple[str, str]]
@@ -16,7 +18,7 @@ Rows = list[tuple[str, str]]
 _SEPARATORS = re.compile(r"[\s_-]+")
 
 
-def warned(*notes: str | None) -> tuple[str, ...]:
+def warned(*notes: DataNote | None) -> tuple[DataNote, ...]:
     """The notes found, each logged once as a warning."""
     found = tuple(note for note in notes if note)
     for note in found:
@@ -24,7 +26,7 @@ def warned(*notes: str | None) -> tuple[str, ...]:
     return found
 
 
-def labelling_notes(examples: dict[str, Rows], where: dict[str, str]) -> tuple[str, ...]:
+def labelling_notes(examples: dict[str, Rows], where: dict[str, str]) -> tuple[DataNote, ...]:
     """The notes on how splits read from a source were labelled, logged: before they are carved,
     so that a label spelt two ways is named before the rare-label error it usually runs into."""
     conflicts = [
@@ -41,7 +43,7 @@ def labelling_notes(examples: dict[str, Rows], where: dict[str, str]) -> tuple[s
     )
 
 
-def conflicting_labels(rows: Rows, where: str) -> str | None:
+def conflicting_labels(rows: Rows, where: str) -> DataNote | None:
     """Copies of one text with different labels: a model gives each copy the same answer, so
     at most one of them can be right, and training pulls it both ways."""
     labels: dict[str, set[str]] = defaultdict(set)
@@ -51,14 +53,15 @@ def conflicting_labels(rows: Rows, where: str) -> str | None:
     if not conflicting:
         return None
     text, found = next(iter(conflicting.items()))
-    return (
-        f"{where}: {len(conflicting)} text(s) appear with more than one label (e.g. {text!r} as "
+    return DataNote(
+        where,
+        f"{len(conflicting)} text(s) appear with more than one label (e.g. {text!r} as "
         f"{' and '.join(map(repr, found))}): a model answers every copy the same, so check which "
-        "label is right"
+        "label is right",
     )
 
 
-def relabelled_from_train(train: Rows, rows: Rows, where: str) -> str | None:
+def relabelled_from_train(train: Rows, rows: Rows, where: str) -> DataNote | None:
     """Texts of another split that the training split has under another label: the model learns
     the training split's, and is scored against this one."""
     trained: dict[str, set[str]] = defaultdict(set)
@@ -68,14 +71,15 @@ def relabelled_from_train(train: Rows, rows: Rows, where: str) -> str | None:
     if not other:
         return None
     text, label = next(iter(other.items()))
-    return (
-        f"{where}: {len(other)} text(s) have another label in the training split (e.g. {text!r} "
+    return DataNote(
+        where,
+        f"{len(other)} text(s) have another label in the training split (e.g. {text!r} "
         f"as {label!r} here and {' and '.join(map(repr, sorted(trained[text])))} there): check "
-        "which label is right"
+        "which label is right",
     )
 
 
-def labels_written_two_ways(labels: set[str], where: str) -> str | None:
+def labels_written_two_ways(labels: set[str], where: str) -> DataNote | None:
     """Labels equal but for letter case, spaces, underscores or hyphens: most likely one class
     spelt two ways, which the model would learn as two and can only half get right."""
     spellings: dict[str, list[str]] = defaultdict(list)
@@ -86,21 +90,23 @@ def labels_written_two_ways(labels: set[str], where: str) -> str | None:
         return None
     shown = ", ".join(" / ".join(map(repr, group)) for group in alike[:5])
     shown += f" and {len(alike) - 5} more" if len(alike) > 5 else ""
-    return (
-        f"{where}: {len(alike)} label(s) are written more than one way (letter case, spaces, "
+    return DataNote(
+        where,
+        f"{len(alike)} label(s) are written more than one way (letter case, spaces, "
         f"underscores or hyphens), and each way is kept apart as a label of its own: {shown}; "
-        "if they are one label, write it one way"
+        "if they are one label, write it one way",
     )
 
 
-def texts_shared_with_train(examples: dict[str, Rows], where: str) -> str | None:
+def texts_shared_with_train(examples: dict[str, Rows], where: str) -> DataNote | None:
     """Test texts that the training split has under the same label: the model answers them from
     memory. (Under another label, ``relabelled_from_train`` names them.)"""
     train = set(examples["train"])
     shared = sum(row in train for row in examples["test"])
     if not shared:
         return None
-    return (
-        f"{where}: {shared} test text(s) also appear in the training split: the test accuracy "
-        "overstates what unseen texts get"
+    return DataNote(
+        where,
+        f"{shared} test text(s) also appear in the training split: the test accuracy "
+        "overstates what unseen texts get",
     )
