@@ -492,7 +492,7 @@ def test_texts_in_both_train_and_test_are_counted(tmp_path, caplog):
     test = write_csv(tmp_path / "test.csv", [("hello there", "greet"), ("hi", "greet")])
     with caplog.at_level(logging.WARNING, logger="brum.data"):
         load_dataset(spec(train=train, test=test))
-    assert "2 test text(s) also appear in the training split" in caplog.text
+    assert "test.csv: 2 test text(s) also appear in the training split" in caplog.text
 
 
 def test_the_source_is_inferred_from_what_the_recipe_gives(tmp_path):

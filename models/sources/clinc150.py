@@ -78,7 +78,7 @@ def _noted(
 ) -> TextClassificationData:
     """The dataset's given splits checked as every other source's are."""
     notes = labelling_notes(examples, where)
-    notes += warned(texts_shared_with_train(examples, where["train"]))
+    notes += warned(texts_shared_with_train(examples, where["test"]))
     return replace(data, notes=notes)
 
 

@@ -42,7 +42,7 @@ def assemble(name: str, tables: Tables, spec: DatasetSpec) -> TextClassification
             made[split] += f"; {table.dropped_empty} empty texts dropped"
         if table.dropped_unlabelled:
             made[split] += f"; {table.dropped_unlabelled} rows with no label dropped"
-    notes += warned(texts_shared_with_train(examples, where["train"]))
+    notes += warned(texts_shared_with_train(examples, where.get("test", where["train"])))
     data = from_examples(name, examples, names, spec.oos_label, where)
     return replace(data, splits_made=made, columns=columns, notes=notes)
 
