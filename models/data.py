@@ -62,7 +62,8 @@ class TextClassificationData:
     # Texts with no label that the teacher labels into transfer sets (models/sources/unlabelled.py)
     unlabelled: tuple[str, ...] = ()
     # What its owner should know before training on it, found while reading it and logged then:
-    # texts under several labels, labels written several ways (models/sources/labelling.py).
+    # texts under several labels, labels written several ways, test texts that train has too
+    # (models/sources/labelling.py). The cards carry them (metrics.data_notes).
     notes: tuple[DataNote, ...] = ()
 
     @property
