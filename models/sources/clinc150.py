@@ -1,4 +1,5 @@
-"""CLINC150 intent detection, read from the dataset's original JSON or from the Hugging Face hub.
+"""CLINC150 intent detection, read from the dataset's original JSON. (The ``clinc_oos`` hub
+dataset, where a hub is reachable, is read as any hub dataset is: models/sources/hub.py.)
 
 Splits are ``train``, ``validation`` and ``test``; the out-of-scope examples are folded into each
 split under the label ``oos``, as in the ``clinc_oos`` hub dataset.
@@ -51,23 +52,6 @@ def load_clinc150(
         raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
     examples = {split: _read_examples(raw, keys, path) for split, keys in SPLIT_KEYS.items()}
     where = {split: f"{path} [{keys[0]}]" for split, keys in SPLIT_KEYS.items()}
-    return _noted(
-        from_examples(f"clinc150-{config}", examples, oos_label=OOS_LABEL), examples, where
-    )
-
-
-def load_clinc150_from_hub(config: str = "plus") -> TextClassificationData:
-    """Load the same splits through ``datasets.load_dataset("clinc_oos", config)``."""
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DatasetError("loading from the hub needs the `datasets` package") from exc
-    hub = datasets.load_dataset("clinc_oos", config)
-    examples = {}
-    for split in SPLIT_KEYS:
-        names = hub[split].features["intent"].names
-        examples[split] = [(row["text"], names[row["intent"]]) for row in hub[split]]
-    where = {split: f"clinc_oos {config} [{split}]" for split in SPLIT_KEYS}
     return _noted(
         from_examples(f"clinc150-{config}", examples, oos_label=OOS_LABEL), examples, where
     )
