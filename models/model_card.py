@@ -156,7 +156,10 @@ def _evaluation(card: VariantCard) -> str:
     section = f"## Evaluation\n\n| | |\n|---|---|\n{table}"
     if m.data_notes:
         noted = "\n".join(f"- {note}." for note in m.data_notes)
-        warned = "Reading the data warned of these; the figures above are measured on it as it is"
+        warned = (
+            "Reading the data warned of these, counted over all of it as read (before any sample"
+        )
+        warned += " a recipe takes); the figures above are measured on the data as it is"
         section += f"\n\n{warned}:\n\n{noted}"
     return section
 
