@@ -7,6 +7,11 @@ both (L3, p50 0.94 against 0.77 ms). So every process also loads a session whose
 are pinned to the other processes' cores, and runs a lone text on it only while no other process
 has a connection open: 0.85 ms (BENCHMARKS.md, 2026-12-07). The count of open connections per
 process lives in memory the processes share (a ``memfd`` the supervisor made), one slot each.
+
+Readiness is shared the same way: the kernel spreads new connections over every process's
+socket, so the container is ready only once every process is. A process that answered /readyz
+for itself alone let a probe pass while its sibling still loaded, and that sibling's share of the
+traffic got 503.
 """
 
 from __future__ import annotations
@@ -20,10 +25,20 @@ SLOT_BYTES = 8  # one signed 64-bit count a process: written whole, never torn o
 
 
 def shared_counts(processes: int) -> int:
-    """A file descriptor of ``processes`` zeroed slots in memory, for the processes to inherit."""
+    """A file descriptor of zeroed slots in memory, for the processes to inherit: ``processes``
+    connection counts, then as many readiness flags."""
     fd = os.memfd_create("brum-connections")  # the processes get it through pass_fds
-    os.ftruncate(fd, processes * SLOT_BYTES)
+    os.ftruncate(fd, 2 * processes * SLOT_BYTES)
     return fd
+
+
+def _half(fd: int, slot: int, second: bool) -> memoryview:
+    """One half of the shared slots: the connection counts, or (``second``) the readiness flags."""
+    slots = memoryview(mmap.mmap(fd, 0)).cast("q")
+    processes = len(slots) // 2
+    if not 0 <= slot < processes:
+        raise ValueError(f"slot {slot} of {processes}")
+    return slots[processes:] if second else slots[:processes]
 
 
 class ConnectionCounts:
@@ -31,10 +46,7 @@ class ConnectionCounts:
     reads the others'."""
 
     def __init__(self, fd: int, slot: int) -> None:
-        self._memory = mmap.mmap(fd, 0)
-        self._counts = memoryview(self._memory).cast("q")
-        if not 0 <= slot < len(self._counts):
-            raise ValueError(f"slot {slot} of {len(self._counts)}")
+        self._counts = _half(fd, slot, second=False)
         self.slot = slot
 
     def publish(self, open_connections: int) -> None:
@@ -45,14 +57,30 @@ class ConnectionCounts:
         return sum(self._counts) - self._counts[self.slot]
 
 
+class ReadinessFlags:
+    """Whether each process is ready, in shared memory: each process writes its own flag, and
+    is ready to a probe only while every flag is set."""
+
+    def __init__(self, fd: int, slot: int) -> None:
+        self._flags = _half(fd, slot, second=True)
+        self.slot = slot
+
+    def publish(self, ready: bool) -> None:
+        self._flags[self.slot] = int(ready)
+
+    def all_ready(self) -> bool:
+        return all(self._flags)
+
+
 @dataclass(frozen=True)
 class Share:
     """One process's part of the machine: its cores, all the processes' cores, and the shared
-    counts of their connections."""
+    counts of their connections and flags of their readiness."""
 
     cores: tuple[int, ...]
     machine: tuple[int, ...]
     counts: ConnectionCounts
+    readiness: ReadinessFlags
 
     @property
     def helper_cores(self) -> tuple[int, ...]:

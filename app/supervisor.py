@@ -40,7 +40,7 @@ from types import FrameType
 from app.logs import configure_logging
 from app.runtime.cores import capped_by_quota, cpu_quota
 from app.settings import Settings
-from app.siblings import ConnectionCounts, Share, shared_counts
+from app.siblings import ConnectionCounts, ReadinessFlags, Share, shared_counts
 
 logger = logging.getLogger("brum.supervisor")
 
@@ -190,10 +190,13 @@ def _cores(text: str) -> tuple[int, ...]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="one of the supervisor's serving processes")
     parser.add_argument("fd", type=int, help="the listening socket's file descriptor")
-    parser.add_argument("counts", type=int, help="the shared connection counts' file descriptor")
+    parser.add_argument(
+        "counts", type=int, help="the shared connection counts' and readiness flags' descriptor"
+    )
     parser.add_argument("slot", type=int, help="this process's slot in them")
     parser.add_argument("cores", type=_cores, help="the cores this process runs on: 0,1")
     parser.add_argument("machine", type=_cores, help="every process's cores: 0,1,2,3")
     arguments = parser.parse_args()
     counts = ConnectionCounts(arguments.counts, arguments.slot)
-    _serve_share(arguments.fd, Share(arguments.cores, arguments.machine, counts))
+    readiness = ReadinessFlags(arguments.counts, arguments.slot)
+    _serve_share(arguments.fd, Share(arguments.cores, arguments.machine, counts, readiness))

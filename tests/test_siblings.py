@@ -1,4 +1,5 @@
-"""What a serving process knows of the others: their open connections, in memory they share."""
+"""What a serving process knows of the others: their open connections and whether they are
+ready, in memory they share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import sys
 
 import pytest
 
-from app.siblings import ConnectionCounts, CountedConnections, Share, shared_counts
+from app.siblings import (
+    ConnectionCounts,
+    CountedConnections,
+    ReadinessFlags,
+    Share,
+    shared_counts,
+)
 
 
 def test_each_process_reads_the_connections_of_the_others_not_its_own():
@@ -57,7 +64,29 @@ def test_the_server_s_connection_set_publishes_its_size_as_it_changes():
 def test_a_lone_text_s_helper_threads_run_on_every_core_but_the_process_s_first():
     fd = shared_counts(2)
     try:
-        share = Share(cores=(2, 3), machine=(0, 1, 2, 3), counts=ConnectionCounts(fd, 1))
+        share = Share((2, 3), (0, 1, 2, 3), ConnectionCounts(fd, 1), ReadinessFlags(fd, 1))
         assert share.helper_cores == (0, 1, 3)
+    finally:
+        os.close(fd)
+
+
+def test_the_processes_are_ready_only_once_every_one_is_and_until_one_drains():
+    fd = shared_counts(2)
+    try:
+        mine, counts = ReadinessFlags(fd, 0), ConnectionCounts(fd, 0)
+        mine.publish(True)
+        assert not mine.all_ready()  # the other is still loading
+        # The other process publishes its flag from the descriptor it inherits.
+        script = (
+            "import sys; from app.siblings import ReadinessFlags; "
+            "ReadinessFlags(int(sys.argv[1]), 1).publish(True)"
+        )
+        subprocess.run([sys.executable, "-c", script, str(fd)], pass_fds=[fd], check=True)
+        assert mine.all_ready() and ReadinessFlags(fd, 1).all_ready()
+        assert counts.elsewhere() == 0  # the flags are not counted as connections
+        mine.publish(False)
+        assert not ReadinessFlags(fd, 1).all_ready()
+        with pytest.raises(ValueError, match="slot 2 of 2"):
+            ReadinessFlags(fd, 2)
     finally:
         os.close(fd)

@@ -181,7 +181,9 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self.loaded and not self.draining
+        """Ready to take traffic: this process, and every process beside it (app/siblings.py)."""
+        mine = self.loaded and not self.draining
+        return mine and (self.share is None or self.share.readiness.all_ready())
 
     def _place(self) -> Placement:
         """The plan for the cores, measured on the default variant's model if not configured.
@@ -332,6 +334,8 @@ class Engine:
         elapsed = time.perf_counter() - self.started_at
         self.metrics.mark_ready(True, startup_seconds=elapsed)
         self.loaded = True
+        if self.share is not None:
+            self.share.readiness.publish(True)
         logger.info("ready in %.3f s with variants %s", elapsed, ", ".join(sorted(variants)))
         return self.registry
 
@@ -648,6 +652,8 @@ class Engine:
         """Stop being ready; requests already accepted still finish."""
         self.draining = True
         self.metrics.mark_ready(False)
+        if self.share is not None:
+            self.share.readiness.publish(False)
         logger.info("draining: no longer ready")
 
     async def close(self) -> None:
