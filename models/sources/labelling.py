@@ -32,8 +32,9 @@ def labelling_notes(examples: dict[str, Rows], where: dict[str, str]) -> tuple[D
     conflicts = [
         conflicting_labels(rows, where.get(split, split)) for split, rows in examples.items()
     ]
+    trained = _labels_by_text(examples["train"])
     relabelled = [
-        relabelled_from_train(examples["train"], rows, where.get(split, split))
+        relabelled_from_train(trained, rows, where.get(split, split))
         for split, rows in examples.items()
         if split != "train"
     ]
@@ -46,9 +47,7 @@ def labelling_notes(examples: dict[str, Rows], where: dict[str, str]) -> tuple[D
 def conflicting_labels(rows: Rows, where: str) -> DataNote | None:
     """Copies of one text with different labels: a model gives each copy the same answer, so
     at most one of them can be right, and training pulls it both ways."""
-    labels: dict[str, set[str]] = defaultdict(set)
-    for text, label in rows:
-        labels[text].add(label)
+    labels = _labels_by_text(rows)
     conflicting = {text: sorted(found) for text, found in labels.items() if len(found) > 1}
     if not conflicting:
         return None
@@ -61,12 +60,9 @@ def conflicting_labels(rows: Rows, where: str) -> DataNote | None:
     )
 
 
-def relabelled_from_train(train: Rows, rows: Rows, where: str) -> DataNote | None:
-    """Texts of another split that the training split has under another label: the model learns
-    the training split's, and is scored against this one."""
-    trained: dict[str, set[str]] = defaultdict(set)
-    for text, label in train:
-        trained[text].add(label)
+def relabelled_from_train(trained: dict[str, set[str]], rows: Rows, where: str) -> DataNote | None:
+    """Texts of another split that the training split (``trained``: its labels by text) has under
+    another label: the model learns the training split's, and is scored against this one."""
     other = {text: label for text, label in rows if text in trained and label not in trained[text]}
     if not other:
         return None
@@ -77,6 +73,13 @@ def relabelled_from_train(train: Rows, rows: Rows, where: str) -> DataNote | Non
         f"as {label!r} here and {' and '.join(map(repr, sorted(trained[text])))} there): check "
         "which label is right",
     )
+
+
+def _labels_by_text(rows: Rows) -> dict[str, set[str]]:
+    labels: dict[str, set[str]] = defaultdict(set)
+    for text, label in rows:
+        labels[text].add(label)
+    return labels
 
 
 def labels_written_two_ways(labels: set[str], where: str) -> DataNote | None:
